@@ -1,0 +1,343 @@
+"""Incremental, hardened XML stream parser and a namespace-clean serializer (sans-IO).
+
+:class:`StreamParser` takes bytes as they come off the wire, in chunks split anywhere (even inside
+a UTF-8 character), and returns complete top-level elements of the XMPP stream as
+``xml.etree.ElementTree.Element`` objects with Clark-notation tags (``{jabber:client}message``).
+
+It is built on the C-accelerated expat ``XMLParser`` + ``TreeBuilder`` of the standard library,
+so elements are built in C. RFC 6120 §11.1 restrictions are enforced on top:
+
+* a DTD can only stand in the prolog, before the stream header; the prolog is therefore checked
+  byte for byte before expat sees it, and any ``<!`` (DOCTYPE, comment) or processing instruction
+  there is refused with ``restricted-xml``. Without a DTD no entity can be declared, so the
+  billion-laughs and external-entity attacks have nothing to work with;
+* a reference to any entity other than the five predefined ones is refused (``restricted-xml``);
+* comments and processing instructions inside the stream are refused (``restricted-xml``);
+* an encoding other than UTF-8 is refused (``unsupported-encoding``, RFC 6120 §11.6);
+* invalid UTF-8 and any other well-formedness error give ``not-well-formed``;
+* a stanza larger than ``max_stanza_size`` bytes or nested deeper than ``max_depth`` gives
+  ``policy-violation``. Bytes are fed to expat in slices of bounded size, so memory stays
+  proportional to the limit, not to what the peer sends.
+
+Every error is raised as :class:`simplexmpp.errors.StreamError` with the condition to send back.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import InvalidStanzaError, StreamError
+
+__all__ = [
+    "STREAM_NS", "CLIENT_NS", "COMPONENT_NS", "XML_NS", "StreamParser", "StreamHeader",
+    "StreamEnd", "StreamItem", "tostring", "stream_header", "STREAM_FOOTER", "check_text",
+]
+
+STREAM_NS = "http://etherx.jabber.org/streams"
+CLIENT_NS = "jabber:client"
+COMPONENT_NS = "jabber:component:accept"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+_STREAM_TAG = "{%s}stream" % STREAM_NS
+
+# expat error code for "undefined entity": the only entities XMPP allows are the predefined five.
+_EXPAT_UNDEFINED_ENTITY = 11
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """The peer's ``<stream:stream>`` open tag: its attributes and default namespace."""
+
+    attrs: dict[str, str] = field(default_factory=dict)
+    default_ns: str | None = None
+
+    @property
+    def id(self) -> str | None:
+        return self.attrs.get("id")
+
+    @property
+    def from_(self) -> str | None:
+        return self.attrs.get("from")
+
+    @property
+    def version(self) -> str | None:
+        return self.attrs.get("version")
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The peer closed its stream with ``</stream:stream>``."""
+
+
+StreamItem = Union[StreamHeader, ET.Element, StreamEnd]
+
+_XML_DECL = re.compile(rb"\s*<\?xml\s[^?>]*\?>", re.ASCII)
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_PROLOG_LIMIT = 4096
+
+
+class StreamParser:
+    """Sans-IO parser of one XMPP stream (one instance per stream; make a new one on restart).
+
+    >>> p = StreamParser()
+    >>> items = p.feed(b"<stream:stream xmlns='jabber:client' "
+    ...                b"xmlns:stream='http://etherx.jabber.org/streams'><message/>")
+    >>> [type(i).__name__ for i in items]
+    ['StreamHeader', 'Element']
+    """
+
+    def __init__(self, *, max_stanza_size: int = 1 << 20, max_depth: int = 64,
+                 chunk_size: int = 16384) -> None:
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        # Slices fed to expat at once: limits how far past max_stanza_size one feed can reach.
+        self._chunk = max(256, min(chunk_size, max_stanza_size // 4 or 256))
+        self._events: list[tuple[str, object]] = []
+        self._parser = ET.XMLParser(target=ET.TreeBuilder(), encoding="utf-8")
+        self._parser._setevents(  # type: ignore[attr-defined]  # what XMLPullParser uses
+            self._events, ("start", "end", "start-ns", "comment", "pi"))
+        self._prolog: bytes | None = b""   # bytes before the stream header; None once past it
+        self._root: ET.Element | None = None
+        self._default_ns: str | None = None
+        self._depth = 0
+        self._stanza_bytes = 0
+        self._ended = False
+        self._failed: StreamError | None = None
+
+    @property
+    def header_seen(self) -> bool:
+        return self._root is not None
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Parse ``data``; return the stream items it completed (header, elements, end).
+
+        Raises :class:`StreamError` (``by_peer=False``) naming the condition to report; after
+        that the parser is dead and every further call raises the same error.
+        """
+        if self._failed is not None:
+            raise self._failed
+        out: list[StreamItem] = []
+        if not data or self._ended:
+            return out
+        try:
+            if self._prolog is not None:
+                data = self._check_prolog(data)
+                if not data:
+                    return out
+            chunk = self._chunk
+            if len(data) <= chunk:
+                self._feed_slice(data, out)
+            else:
+                for start in range(0, len(data), chunk):
+                    self._feed_slice(data[start:start + chunk], out)
+                    if self._ended:
+                        break
+        except StreamError as exc:
+            self._fail(exc)
+        return out
+
+    def _fail(self, exc: StreamError) -> None:
+        self._failed = exc
+        self._events.clear()
+        self._root = None
+        raise exc
+
+    def _check_prolog(self, data: bytes) -> bytes:
+        """Hold bytes until the stream header begins; refuse anything but an XML declaration."""
+        assert self._prolog is not None
+        buf = self._prolog + data
+        pos = 0
+        decl = _XML_DECL.match(buf)
+        if decl:
+            enc = _ENCODING.search(decl.group())
+            if enc and enc.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
+                raise StreamError("unsupported-encoding",
+                                  "XMPP streams must be UTF-8 (RFC 6120 §11.6)")
+            pos = decl.end()
+        else:
+            stripped = buf.lstrip(b" \t\r\n")
+            if stripped.startswith(b"<?xml") or b"<?xml".startswith(stripped):
+                if len(buf) > _PROLOG_LIMIT:
+                    raise StreamError("policy-violation", "XML declaration too long")
+                self._prolog = buf       # the declaration (or the first '<') is still arriving
+                return b""
+        lt = buf.find(b"<", pos)
+        if lt == -1 or lt + 1 >= len(buf):
+            if len(buf) > _PROLOG_LIMIT:
+                raise StreamError("policy-violation", "no stream header in the first 4 KiB")
+            if buf[pos:lt if lt != -1 else None].strip(b" \t\r\n"):
+                raise StreamError("not-well-formed", "text before the stream header")
+            self._prolog = buf
+            return b""
+        if buf[pos:lt].strip(b" \t\r\n"):
+            raise StreamError("not-well-formed", "text before the stream header")
+        if buf[lt + 1] in b"!?":
+            # RFC 6120 §11.1: no DTD (so no entity declarations), comments or PIs.
+            raise StreamError("restricted-xml",
+                              "DTDs, comments and processing instructions are not allowed")
+        self._prolog = None
+        return buf
+
+    def _feed_slice(self, data: bytes, out: list[StreamItem]) -> None:
+        try:
+            self._parser.feed(data)
+        except ET.ParseError as exc:
+            self._events.clear()
+            if exc.code == _EXPAT_UNDEFINED_ENTITY:
+                raise StreamError("restricted-xml",
+                                  "only the five predefined XML entities are allowed") from None
+            raise StreamError("not-well-formed", str(exc)) from None
+        finally:
+            if self._events:
+                self._take_events(out)
+        if self._depth > 1:
+            # Inside a stanza: count what it costs. Over-counts by at most one slice.
+            self._stanza_bytes += len(data)
+            if self._stanza_bytes > self.max_stanza_size:
+                raise StreamError("policy-violation",
+                                  f"stanza larger than {self.max_stanza_size} bytes")
+
+    def _take_events(self, out: list[StreamItem]) -> None:
+        events = self._events
+        depth = self._depth
+        try:
+            for kind, elem in events:
+                if kind == "start":
+                    depth += 1
+                    if depth == 1:
+                        self._start_stream(elem, out)  # type: ignore[arg-type]
+                    elif depth > self.max_depth:
+                        raise StreamError("policy-violation",
+                                          f"elements nested deeper than {self.max_depth}")
+                elif kind == "end":
+                    depth -= 1
+                    if depth == 1:
+                        assert self._root is not None
+                        self._root.remove(elem)  # type: ignore[arg-type]  # bounded memory
+                        if elem.tag[0] != "{":  # type: ignore[attr-defined]
+                            raise StreamError("invalid-namespace",
+                                              "top-level element in no namespace")
+                        out.append(elem)  # type: ignore[arg-type]
+                        self._stanza_bytes = 0
+                    elif depth == 0:
+                        self._ended = True
+                        out.append(StreamEnd())
+                        break
+                elif kind == "start-ns":
+                    if depth == 0 and elem[0] == "":  # type: ignore[index]
+                        self._default_ns = elem[1]  # type: ignore[index]
+                else:  # comment or pi
+                    raise StreamError("restricted-xml",
+                                      "comments and processing instructions are not allowed")
+        finally:
+            self._depth = depth
+            events.clear()
+
+    def _start_stream(self, root: ET.Element, out: list[StreamItem]) -> None:
+        if root.tag != _STREAM_TAG:
+            raise StreamError("invalid-namespace",
+                              f"expected <stream:stream> in {STREAM_NS}, got {root.tag}")
+        self._root = root
+        attrs = {("xml:lang" if k == "{%s}lang" % XML_NS else k): v for k, v in root.attrib.items()}
+        out.append(StreamHeader(attrs, self._default_ns))
+
+
+# --------------------------------------------------------------------------------------------
+# Serializer
+
+# XML 1.0 §2.2: characters that may not appear in a document at all, even escaped.
+_INVALID_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NEEDS_ESCAPE = re.compile("[&<>\"\r]")
+_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"}
+
+
+def check_text(text: str, what: str = "text") -> str:
+    """Return ``text`` if it can be sent in XML; raise :class:`InvalidStanzaError` if not."""
+    bad = _INVALID_CHARS.search(text)
+    if bad:
+        raise InvalidStanzaError(
+            f"{what} contains the character U+{ord(bad.group()):04X}, which XML cannot carry")
+    return text
+
+
+def _escape(text: str) -> str:
+    if _NEEDS_ESCAPE.search(text) is None:
+        if _INVALID_CHARS.search(text):
+            check_text(text)
+        return text
+    check_text(text)
+    return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], text)
+
+
+def _split(tag: str) -> tuple[str | None, str]:
+    if tag[0] == "{":
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return None, tag
+
+
+def tostring(elem: ET.Element, default_ns: str | None = CLIENT_NS) -> str:
+    """Serialize ``elem`` as it goes on the wire inside a stream whose default namespace is
+    ``default_ns``: an ``xmlns`` wherever the namespace changes, never an ``ns0:`` prefix."""
+    parts: list[str] = []
+    _write(elem, default_ns, parts)
+    return "".join(parts)
+
+
+def _write(elem: ET.Element, parent_ns: str | None, parts: list[str]) -> None:
+    tag = elem.tag
+    if not isinstance(tag, str):  # Comment/PI objects are never sent (RFC 6120 §11.1)
+        raise InvalidStanzaError("comments and processing instructions cannot be sent")
+    ns, local = _split(tag)
+    parts.append("<" + local)
+    if ns != parent_ns:
+        parts.append(' xmlns="%s"' % _escape(ns or ""))
+    if elem.attrib:
+        prefixes: dict[str, str] = {}
+        for key, value in elem.attrib.items():
+            if key[0] == "{":
+                ans, aname = _split(key)
+                if ans == XML_NS:
+                    key = "xml:" + aname
+                else:
+                    assert ans is not None
+                    prefix = prefixes.get(ans)
+                    if prefix is None:
+                        prefix = prefixes[ans] = "ns%d" % len(prefixes)
+                        parts.append(' xmlns:%s="%s"' % (prefix, _escape(ans)))
+                    key = prefix + ":" + aname
+            parts.append(' %s="%s"' % (key, _escape(value)))
+    text = elem.text
+    if len(elem) or text:
+        parts.append(">")
+        if text:
+            parts.append(_escape(text))
+        for child in elem:
+            _write(child, ns, parts)
+            if child.tail:
+                parts.append(_escape(child.tail))
+        parts.append("</%s>" % local)
+    else:
+        parts.append("/>")
+
+
+def stream_header(to: str, *, from_: str | None = None, lang: str | None = "en",
+                  default_ns: str = CLIENT_NS, version: str | None = "1.0",
+                  id: str | None = None) -> str:
+    """The opening ``<stream:stream>`` tag (RFC 6120 §4.7), preceded by an XML declaration."""
+    attrs = [f'to="{_escape(to)}"']
+    if from_:
+        attrs.append(f'from="{_escape(from_)}"')
+    if id:
+        attrs.append(f'id="{_escape(id)}"')
+    if version:
+        attrs.append(f'version="{version}"')
+    if lang:
+        attrs.append(f'xml:lang="{_escape(lang)}"')
+    return ("<?xml version='1.0'?><stream:stream %s xmlns=\"%s\" xmlns:stream=\"%s\">"
+            % (" ".join(attrs), default_ns, STREAM_NS))
+
+
+STREAM_FOOTER = "</stream:stream>"
