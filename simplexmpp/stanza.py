@@ -1,0 +1,354 @@
+"""Stanzas: thin typed wrappers around ``xml.etree.ElementTree.Element`` (sans-IO).
+
+``Message``, ``Presence`` and ``Iq`` expose the common attributes (``to``, ``from_``, ``id``,
+``type``) and their own children as properties; ``.xml`` is the element itself, so anything the
+wrappers do not cover can be read or built with ElementTree. Attribute values are parsed when
+read, which keeps wrapping a received element nearly free.
+"""
+
+from __future__ import annotations
+
+import secrets
+import xml.etree.ElementTree as ET
+from typing import ClassVar, TypeVar
+
+from .errors import (STANZA_ERROR_CONDITIONS, InvalidStanzaError, IqError, MessageError,
+                     StanzaError)
+from .jid import JID, parse_jid
+from .xml import CLIENT_NS, tostring
+
+__all__ = ["Stanza", "Message", "Presence", "Iq", "new_id", "wrap", "STANZAS_NS",
+           "error_element", "parse_error"]
+
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+_NS = "{%s}" % CLIENT_NS
+_ERROR_TAG = _NS + "error"
+
+S = TypeVar("S", bound="Stanza")
+
+
+def new_id() -> str:
+    """A fresh stanza id: unique and unpredictable (RFC 6120 §8.1.3 and §13.10)."""
+    return secrets.token_urlsafe(12)
+
+
+class Stanza:
+    """Base of the three stanza kinds; ``xml`` is the wrapped element."""
+
+    __slots__ = ("xml",)
+    TAG: ClassVar[str] = ""
+
+    def __init__(self, xml: ET.Element | None = None, *, to: JID | str | None = None,
+                 type: str | None = None, id: str | None = None,
+                 from_: JID | str | None = None) -> None:
+        if xml is None:
+            xml = ET.Element(self.TAG)
+        elif xml.tag != self.TAG:
+            raise InvalidStanzaError(f"{type_name(self)} cannot wrap <{xml.tag}>")
+        self.xml = xml
+        if to is not None:
+            self.to = to  # type: ignore[assignment]
+        if from_ is not None:
+            self.from_ = from_  # type: ignore[assignment]
+        if type is not None:
+            self.type = type
+        if id is not None:
+            self.id = id
+
+    # -- common attributes -------------------------------------------------------------------
+    @property
+    def to(self) -> JID | None:
+        return parse_jid(self.xml.get("to"))
+
+    @to.setter
+    def to(self, value: JID | str | None) -> None:
+        self._set_jid("to", value)
+
+    @property
+    def from_(self) -> JID | None:
+        return parse_jid(self.xml.get("from"))
+
+    @from_.setter
+    def from_(self, value: JID | str | None) -> None:
+        self._set_jid("from", value)
+
+    def _set_jid(self, name: str, value: JID | str | None) -> None:
+        if value is None or value == "":
+            self.xml.attrib.pop(name, None)
+        else:
+            self.xml.set(name, str(value if isinstance(value, JID) else JID(value)))
+
+    @property
+    def id(self) -> str | None:
+        return self.xml.get("id")
+
+    @id.setter
+    def id(self, value: str | None) -> None:
+        self._set_attr("id", value)
+
+    @property
+    def type(self) -> str | None:
+        return self.xml.get("type")
+
+    @type.setter
+    def type(self, value: str | None) -> None:
+        self._set_attr("type", value)
+
+    @property
+    def lang(self) -> str | None:
+        return self.xml.get("{http://www.w3.org/XML/1998/namespace}lang")
+
+    def _set_attr(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.xml.attrib.pop(name, None)
+        else:
+            self.xml.set(name, value)
+
+    # -- children ----------------------------------------------------------------------------
+    def _child_text(self, name: str) -> str | None:
+        child = self.xml.find(_NS + name)
+        return None if child is None else (child.text or "")
+
+    def _set_child_text(self, name: str, value: str | None) -> None:
+        child = self.xml.find(_NS + name)
+        if value is None:
+            if child is not None:
+                self.xml.remove(child)
+            return
+        if child is None:
+            child = ET.SubElement(self.xml, _NS + name)
+        child.text = value
+
+    def find(self, path: str) -> ET.Element | None:
+        """``self.xml.find(path)``: the first matching child element (Clark-notation tags)."""
+        return self.xml.find(path)
+
+    def append(self, element: ET.Element) -> None:
+        """Add an extension payload."""
+        self.xml.append(element)
+
+    @property
+    def is_error(self) -> bool:
+        return self.xml.get("type") == "error"
+
+    @property
+    def error(self) -> StanzaError | None:
+        """The stanza error as an exception object (RFC 6120 §8.3), or None."""
+        if self.xml.get("type") != "error":
+            return None
+        condition, etype, text, by = parse_error(self.xml.find(_ERROR_TAG))
+        cls = {"iq": IqError, "message": MessageError}.get(self.TAG[len(_NS):], StanzaError)
+        return cls(condition, etype, text, stanza=self, by=by)
+
+    def reply(self: S, type: str | None = None) -> S:
+        """A new stanza of the same kind addressed back to the sender, with the same id."""
+        new = type_of(self)(id=self.id)
+        sender = self.xml.get("from")
+        if sender:
+            new.xml.set("to", sender)
+        if type is not None:
+            new.type = type
+        return new
+
+    def __str__(self) -> str:
+        return tostring(self.xml)
+
+    def __repr__(self) -> str:
+        attrs = " ".join(f"{k}={v!r}" for k, v in self.xml.attrib.items())
+        return f"<{type_name(self)} {attrs}>"
+
+
+def type_of(stanza: S) -> type[S]:
+    return type(stanza)
+
+
+def type_name(obj: object) -> str:
+    return type(obj).__name__
+
+
+class Message(Stanza):
+    """A ``<message/>`` stanza (RFC 6121 §5). ``type`` defaults to ``"normal"`` when absent."""
+
+    __slots__ = ()
+    TAG = _NS + "message"
+
+    def __init__(self, xml: ET.Element | None = None, *, to: JID | str | None = None,
+                 body: str | None = None, type: str | None = None, subject: str | None = None,
+                 thread: str | None = None, id: str | None = None,
+                 from_: JID | str | None = None) -> None:
+        super().__init__(xml, to=to, type=type, id=id, from_=from_)
+        if subject is not None:
+            self.subject = subject
+        if body is not None:
+            self.body = body
+        if thread is not None:
+            self.thread = thread
+
+    @property
+    def type(self) -> str:  # type: ignore[override]
+        return self.xml.get("type") or "normal"  # RFC 6121 §5.2.2: absent means normal
+
+    @type.setter
+    def type(self, value: str | None) -> None:
+        self._set_attr("type", value)
+
+    @property
+    def body(self) -> str | None:
+        return self._child_text("body")
+
+    @body.setter
+    def body(self, value: str | None) -> None:
+        self._set_child_text("body", value)
+
+    @property
+    def subject(self) -> str | None:
+        return self._child_text("subject")
+
+    @subject.setter
+    def subject(self, value: str | None) -> None:
+        self._set_child_text("subject", value)
+
+    @property
+    def thread(self) -> str | None:
+        return self._child_text("thread")
+
+    @thread.setter
+    def thread(self, value: str | None) -> None:
+        self._set_child_text("thread", value)
+
+
+class Presence(Stanza):
+    """A ``<presence/>`` stanza (RFC 6121 §4). No ``type`` means available."""
+
+    __slots__ = ()
+    TAG = _NS + "presence"
+
+    def __init__(self, xml: ET.Element | None = None, *, to: JID | str | None = None,
+                 type: str | None = None, show: str | None = None, status: str | None = None,
+                 priority: int | None = None, id: str | None = None,
+                 from_: JID | str | None = None) -> None:
+        super().__init__(xml, to=to, type=type, id=id, from_=from_)
+        if show is not None:
+            self.show = show
+        if status is not None:
+            self.status = status
+        if priority is not None:
+            self.priority = priority
+
+    @property
+    def available(self) -> bool:
+        return self.xml.get("type") is None
+
+    @property
+    def show(self) -> str | None:
+        """``away``, ``chat``, ``dnd``, ``xa`` or None (RFC 6121 §4.7.2.1)."""
+        return self._child_text("show")
+
+    @show.setter
+    def show(self, value: str | None) -> None:
+        if value is not None and value not in ("away", "chat", "dnd", "xa"):
+            raise InvalidStanzaError(f"presence show must be away, chat, dnd or xa, not {value!r}")
+        self._set_child_text("show", value)
+
+    @property
+    def status(self) -> str | None:
+        return self._child_text("status")
+
+    @status.setter
+    def status(self, value: str | None) -> None:
+        self._set_child_text("status", value)
+
+    @property
+    def priority(self) -> int:
+        """-128..127; 0 when absent or unreadable (RFC 6121 §4.7.2.3)."""
+        text = self._child_text("priority")
+        try:
+            return max(-128, min(127, int(text))) if text else 0
+        except ValueError:
+            return 0
+
+    @priority.setter
+    def priority(self, value: int | None) -> None:
+        if value is not None and not -128 <= int(value) <= 127:
+            raise InvalidStanzaError(f"presence priority must be in -128..127, not {value}")
+        self._set_child_text("priority", None if value is None else str(int(value)))
+
+
+class Iq(Stanza):
+    """An ``<iq/>`` stanza (RFC 6120 §8.2.3): ``get``/``set`` requests, ``result``/``error``."""
+
+    __slots__ = ()
+    TAG = _NS + "iq"
+
+    def __init__(self, xml: ET.Element | None = None, *, to: JID | str | None = None,
+                 type: str | None = None, payload: ET.Element | None = None,
+                 id: str | None = None, from_: JID | str | None = None) -> None:
+        super().__init__(xml, to=to, type=type, id=id, from_=from_)
+        if payload is not None:
+            self.xml.append(payload)
+
+    @classmethod
+    def get(cls, to: JID | str | None, payload: ET.Element) -> Iq:
+        """A ``get`` request carrying ``payload``, with a fresh id."""
+        return cls(to=to, type="get", payload=payload, id=new_id())
+
+    @classmethod
+    def set(cls, to: JID | str | None, payload: ET.Element) -> Iq:
+        """A ``set`` request carrying ``payload``, with a fresh id."""
+        return cls(to=to, type="set", payload=payload, id=new_id())
+
+    @property
+    def payload(self) -> ET.Element | None:
+        """The first child element that is not ``<error/>``, or None."""
+        for child in self.xml:
+            if child.tag != _ERROR_TAG:
+                return child
+        return None
+
+    def result(self, payload: ET.Element | None = None) -> Iq:
+        """The ``result`` reply to this request."""
+        reply = self.reply("result")
+        if payload is not None:
+            reply.xml.append(payload)
+        return reply
+
+    def error_reply(self, condition: str, type: str = "cancel", text: str | None = None) -> Iq:
+        """The ``error`` reply to this request (RFC 6120 §8.3.1)."""
+        reply = self.reply("error")
+        reply.xml.append(error_element(condition, type, text))
+        return reply
+
+
+_WRAPPERS: dict[str, type[Stanza]] = {cls.TAG: cls for cls in (Message, Presence, Iq)}
+
+
+def wrap(element: ET.Element) -> Stanza | None:
+    """The stanza wrapper for a received top-level element, or None if it is not a stanza."""
+    cls = _WRAPPERS.get(element.tag)
+    return None if cls is None else cls(element)
+
+
+def error_element(condition: str, type: str = "cancel", text: str | None = None) -> ET.Element:
+    """An ``<error/>`` child (RFC 6120 §8.3.2)."""
+    if condition not in STANZA_ERROR_CONDITIONS:
+        raise ValueError(f"{condition!r} is not a stanza error condition of RFC 6120 §8.3.3")
+    error = ET.Element(_ERROR_TAG, type=type)
+    ET.SubElement(error, "{%s}%s" % (STANZAS_NS, condition))
+    if text:
+        ET.SubElement(error, "{%s}text" % STANZAS_NS).text = text
+    return error
+
+
+def parse_error(error: ET.Element | None) -> tuple[str, str, str | None, str | None]:
+    """``(condition, type, text, by)`` of an ``<error/>`` element; tolerant of sloppy peers."""
+    if error is None:
+        return "undefined-condition", "cancel", None, None
+    condition = "undefined-condition"
+    text = None
+    prefix = "{%s}" % STANZAS_NS
+    for child in error:
+        if child.tag == prefix + "text":
+            text = child.text
+        elif child.tag.startswith(prefix) and condition == "undefined-condition":
+            condition = child.tag[len(prefix):]
+    return condition, error.get("type") or "cancel", text, error.get("by")
