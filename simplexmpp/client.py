@@ -1,0 +1,1006 @@
+"""``Client``: the blocking API, on two background threads.
+
+Threads (see docs/threads.md):
+
+* the **I/O thread** (``simplexmpp-io-<jid>``) owns the socket: it connects, negotiates the
+  stream, reads and parses, writes what other threads queued, answers keepalives, resolves IQ
+  futures and reconnects. It never runs user code.
+* the **dispatcher thread** (``simplexmpp-dispatch-<jid>``) runs event callbacks, IQ request
+  handlers and ``Future`` done-callbacks, one at a time, so a callback may call any blocking
+  method (``get_roster()`` included) without deadlock.
+* any user thread may call any method. One lock guards the stream state and the outgoing
+  buffer; it is never held while user code runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import queue
+import random
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from . import errors
+from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
+                     NotSentError, StreamError, TLSError, XMPPError)
+from .jid import JID
+from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
+from .stanza import Iq, Message, Presence, Stanza, new_id
+from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
+                     SMState, StanzaReceived, StartTLS, StreamClosed)
+from .transport import (Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
+                        ssl_context, start_tls)
+from .xml import CLIENT_NS, check_text, tostring
+
+__all__ = ["Client", "EVENTS"]
+
+log = logging.getLogger("simplexmpp")
+wire_log = logging.getLogger("simplexmpp.wire")
+
+_IQ = "{%s}iq" % CLIENT_NS
+_MESSAGE = "{%s}message" % CLIENT_NS
+_PRESENCE = "{%s}presence" % CLIENT_NS
+PING_NS = "urn:xmpp:ping"
+SID_NS = "urn:xmpp:sid:0"
+ROSTERVER_NS = "urn:xmpp:features:rosterver"
+
+#: Every event name :meth:`Client.on` accepts (extensions add theirs with ``declare_event``).
+EVENTS = frozenset({
+    "message",               # Message (not errors): every chat/normal/headline/groupchat
+    "message_error",         # Message of type error (its .error is a MessageError)
+    "presence",              # Presence, every one received
+    "subscription_request",  # Presence type=subscribe: answer with approve() or deny()
+    "subscribed", "unsubscribed", "unsubscribe",  # Presence of those types
+    "roster_push",           # RosterItem, removed: bool  (after the cached roster changed)
+    "iq",                    # Iq get/set that no handler claimed: the callback must reply
+    "connected",             # JID: the session is ready (also after a reconnect)
+    "resumed",               # JID: the stream was resumed (XEP-0198)
+    "reconnecting",          # the connection dropped; exception that caused it
+    "disconnected",          # exception or None: the client stopped for good
+})
+
+_RECONNECT_FATAL = (AuthenticationError, TLSError)
+_REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
+                     r"(<password\b[^>]*>)[^<]*")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Closed:
+    """Marks the end of the inbox."""
+
+
+_CLOSED = _Closed()
+
+
+class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A ``Future[Iq]`` whose done-callbacks run on the client's dispatcher thread, never on the
+    I/O thread (so a callback may block)."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self._client = client
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
+        client = self._client
+        super().add_done_callback(lambda future: client._dispatch(fn, future))
+
+
+class Client:
+    """A blocking XMPP client. See ../shared/API.md for the contract.
+
+    >>> with Client("alice@localhost", "password", host="127.0.0.1",
+    ...             ca_file="certs/localhost.crt") as client:      # doctest: +SKIP
+    ...     client.send_message("bob@localhost", "Hello!")
+    """
+
+    def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
+                 port: int | None = None, tls: str = "starttls", ca_file: str | None = None,
+                 verify: bool = True, resource: str | None = None, timeout: float = 30.0,
+                 stream_management: bool = True, reconnect: bool = True,
+                 max_stanza_size: int = 1 << 20, keepalive: float = 60.0,
+                 mechanisms: list[str] | None = None, lang: str = "en",
+                 reconnect_max_delay: float = 30.0, ack_every: int = 32) -> None:
+        self.account = JID(jid)
+        if self.account.local is None and password is not None and mechanisms is None:
+            raise errors.JIDError(f"{self.account} has no localpart; an account JID looks "
+                                  "like user@example.org")
+        if tls not in ("starttls", "direct", "none"):
+            raise ValueError(f"tls must be 'starttls', 'direct' or 'none', not {tls!r}")
+        if tls == "none" and host is not None and not is_loopback(host):
+            raise ValueError("tls='none' (plain text) is only allowed to a loopback address; "
+                             f"{host!r} is not one")
+        if resource is not None:
+            self.account = self.account.with_resource(resource)  # validates it (PRECIS)
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.ca_file = ca_file
+        self.verify = verify
+        if not verify:
+            log.warning("TLS certificate verification is OFF for %s: anyone on the network "
+                        "path can read and change this session", self.account)
+        self.timeout = float(timeout)
+        self.stream_management = stream_management
+        self.reconnect = reconnect
+        self.reconnect_max_delay = reconnect_max_delay
+        self.max_stanza_size = max_stanza_size
+        self.keepalive = keepalive
+        self.ack_every = ack_every
+        self.mechanisms = mechanisms
+        self.lang = lang
+        self._password = password
+
+        self._lock = threading.RLock()                 # stream state + outgoing buffer
+        self._changed = threading.Condition(self._lock)  # ready/drained/acked notifications
+        self._outbuf = bytearray()
+        self._stream: ClientStream | None = None
+        self._wire: Wire | None = None
+        self._state = "disconnected"   # disconnected, connecting, ready, reconnecting, closing
+        self._closing = False
+        self._error: BaseException | None = None
+        self._sm_state: SMState | None = None
+        self._r_outstanding = False
+        self._ready_future: concurrent.futures.Future[JID] | None = None
+        self._io_thread: threading.Thread | None = None
+        self._dispatch_thread: threading.Thread | None = None
+        self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
+        self._tasks = queue.SimpleQueue()
+        self._pending: dict[str, tuple[IqFuture, frozenset[str] | None]] = {}
+        self._handlers: dict[str, list[tuple[int, Callable[..., object]]]] = {}
+        self._handle_ids = itertools.count(1)
+        self._event_names = set(EVENTS)
+        self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
+        self._inbox: queue.Queue[Message | _Closed] = queue.Queue()
+        self._inbox_used = False
+        self._roster = Roster()
+        self._roster_loaded = False
+        self._presences = PresenceBook()
+        self.jid: JID | None = None
+        self.mechanism: str | None = None   # the SASL mechanism of the current session
+        self.features: ET.Element | None = None
+        self._last_recv = time.monotonic()
+        self._last_send = time.monotonic()
+        self._ping_sent_at: float | None = None
+        self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
+        self._load_extensions()
+
+    def _load_extensions(self) -> None:
+        """Attach the extension objects (``client.disco``, ``client.muc`` …) if present."""
+        from . import ext
+        ext.attach(self)
+
+    # ------------------------------------------------------------------------------------
+    # Connecting and disconnecting
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a session is established (False while reconnecting)."""
+        return self._state == "ready"
+
+    def connect(self, timeout: float | None = None) -> Client:
+        """Connect, secure, authenticate and bind; return self once the session is ready.
+
+        Raises :class:`~errors.ConnectionError`, :class:`~errors.TLSError`,
+        :class:`~errors.AuthenticationError`, :class:`~errors.StreamError` or
+        :class:`~errors.TimeoutError`.
+        """
+        timeout = self._timeout(timeout)
+        with self._lock:
+            if self._state in ("ready", "connecting", "reconnecting"):
+                if self._state == "ready":
+                    return self
+                raise XMPPError("connect() is already in progress")
+            self._state = "connecting"
+            self._closing = False
+            self._error = None
+            self._ready_future = concurrent.futures.Future()
+            ready = self._ready_future
+        self._join_threads(0)
+        self._start_dispatcher()
+        self._io_thread = threading.Thread(target=self._io_main, args=(timeout,),
+                                           name=f"simplexmpp-io-{self.account.bare}",
+                                           daemon=True)
+        self._io_thread.start()
+        try:
+            ready.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self._abort()
+            raise errors.TimeoutError(
+                f"connecting {self.account.bare} did not complete within {timeout:g} s") from None
+        except XMPPError as exc:
+            self._join_threads(5)
+            raise exc.with_traceback(None) from None
+        return self
+
+    def disconnect(self, timeout: float | None = None) -> None:
+        """Flush what was sent, close the stream cleanly and stop the threads.
+
+        Nothing ``send_message()`` accepted is dropped silently: the server must acknowledge it
+        (XEP-0198) or answer a ping sent after it; otherwise :class:`~errors.NotSentError`
+        lists the stanza ids that may not have been delivered.
+        """
+        timeout = self._timeout(timeout)
+        deadline = time.monotonic() + timeout
+        unconfirmed: list[str] = []
+        if self._state == "ready":
+            try:
+                unconfirmed = self._flush(deadline)
+            except XMPPError as exc:
+                log.debug("flush before disconnect failed: %s", exc)
+                unconfirmed = self._unacked_ids()
+        with self._lock:
+            self._closing = True
+            if self._stream is not None and self._state == "ready":
+                self._stream.close()
+                self._take_output()
+            self._state = "closing" if self._io_thread else "disconnected"
+            self._changed.notify_all()
+        if self._wire is not None:
+            self._wire.wake()
+        self._join_threads(max(0.1, deadline - time.monotonic()))
+        if self._io_thread is not None and self._io_thread.is_alive():
+            self._abort()
+            self._join_threads(2)
+        if unconfirmed:
+            raise NotSentError(f"the server did not confirm {len(unconfirmed)} stanza(s) before "
+                               f"the connection closed: {', '.join(unconfirmed[:10])}"
+                               + (" …" if len(unconfirmed) > 10 else ""), unconfirmed)
+
+    def _flush(self, deadline: float) -> list[str]:
+        """Wait until the server has handled everything we sent; ids it did not confirm."""
+        stream = self._stream
+        if stream is not None and stream.sm is not None:
+            with self._lock:
+                stream.request_ack()
+                self._take_output()
+            self._wake()
+            with self._changed:
+                while (self._stream is stream and stream.sm is not None and stream.sm.unacked
+                       and self._state == "ready"):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(min(left, 0.5))
+                    if stream.sm.unacked and not self._r_outstanding:
+                        stream.request_ack()
+                        self._take_output()
+                        self._wake()
+            return self._unacked_ids()
+        # Without stream management: the server handles stanzas in order, so the answer to a
+        # ping sent last proves everything before it was handled (RFC 6120 §10.1).
+        self.ping(timeout=max(0.01, deadline - time.monotonic()))
+        return []
+
+    def _unacked_ids(self) -> list[str]:
+        stream = self._stream
+        if stream is None:
+            return []
+        return [el.get("id") or "?" for el in stream.unacked]
+
+    def _abort(self) -> None:
+        """Tear the connection down now (no flush)."""
+        with self._lock:
+            self._closing = True
+            self._changed.notify_all()
+        if self._wire is not None:
+            self._wire.shutdown()
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.disconnect()
+        except XMPPError:
+            if exc_info[0] is None:
+                raise
+            log.exception("disconnect after an error failed")
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else float(timeout)
+
+    # ------------------------------------------------------------------------------------
+    # Threads
+
+    def _start_dispatcher(self) -> None:
+        if self._dispatch_thread is not None and self._dispatch_thread.is_alive():
+            return
+        self._dispatch_thread = threading.Thread(
+            target=self._dispatch_main, name=f"simplexmpp-dispatch-{self.account.bare}",
+            daemon=True)
+        self._dispatch_thread.start()
+
+    def _dispatch_main(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            fn, args = task
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("callback %r raised; the client carries on", fn)
+
+    def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` on the dispatcher thread."""
+        self._tasks.put((fn, args))
+
+    def _join_threads(self, timeout: float) -> None:
+        current = threading.current_thread()
+        io = self._io_thread
+        if io is not None and io is not current:
+            io.join(timeout)
+            if not io.is_alive():
+                self._io_thread = None
+        dispatcher = self._dispatch_thread
+        if self._io_thread is None and dispatcher is not None and dispatcher is not current:
+            dispatcher.join(timeout)
+            if not dispatcher.is_alive():
+                self._dispatch_thread = None
+
+    def _io_main(self, timeout: float) -> None:
+        """The I/O thread: connect, run, and reconnect until told to stop."""
+        attempt = 0
+        error: BaseException | None = None
+        ever_ready = False
+        while True:
+            try:
+                self._run_connection(timeout)
+                error = None
+            except BaseException as exc:  # noqa: BLE001 - reported, never lost
+                error = exc if isinstance(exc, XMPPError) else errors.ConnectionError(
+                    f"connection failed: {exc!r}")
+                if not isinstance(exc, XMPPError):
+                    log.exception("unexpected failure in the I/O thread")
+            finally:
+                if self._wire is not None:
+                    self._wire.close()
+            ever_ready = ever_ready or self.jid is not None
+            ready = self._ready_future
+            if ready is not None and not ready.done():
+                ready.set_exception(error or DisconnectedError("server closed the stream"))
+                break
+            if self._closing or not self.reconnect or isinstance(error, _RECONNECT_FATAL):
+                break
+            if isinstance(error, StreamError) and error.condition == "conflict":
+                break  # another session took our resource: fighting back would loop forever
+            with self._lock:
+                self._state = "reconnecting"
+                self._changed.notify_all()
+            self._emit("reconnecting", error)
+            log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
+            if isinstance(error, StreamError) and error.other_host:
+                self.host, _, port = error.other_host.rpartition(":") if \
+                    error.other_host.count(":") == 1 else (error.other_host, "", "")
+                self.port = int(port) if port.isdigit() else self.port
+            delay = min(self.reconnect_max_delay, 0.2 * (2 ** attempt)) * random.uniform(0.5, 1)
+            attempt = min(attempt + 1, 20)
+            if self._sleep_unless_closing(delay):
+                break
+        self._finish(error if not self._closing else None)
+
+    def _sleep_unless_closing(self, delay: float) -> bool:
+        with self._changed:
+            end = time.monotonic() + delay
+            while not self._closing:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def _finish(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._state = "disconnected"
+            self._error = error
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._changed.notify_all()
+        for future, _ in pending:
+            if not future.done():
+                future.set_exception(DisconnectedError(
+                    "the connection closed before the reply arrived"
+                    + (f": {error}" if error else "")))
+        self._inbox.put(_CLOSED)
+        if self.jid is not None or error is not None:
+            self._emit("disconnected", error)
+        self._tasks.put(None)  # the dispatcher ends after running what is queued
+
+    def _run_connection(self, timeout: float) -> None:
+        targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout)
+        sock = None
+        target: Target | None = None
+        failure: XMPPError | None = None
+        for target in targets:
+            if self.tls == "none" and not is_loopback(target.host):
+                failure = errors.ConnectionError(
+                    f"refusing a plain-text connection to {target.host}: tls='none' is only "
+                    "allowed to loopback")
+                continue
+            try:
+                sock = open_socket(target, timeout)
+                break
+            except XMPPError as exc:
+                failure = exc
+        if sock is None or target is None:
+            raise failure or errors.ConnectionError(f"no address to connect to for "
+                                                    f"{self.account.domain}")
+        bindings: dict[str, bytes] = {}
+        if target.direct_tls:
+            sock = start_tls(sock, ssl_context(self.ca_file, self.verify), self.account.domain,
+                             timeout)
+            bindings = channel_bindings(sock)
+        wire = Wire(sock)
+        stream = ClientStream(
+            self.account, self._password,
+            tls="direct" if target.direct_tls else ("none" if self.tls == "none" else "starttls"),
+            resource=self.account.resource, sm=self.stream_management, sm_state=self._sm_state,
+            mechanisms=self.mechanisms, max_stanza_size=self.max_stanza_size, lang=self.lang,
+            channel_bindings=bindings)
+        with self._lock:
+            if self._closing:
+                wire.close()
+                return
+            self._wire = wire
+            self._stream = stream
+            self._outbuf.clear()
+            stream.start()
+            self._take_output()
+        self._last_recv = self._last_send = time.monotonic()
+        self._ping_sent_at = None
+        self._r_outstanding = False
+        negotiation_deadline: float | None = time.monotonic() + timeout
+        sending = bytearray()
+        while True:
+            now = time.monotonic()
+            if negotiation_deadline is not None and now > negotiation_deadline:
+                raise errors.TimeoutError(
+                    f"stream negotiation with {self.account.domain} did not finish within "
+                    f"{timeout:g} s (stuck while {stream.state})")
+            with self._lock:
+                if self._outbuf:
+                    sending += self._outbuf
+                    self._outbuf.clear()
+                    self._changed.notify_all()
+            readable, writable = wire.wait(self._tick(now), bool(sending))
+            if readable:
+                if self._read(wire, stream):
+                    return  # the stream closed cleanly
+                if stream.state == "tls-handshake":
+                    self._upgrade(wire, stream, timeout)
+                if stream.state == "ready":
+                    negotiation_deadline = None
+            while sending:
+                sent = wire.send(sending)
+                if not sent:
+                    break
+                if wire_log.isEnabledFor(logging.DEBUG):
+                    self._log_wire("SEND", bytes(sending[:sent]))
+                del sending[:sent]
+                self._last_send = time.monotonic()
+            if self._closing and stream.state == "closed" and not sending:
+                return
+            self._timers(stream)
+
+    def _tick(self, now: float) -> float:
+        return 1.0 if self.keepalive > 1 else 0.2
+
+    def _read(self, wire: Wire, stream: ClientStream) -> bool:
+        """Read and handle everything available; True once the stream has closed."""
+        while True:
+            data = wire.recv()
+            if data is None:
+                return False
+            if not data:
+                if stream.state in ("closing", "closed"):
+                    return True
+                raise errors.ConnectionError(
+                    f"the server closed the connection ({stream.state})")
+            self._last_recv = time.monotonic()
+            self._ping_sent_at = None
+            if wire_log.isEnabledFor(logging.DEBUG):
+                self._log_wire("RECV", data)
+            with self._lock:
+                try:
+                    events = stream.receive_data(data)
+                finally:
+                    self._take_output()
+            closed = False
+            for event in events:
+                if isinstance(event, StanzaReceived):
+                    self._incoming(event.element)
+                elif isinstance(event, AckReceived):
+                    with self._lock:
+                        self._r_outstanding = False
+                        self._changed.notify_all()
+                elif isinstance(event, Ready):
+                    self._on_ready(event.jid, event.features, resumed=False)
+                elif isinstance(event, Resumed):
+                    self._on_ready(event.jid, stream.features, resumed=True)
+                elif isinstance(event, StartTLS):
+                    return False
+                elif isinstance(event, StreamClosed):
+                    closed = True
+                elif isinstance(event, Authenticated):
+                    self.mechanism = event.mechanism
+                    log.debug("authenticated %s with %s", self.account.bare, event.mechanism)
+                elif isinstance(event, NonzaReceived):
+                    log.debug("ignoring top-level <%s>", event.element.tag)
+            if closed:
+                if not self._closing:
+                    raise errors.ConnectionError("the server closed the stream")
+                return True
+
+    def _upgrade(self, wire: Wire, stream: ClientStream, timeout: float) -> None:
+        sock = wire.detach_for_blocking(timeout)
+        tls_sock = start_tls(sock, ssl_context(self.ca_file, self.verify), self.account.domain,
+                             timeout)
+        wire.replace_socket(tls_sock)
+        with self._lock:
+            stream.tls_established(channel_bindings(tls_sock))
+            self._take_output()
+
+    def _timers(self, stream: ClientStream) -> None:
+        now = time.monotonic()
+        if stream.state != "ready":
+            return
+        if stream.sm is not None and not self._r_outstanding and (
+                len(stream.sm.unacked) >= self.ack_every
+                or (stream.sm.unacked and now - self._last_send > 1.0)):
+            with self._lock:
+                stream.request_ack()
+                self._r_outstanding = True
+                self._take_output()
+            self._wake()
+        idle = now - self._last_recv
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at > min(self.timeout, max(self.keepalive, 1.0)):
+                raise errors.ConnectionError(
+                    f"no answer from {self.account.domain} for {idle:.0f} s; the connection "
+                    "is dead")
+        elif idle > self.keepalive:
+            # XEP-0199 §3: a ping to the server; any answer proves the connection alive.
+            with self._lock:
+                stream.send(Iq(type="get", id=new_id(),
+                               payload=ET.Element("{%s}ping" % PING_NS)).xml)
+                self._take_output()
+            self._ping_sent_at = now
+
+    def _take_output(self) -> None:
+        """Move the stream's pending output into the buffer the I/O thread writes (locked)."""
+        stream = self._stream
+        if stream is not None:
+            data = stream.data_to_send()
+            if data:
+                self._outbuf += data
+
+    def _wake(self) -> None:
+        wire = self._wire
+        if wire is not None and threading.current_thread() is not self._io_thread:
+            wire.wake()
+
+    def _log_wire(self, direction: str, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        text = _REDACT.sub(lambda m: (m.group(1) or m.group(3)) + "[redacted]", text)
+        wire_log.debug("%s %s: %s", self.account.bare, direction, text)
+
+    def _on_ready(self, jid: JID, features: ET.Element | None, resumed: bool) -> None:
+        stream = self._stream
+        with self._lock:
+            self.jid = jid
+            self.features = features
+            self._state = "ready"
+            if stream is not None and stream.sm is not None and stream.sm.resumable:
+                self._sm_state = stream.sm
+            elif not resumed:
+                self._sm_state = None
+            self._changed.notify_all()
+        ready = self._ready_future
+        if ready is not None and not ready.done():
+            ready.set_result(jid)
+        if resumed:
+            self._emit("resumed", jid)
+        else:
+            self._presences.clear()
+            self._emit("connected", jid)
+
+    # ------------------------------------------------------------------------------------
+    # Sending
+
+    def send(self, stanza: Stanza | ET.Element, timeout: float | None = None) -> None:
+        """Send a stanza (any ``Message``, ``Presence``, ``Iq`` or raw element).
+
+        While the client is reconnecting this waits (up to ``timeout``) for the session to come
+        back; once disconnected it raises :class:`~errors.DisconnectedError`.
+        """
+        element = stanza.xml if isinstance(stanza, Stanza) else stanza
+        text = tostring(element)  # validates characters before anything is queued
+        if len(text) > self.max_stanza_size:
+            raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
+                                     f"({self.max_stanza_size})")
+        with self._changed:
+            self._wait_ready(self._timeout(timeout))
+            assert self._stream is not None
+            self._stream.send(element)
+            self._take_output()
+            if len(self._outbuf) > 8 << 20:
+                # Back-pressure: a sender far ahead of the socket waits for it to drain.
+                self._wake()
+                end = time.monotonic() + self._timeout(timeout)
+                while len(self._outbuf) > 4 << 20 and self._state == "ready":
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise errors.TimeoutError("the server is not reading; outgoing buffer "
+                                                  "full")
+                    self._changed.wait(left)
+        self._wake()
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Under the lock: wait for a ready session; raise if there will not be one."""
+        end = time.monotonic() + timeout
+        while self._state != "ready":
+            if self._state in ("disconnected", "closing") or self._closing:
+                raise self._disconnected_error()
+            left = end - time.monotonic()
+            if left <= 0:
+                raise errors.TimeoutError(f"not reconnected within {timeout:g} s")
+            self._changed.wait(left)
+
+    def _disconnected_error(self) -> DisconnectedError:
+        if self._error is not None:
+            exc = DisconnectedError(f"the client is disconnected: {self._error}")
+            exc.__cause__ = self._error
+            return exc
+        return DisconnectedError("the client is not connected; call connect() first")
+
+    def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
+                     subject: str | None = None, thread: str | None = None,
+                     timeout: float | None = None) -> str:
+        """Send a message; return its id. Carries an XEP-0359 origin-id equal to the id, by
+        which receivers drop duplicates after a reconnect."""
+        recipient = to if isinstance(to, JID) else JID(to)
+        if type not in ("chat", "normal", "headline", "groupchat"):
+            raise ValueError(f"message type must be chat, normal, headline or groupchat, "
+                             f"not {type!r}")
+        for name, value in (("body", body), ("subject", subject), ("thread", thread)):
+            if value is not None:
+                check_text(value, f"message {name}")
+        msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
+                      id=new_id())
+        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        self.send(msg, timeout)
+        return msg.id or ""
+
+    def send_presence(self, show: str | None = None, status: str | None = None,
+                      priority: int = 0, to: JID | str | None = None, *,
+                      type: str | None = None, timeout: float | None = None) -> None:
+        """Broadcast our presence, or send it to one entity (directed presence)."""
+        presence = Presence(to=to, type=type, show=show, status=status,
+                            priority=priority if priority else None)
+        self.send(presence, timeout)
+
+    def subscribe(self, jid: JID | str) -> None:
+        """Ask to see ``jid``'s presence (RFC 6121 §3.1.1)."""
+        self.send(Presence(to=JID(str(jid)).bare, type="subscribe", id=new_id()))
+
+    def unsubscribe(self, jid: JID | str) -> None:
+        """Stop seeing ``jid``'s presence (RFC 6121 §3.3)."""
+        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribe", id=new_id()))
+
+    def approve(self, jid: JID | str) -> None:
+        """Let ``jid`` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4)."""
+        self.send(Presence(to=JID(str(jid)).bare, type="subscribed", id=new_id()))
+
+    def deny(self, jid: JID | str) -> None:
+        """Refuse, or cancel, ``jid``'s subscription to our presence (RFC 6121 §3.2)."""
+        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribed", id=new_id()))
+
+    def presence_of(self, jid: JID | str) -> dict[str, Presence]:
+        """The latest available presence of each resource of ``jid`` we know of."""
+        return self._presences.of(JID(str(jid)))
+
+    # ------------------------------------------------------------------------------------
+    # IQ
+
+    def send_iq(self, iq: Iq, timeout: float | None = None) -> IqFuture:
+        """Send an IQ request; the future resolves to the result ``Iq`` or fails with
+        :class:`~errors.IqError` (or :class:`~errors.DisconnectedError`)."""
+        if iq.type not in ("get", "set"):
+            raise InvalidStanzaError(f"send_iq() sends get/set requests, not {iq.type!r}")
+        if not iq.id:
+            iq.id = new_id()
+        future = IqFuture(self)
+        to = iq.xml.get("to")
+        with self._lock:
+            self._pending[iq.id] = (future, self._expected_senders(to))
+        try:
+            self.send(iq, timeout)
+        except BaseException:
+            with self._lock:
+                self._pending.pop(iq.id, None)
+            raise
+        return future
+
+    def iq(self, iq: Iq, timeout: float | None = None) -> Iq:
+        """Send an IQ request and wait for the result (raises IqError on an error reply)."""
+        timeout = self._timeout(timeout)
+        future = self.send_iq(iq, timeout)
+        try:
+            result: Iq = future.result(timeout)
+            return result
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._pending.pop(iq.id or "", None)
+            raise errors.TimeoutError(
+                f"no answer to the IQ {iq.type} {self._payload_name(iq)} sent to "
+                f"{iq.to or self.account.domain} within {timeout:g} s") from None
+        except XMPPError as exc:
+            raise exc.with_traceback(None) from None
+
+    @staticmethod
+    def _payload_name(iq: Iq) -> str:
+        payload = iq.payload
+        return "" if payload is None else payload.tag
+
+    def _expected_senders(self, to: str | None) -> frozenset[str] | None:
+        """Who may answer a request sent to ``to`` (RFC 6120 §8.1.2.1); None: our account."""
+        if to is None:
+            return None
+        target = JID(to)
+        if target.bare == self.account.bare:
+            return None
+        return frozenset({str(target)})
+
+    def _reply_sender_ok(self, expected: frozenset[str] | None, sender: str | None) -> bool:
+        if expected is None:
+            # A request to our own account is answered by the server on its behalf: no from,
+            # our bare or full JID, or our domain.
+            if sender is None:
+                return True
+            try:
+                jid = JID(sender)
+            except errors.JIDError:
+                return False
+            return jid.bare == self.account.bare or str(jid) == self.account.domain
+        if sender is None:
+            return False
+        if sender in expected:
+            return True
+        try:
+            return str(JID(sender)) in expected
+        except errors.JIDError:
+            return False
+
+    def ping(self, to: JID | str | None = None, timeout: float | None = None) -> float:
+        """XEP-0199 ping; return the round-trip time in seconds."""
+        started = time.perf_counter()
+        self.iq(Iq.get(to if to is not None else self.account.domain,
+                       ET.Element("{%s}ping" % PING_NS)), timeout)
+        return time.perf_counter() - started
+
+    def register_iq_handler(self, type: str, tag: str, handler: Callable[[Iq], object]) -> None:
+        """Answer incoming IQ ``type`` (get/set) requests whose payload is ``tag`` (Clark
+        notation). The handler runs on the dispatcher thread and returns the result payload
+        (an Element), a complete ``Iq`` reply, or None for an empty result; raising
+        :class:`~errors.IqError` sends that error back."""
+        if type not in ("get", "set"):
+            raise ValueError("type must be 'get' or 'set'")
+        self._iq_handlers[(type, tag)] = handler
+
+    # ------------------------------------------------------------------------------------
+    # Receiving (I/O thread: fast, no user code)
+
+    def _incoming(self, element: ET.Element) -> None:
+        tag = element.tag
+        if tag == _MESSAGE:
+            self._incoming_message(Message(element))
+        elif tag == _PRESENCE:
+            self._incoming_presence(Presence(element))
+        elif tag == _IQ:
+            self._incoming_iq(Iq(element))
+
+    def _incoming_iq(self, iq: Iq) -> None:
+        kind = iq.xml.get("type")
+        if kind in ("result", "error"):
+            with self._lock:
+                entry = self._pending.get(iq.xml.get("id", ""))
+                if entry is None or not self._reply_sender_ok(entry[1], iq.xml.get("from")):
+                    entry = None
+                else:
+                    del self._pending[iq.xml.get("id", "")]
+            if entry is None:
+                log.debug("ignoring an IQ %s nobody waits for (id %r from %r)", kind,
+                          iq.id, iq.xml.get("from"))
+                return
+            future = entry[0]
+            if future.set_running_or_notify_cancel():
+                if kind == "result":
+                    future.set_result(iq)
+                else:
+                    future.set_exception(iq.error or IqError("undefined-condition"))
+            return
+        if kind not in ("get", "set"):
+            return  # RFC 6120 §8.2.3: an IQ without a valid type is ignored
+        payload = iq.payload
+        if kind == "set" and payload is not None and payload.tag == "{%s}query" % ROSTER_NS:
+            self._roster_push(iq, payload)
+            return
+        self._dispatch(self._handle_iq_request, iq)
+
+    def _roster_push(self, iq: Iq, query: ET.Element) -> None:
+        sender = iq.xml.get("from")
+        # RFC 6121 §2.1.6: a push is only valid from our own account (or with no from).
+        if sender is not None and not self._reply_sender_ok(None, sender):
+            log.warning("ignoring a roster push from %s: only the server may push", sender)
+            return
+        items = query.findall("{%s}item" % ROSTER_NS)
+        if len(items) != 1:
+            self._send_reply(iq.error_reply("bad-request", "modify"))
+            return
+        try:
+            item, removed = parse_item(items[0])
+        except errors.JIDError:
+            self._send_reply(iq.error_reply("bad-request", "modify"))
+            return
+        with self._lock:
+            roster = self._roster.copy()
+            roster._apply(item, removed)
+            if query.get("ver") is not None:
+                roster.version = query.get("ver")
+            self._roster = roster
+        self._send_reply(iq.result())
+        self._emit("roster_push", item, removed)
+
+    def _send_reply(self, iq: Iq) -> None:
+        try:
+            self.send(iq, timeout=0)
+        except XMPPError as exc:
+            log.debug("could not send IQ reply: %s", exc)
+
+    def _handle_iq_request(self, iq: Iq) -> None:
+        """Dispatcher thread: run the registered handler or reply service-unavailable."""
+        payload = iq.payload
+        handler = None if payload is None else self._iq_handlers.get(
+            (iq.xml.get("type", ""), payload.tag))
+        if handler is None:
+            if self._handlers.get("iq"):
+                self._emit("iq", iq)
+            else:
+                # RFC 6120 §8.4: an IQ nobody understands gets service-unavailable.
+                self._send_reply(iq.error_reply("service-unavailable"))
+            return
+        try:
+            answer = handler(iq)
+        except IqError as exc:
+            reply = iq.error_reply(exc.condition, exc.type, exc.text)
+        except Exception:
+            log.exception("IQ handler for %s failed", payload.tag if payload is not None else "")
+            reply = iq.error_reply("internal-server-error", "wait")
+        else:
+            if isinstance(answer, Iq):
+                reply = answer
+            else:
+                reply = iq.result(answer if isinstance(answer, ET.Element) else None)
+        self._send_reply(reply)
+
+    def _incoming_message(self, msg: Message) -> None:
+        if msg.xml.get("type") == "error":
+            self._emit("message_error", msg)
+            return
+        if not self._handlers.get("message") or self._inbox_used:
+            self._inbox.put(msg)
+        self._emit("message", msg)
+
+    def _incoming_presence(self, presence: Presence) -> None:
+        kind = presence.type
+        if kind is None or kind == "unavailable":
+            self._presences.update(presence)
+        self._emit("presence", presence)
+        if kind == "subscribe":
+            self._emit("subscription_request", presence)
+        elif kind in ("subscribed", "unsubscribed", "unsubscribe"):
+            self._emit(kind, presence)
+
+    # ------------------------------------------------------------------------------------
+    # Messages for the caller
+
+    def messages(self, timeout: float | None = None) -> Iterator[Message]:
+        """Incoming messages as they arrive; ends when the client disconnects for good.
+
+        With ``timeout`` the iteration also ends after that many seconds without a message;
+        without it, it waits for as long as the client is connected.
+        """
+        self._inbox_used = True
+        while True:
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if isinstance(item, _Closed):
+                self._inbox.put(item)  # let other iterators end as well
+                return
+            yield item
+
+    def next_message(self, timeout: float | None = None) -> Message:
+        """The next incoming message; raises TimeoutError or DisconnectedError."""
+        self._inbox_used = True
+        timeout = self._timeout(timeout)
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise errors.TimeoutError(f"no message within {timeout:g} s") from None
+        if isinstance(item, _Closed):
+            self._inbox.put(item)
+            raise self._disconnected_error()
+        return item
+
+    # ------------------------------------------------------------------------------------
+    # Events
+
+    def on(self, event: str, callback: Callable[..., object]) -> int:
+        """Call ``callback`` on the dispatcher thread whenever ``event`` happens; returns a
+        handle for :meth:`off`. See :data:`EVENTS` for the names and arguments."""
+        if event not in self._event_names:
+            raise ValueError(f"unknown event {event!r}; known: "
+                             f"{', '.join(sorted(self._event_names))}")
+        handle = next(self._handle_ids)
+        with self._lock:
+            self._handlers.setdefault(event, []).append((handle, callback))
+        return handle
+
+    def off(self, handle: int) -> None:
+        """Stop the callback registered under ``handle``."""
+        with self._lock:
+            for name, callbacks in self._handlers.items():
+                self._handlers[name] = [(h, cb) for h, cb in callbacks if h != handle]
+
+    def declare_event(self, name: str) -> None:
+        """Extensions add their event names here before users can ``on()`` them."""
+        self._event_names.add(name)
+
+    def _emit(self, event: str, *args: object) -> None:
+        for _, callback in self._handlers.get(event, ()):
+            self._dispatch(callback, *args)
+
+    # ------------------------------------------------------------------------------------
+    # Roster (RFC 6121 §2)
+
+    @property
+    def roster(self) -> Roster:
+        """The cached roster (after ``get_roster()``), kept current by roster pushes."""
+        return self._roster
+
+    def get_roster(self, timeout: float | None = None) -> Roster:
+        """Fetch the roster (with versioning when the server supports it, RFC 6121 §2.6)."""
+        query = ET.Element("{%s}query" % ROSTER_NS)
+        features = self.features
+        if features is not None and features.find("{%s}ver" % ROSTERVER_NS) is not None:
+            query.set("ver", self._roster.version or "" if self._roster_loaded else "")
+        result = self.iq(Iq.get(None, query), timeout)
+        payload = result.payload
+        with self._lock:
+            if payload is not None and payload.tag == "{%s}query" % ROSTER_NS:
+                self._roster = Roster.from_query(payload)
+            # else: an empty result means our cached version is current (RFC 6121 §2.6.3)
+            self._roster_loaded = True
+            return self._roster
+
+    def add_contact(self, jid: JID | str, name: str | None = None,
+                    groups: tuple[str, ...] | list[str] | frozenset[str] = (),
+                    timeout: float | None = None) -> None:
+        """Add or update a roster item (RFC 6121 §2.3); the server pushes the change."""
+        self.iq(Iq.set(None, item_element(JID(str(jid)), name, tuple(groups))), timeout)
+
+    def remove_contact(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Remove a roster item, cancelling subscriptions both ways (RFC 6121 §2.5)."""
+        self.iq(Iq.set(None, item_element(JID(str(jid)), remove=True)), timeout)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.jid or self.account} {self._state}>"

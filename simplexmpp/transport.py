@@ -1,0 +1,312 @@
+"""The only module that does network I/O: DNS SRV, TCP, TLS, and the non-blocking socket that
+the client's single I/O thread drives.
+
+Why one thread for both directions: OpenSSL does not allow an ``SSL`` object to be read and
+written from two threads at once, so the I/O thread owns the socket entirely; other threads
+queue bytes and wake it. That also coalesces many small stanzas into few large writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import selectors
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .errors import ConnectionError, TLSError, TimeoutError
+from .sasl import tls_server_end_point
+
+__all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
+           "Wire", "is_loopback"]
+
+log = logging.getLogger("simplexmpp.transport")
+
+DEFAULT_PORT = 5222
+DEFAULT_TLS_PORT = 5223
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: host, port, and whether TLS starts at once (XEP-0368)."""
+    host: str
+    port: int
+    direct_tls: bool
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost' (the only hosts plain text is allowed to)."""
+    if host in ("localhost", "localhost."):
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _srv_order(records: list[tuple[int, int, int, str]]) -> list[tuple[str, int]]:
+    """RFC 2782 ordering: by priority, and within a priority weighted-random by weight."""
+    ordered: list[tuple[str, int]] = []
+    for priority in sorted({r[0] for r in records}):
+        group = [r for r in records if r[0] == priority]
+        while group:
+            total = sum(r[1] for r in group)
+            pick = random.uniform(0, total) if total else 0
+            acc = 0
+            chosen = group[0]
+            for record in group:
+                acc += record[1]
+                if acc >= pick and (record[1] or total == 0):
+                    chosen = record
+                    break
+            group.remove(chosen)
+            ordered.append((chosen[3], chosen[2]))
+    return ordered
+
+
+def _srv_lookup(name: str, timeout: float) -> list[tuple[int, int, int, str]] | None:
+    """SRV records of ``name`` as (priority, weight, port, target); None if there are none."""
+    try:
+        import dns.exception
+        import dns.resolver
+    except ImportError:  # pragma: no cover - dnspython is a dependency
+        return None
+    try:
+        answer = dns.resolver.resolve(name, "SRV", lifetime=timeout)
+    except (dns.exception.DNSException, OSError):
+        return None
+    records = [(r.priority, r.weight, r.port, str(r.target).rstrip(".")) for r in answer]
+    # RFC 2782: a single record with target "." means the service is decidedly not available.
+    if len(records) == 1 and records[0][3] in ("", "."):
+        return []
+    return records
+
+
+def resolve(domain: str, host: str | None, port: int | None, tls: str,
+            timeout: float = 5.0) -> list[Target]:
+    """Targets to try in order (RFC 6120 §3.2, XEP-0368)."""
+    if host is not None:
+        direct = tls == "direct"
+        return [Target(host, port or (DEFAULT_TLS_PORT if direct else DEFAULT_PORT), direct)]
+    targets: list[Target] = []
+    if tls != "none":
+        records = _srv_lookup(f"_xmpps-client._tcp.{domain}", timeout)
+        for target_host, target_port in _srv_order(records or []):
+            targets.append(Target(target_host, target_port, True))
+    if tls != "direct":
+        records = _srv_lookup(f"_xmpp-client._tcp.{domain}", timeout)
+        for target_host, target_port in _srv_order(records or []):
+            targets.append(Target(target_host, target_port, False))
+    if not targets:
+        direct = tls == "direct"
+        targets.append(Target(domain, port or (DEFAULT_TLS_PORT if direct else DEFAULT_PORT),
+                              direct))
+    return targets
+
+
+def open_socket(target: Target, timeout: float) -> socket.socket:
+    """TCP connection to ``target`` (IPv6 and IPv4, every address in turn)."""
+    try:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    except socket.timeout:
+        raise TimeoutError(f"connecting to {target.host}:{target.port} timed out "
+                           f"after {timeout:g} s") from None
+    except OSError as exc:
+        raise ConnectionError(f"cannot connect to {target.host}:{target.port}: "
+                              f"{exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+@lru_cache(maxsize=32)
+def ssl_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+    """One shared context per (ca_file, verify): building one costs milliseconds."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSError(f"cannot load CA file {ca_file!r}: {exc}") from None
+    # XEP-0368 §3: ALPN "xmpp-client" (harmless after STARTTLS too).
+    ctx.set_alpn_protocols(["xmpp-client"])
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
+              timeout: float) -> ssl.SSLSocket:
+    """TLS handshake on ``sock``, checking the certificate against ``server_name`` (RFC 7590,
+    RFC 6125: the JID's domain, not the host we connected to)."""
+    sock.settimeout(timeout)
+    try:
+        tls_sock = ctx.wrap_socket(sock, server_hostname=server_name,
+                                   do_handshake_on_connect=False)
+        tls_sock.do_handshake()
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise TLSError(
+            f"the server's certificate for {server_name} could not be verified "
+            f"({exc.verify_message}); pass ca_file= with the certificate or CA to trust") from None
+    except socket.timeout:
+        sock.close()
+        raise TimeoutError(f"TLS handshake with {server_name} timed out after {timeout:g} s") \
+            from None
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise TLSError(f"TLS handshake with {server_name} failed: {exc}") from None
+    return tls_sock
+
+
+def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
+    """Channel-binding data the TLS layer can give SCRAM-PLUS.
+
+    ``tls-unique`` only under TLS 1.2 (RFC 9266 §3 forbids it with 1.3);
+    ``tls-server-end-point`` (RFC 5929 §4) from the server certificate. ``tls-exporter``
+    (RFC 9266) needs keying-material export, which Python's ``ssl`` module does not offer.
+    """
+    if not isinstance(sock, ssl.SSLSocket):
+        return {}
+    out: dict[str, bytes] = {}
+    if sock.version() == "TLSv1.2":
+        unique = sock.get_channel_binding("tls-unique")
+        if unique:
+            out["tls-unique"] = unique
+    cert = sock.getpeercert(binary_form=True)
+    if cert:
+        out["tls-server-end-point"] = tls_server_end_point(cert)
+    return out
+
+
+class Wire:
+    """A connected socket in non-blocking mode plus a wake-up channel, for one I/O thread.
+
+    Other threads call :meth:`wake`; only the I/O thread calls anything else.
+    """
+
+    READ_SIZE = 65536
+    SSL_WRITE_CHUNK = 65536
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_lock = threading.Lock()
+        self._woken = False
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._registered_write = False
+        self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
+        self.closed = False
+        self._use(sock)
+
+    def _use(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._selector.register(sock, selectors.EVENT_READ, "sock")
+        self._registered_write = False
+
+    def replace_socket(self, sock: socket.socket) -> None:
+        """After a TLS upgrade, the wrapped socket takes the old one's place."""
+        try:
+            self._selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self._use(sock)
+
+    def detach_for_blocking(self, timeout: float) -> socket.socket:
+        """Hand the socket over for a blocking operation (the TLS handshake)."""
+        try:
+            self._selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.settimeout(timeout)
+        return self.sock
+
+    def wake(self) -> None:
+        """Make :meth:`wait` return soon; callable from any thread."""
+        with self._wake_lock:
+            if self._woken or self.closed:
+                return
+            self._woken = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def wait(self, timeout: float | None, want_write: bool) -> tuple[bool, bool]:
+        """Block until readable/writable/woken; returns (readable, writable)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True, False
+        if want_write != self._registered_write:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self._selector.modify(self.sock, events, "sock")
+            self._registered_write = want_write
+        readable = writable = False
+        for key, mask in self._selector.select(timeout):
+            if key.data == "wake":
+                with self._wake_lock:
+                    self._woken = False
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            else:
+                readable = readable or bool(mask & selectors.EVENT_READ)
+                writable = writable or bool(mask & selectors.EVENT_WRITE)
+        return readable, writable
+
+    def recv(self) -> bytes | None:
+        """Bytes available now; b"" at end of stream; None if nothing is ready."""
+        try:
+            return self.sock.recv(self.READ_SIZE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError, InterruptedError):
+            return None
+        except ssl.SSLZeroReturnError:
+            return b""
+
+    def send(self, buffer: bytearray) -> int:
+        """Write what the socket takes now from the front of ``buffer``; the count sent."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            if not self._inflight:
+                self._inflight = bytes(buffer[:self.SSL_WRITE_CHUNK])
+            try:
+                sent = self.sock.send(self._inflight)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError,
+                    InterruptedError):
+                return 0
+            self._inflight = self._inflight[sent:]
+            return sent
+        try:
+            return self.sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def close(self) -> None:
+        """Close socket and wake channel; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for closer in (self._selector.close, self.sock.close, self._wake_r.close,
+                       self._wake_w.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
+    def shutdown(self) -> None:
+        """Abort the TCP connection (any thread): the I/O thread then sees end of stream."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.wake()
