@@ -23,6 +23,7 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -157,6 +158,10 @@ class Client:
         self._handle_ids = itertools.count(1)
         self._event_names = set(EVENTS)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
+        self._interceptors: dict[str, list[tuple[int, Callable[[Any], bool]]]] = {}
+        self._seen_origin_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.duplicate_window = 10000
+        self.duplicates_dropped = 0
         self._inbox: queue.Queue[Message | _Closed] = queue.Queue()
         self._inbox_used = False
         self._roster = Roster()
@@ -167,6 +172,9 @@ class Client:
         self.features: ET.Element | None = None
         self._last_recv = time.monotonic()
         self._last_send = time.monotonic()
+        self._last_presence: Presence | None = None
+        self._sessions = 0   # sessions established (or resumed) so far
+        self._stanza_started: float | None = None
         self._ping_sent_at: float | None = None
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._load_extensions()
@@ -349,20 +357,31 @@ class Client:
         """The I/O thread: connect, run, and reconnect until told to stop."""
         attempt = 0
         error: BaseException | None = None
-        ever_ready = False
+        sessions_before = self._sessions
         while True:
             try:
                 self._run_connection(timeout)
                 error = None
+            except XMPPError as exc:
+                error = exc
+            except OSError as exc:  # resets, broken pipes, TLS records cut short
+                error = errors.ConnectionError(f"connection to {self.account.domain} lost: "
+                                               f"{exc}")
             except BaseException as exc:  # noqa: BLE001 - reported, never lost
-                error = exc if isinstance(exc, XMPPError) else errors.ConnectionError(
-                    f"connection failed: {exc!r}")
-                if not isinstance(exc, XMPPError):
-                    log.exception("unexpected failure in the I/O thread")
+                log.exception("unexpected failure in the I/O thread")
+                error = errors.ConnectionError(f"connection failed: {exc!r}")
             finally:
+                with self._lock:
+                    if self._stream is not None:
+                        self._stream.connection_lost()
+                    if self._state == "ready":
+                        self._state = "reconnecting"
+                    self._changed.notify_all()
                 if self._wire is not None:
                     self._wire.close()
-            ever_ready = ever_ready or self.jid is not None
+            if self._sessions != sessions_before:
+                attempt = 0  # this connection worked: start the backoff afresh
+            sessions_before = self._sessions
             ready = self._ready_future
             if ready is not None and not ready.done():
                 ready.set_exception(error or DisconnectedError("server closed the stream"))
@@ -380,7 +399,10 @@ class Client:
                 self.host, _, port = error.other_host.rpartition(":") if \
                     error.other_host.count(":") == 1 else (error.other_host, "", "")
                 self.port = int(port) if port.isdigit() else self.port
-            delay = min(self.reconnect_max_delay, 0.2 * (2 ** attempt)) * random.uniform(0.5, 1)
+            # First retry at once (a quick resumption keeps the session); then exponential
+            # backoff with jitter, capped.
+            delay = 0.0 if attempt == 0 else min(
+                self.reconnect_max_delay, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
             attempt = min(attempt + 1, 20)
             if self._sleep_unless_closing(delay):
                 break
@@ -455,6 +477,7 @@ class Client:
             self._take_output()
         self._last_recv = self._last_send = time.monotonic()
         self._ping_sent_at = None
+        self._stanza_started: float | None = None
         self._r_outstanding = False
         negotiation_deadline: float | None = time.monotonic() + timeout
         sending = bytearray()
@@ -549,6 +572,16 @@ class Client:
 
     def _timers(self, stream: ClientStream) -> None:
         now = time.monotonic()
+        if stream.in_stanza:
+            # A peer trickling one endless stanza would hold the stream forever (slow loris).
+            if self._stanza_started is None:
+                self._stanza_started = now
+            elif now - self._stanza_started > self.timeout:
+                raise StreamError("policy-violation",
+                                  f"the server took more than {self.timeout:g} s to send one "
+                                  "stanza")
+        else:
+            self._stanza_started = None
         if stream.state != "ready":
             return
         if stream.sm is not None and not self._r_outstanding and (
@@ -597,6 +630,7 @@ class Client:
             self.jid = jid
             self.features = features
             self._state = "ready"
+            self._sessions += 1
             if stream is not None and stream.sm is not None and stream.sm.resumable:
                 self._sm_state = stream.sm
             elif not resumed:
@@ -609,6 +643,8 @@ class Client:
             self._emit("resumed", jid)
         else:
             self._presences.clear()
+            if self._last_presence is not None:
+                self._send_reply(self._last_presence)
             self._emit("connected", jid)
 
     # ------------------------------------------------------------------------------------
@@ -645,7 +681,7 @@ class Client:
     def _wait_ready(self, timeout: float) -> None:
         """Under the lock: wait for a ready session; raise if there will not be one."""
         end = time.monotonic() + timeout
-        while self._state != "ready":
+        while self._state != "ready" or self._stream is None or self._stream.state != "ready":
             if self._state in ("disconnected", "closing") or self._closing:
                 raise self._disconnected_error()
             left = end - time.monotonic()
@@ -685,6 +721,10 @@ class Client:
         presence = Presence(to=to, type=type, show=show, status=status,
                             priority=priority if priority else None)
         self.send(presence, timeout)
+        if to is None:
+            # Broadcast presence is session state: a new session after a reconnect gets it
+            # again (a resumed one still has it).
+            self._last_presence = None if type == "unavailable" else presence
 
     def subscribe(self, jid: JID | str) -> None:
         """Ask to see ``jid``'s presence (RFC 6121 §3.1.1)."""
@@ -800,11 +840,68 @@ class Client:
     def _incoming(self, element: ET.Element) -> None:
         tag = element.tag
         if tag == _MESSAGE:
-            self._incoming_message(Message(element))
+            msg = Message(element)
+            if not self._intercepted("message", msg):
+                self._incoming_message(msg)
         elif tag == _PRESENCE:
-            self._incoming_presence(Presence(element))
+            presence = Presence(element)
+            if not self._intercepted("presence", presence):
+                self._incoming_presence(presence)
         elif tag == _IQ:
             self._incoming_iq(Iq(element))
+
+    def _intercepted(self, kind: str, stanza: Stanza) -> bool:
+        for _, interceptor in self._interceptors.get(kind, ()):
+            try:
+                if interceptor(stanza):
+                    return True
+            except Exception:
+                log.exception("interceptor %r failed on %r", interceptor, stanza)
+        return False
+
+    def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool]) -> int:
+        """For extensions: ``interceptor(stanza)`` sees every received ``"message"`` or
+        ``"presence"`` before the client handles it, and returns True to claim it.
+
+        It runs on the I/O thread, so it must be quick and must not block or call blocking
+        client methods; hand work to a queue or ``client.dispatch()`` instead."""
+        if kind not in ("message", "presence"):
+            raise ValueError("kind must be 'message' or 'presence'")
+        handle = next(self._handle_ids)
+        with self._lock:
+            self._interceptors.setdefault(kind, []).append((handle, interceptor))
+        return handle
+
+    def remove_interceptor(self, handle: int) -> None:
+        with self._lock:
+            for kind, entries in self._interceptors.items():
+                self._interceptors[kind] = [(h, f) for h, f in entries if h != handle]
+
+    def dispatch(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` on the dispatcher thread (where callbacks run)."""
+        self._dispatch(fn, *args)
+
+    def deliver(self, msg: Message) -> None:
+        """Hand a message to the normal path (inbox and "message" events), for extensions
+        that unwrap messages (carbons, archives)."""
+        self._incoming_message(msg)
+
+    def _is_duplicate(self, msg: Message) -> bool:
+        """XEP-0359: a message whose origin-id we saw recently from the same sender is a
+        re-send after a failed stream resumption; drop it (bounded window)."""
+        origin = msg.xml.find("{%s}origin-id" % SID_NS)
+        if origin is None or not origin.get("id"):
+            return False
+        sender = msg.xml.get("from", "")
+        key = (sender.partition("/")[0].lower(), origin.get("id", ""))
+        seen = self._seen_origin_ids
+        if key in seen:
+            self.duplicates_dropped += 1
+            return True
+        seen[key] = None
+        if len(seen) > self.duplicate_window:
+            seen.popitem(last=False)
+        return False
 
     def _incoming_iq(self, iq: Iq) -> None:
         kind = iq.xml.get("type")
@@ -858,9 +955,10 @@ class Client:
         self._send_reply(iq.result())
         self._emit("roster_push", item, removed)
 
-    def _send_reply(self, iq: Iq) -> None:
+    def _send_reply(self, stanza: Stanza) -> None:
+        """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
         try:
-            self.send(iq, timeout=0)
+            self.send(stanza, timeout=0)
         except XMPPError as exc:
             log.debug("could not send IQ reply: %s", exc)
 
@@ -893,6 +991,9 @@ class Client:
     def _incoming_message(self, msg: Message) -> None:
         if msg.xml.get("type") == "error":
             self._emit("message_error", msg)
+            return
+        if self._is_duplicate(msg):
+            log.debug("dropping a repeated message %s", msg.id)
             return
         if not self._handlers.get("message") or self._inbox_used:
             self._inbox.put(msg)

@@ -204,6 +204,11 @@ class ClientStream:
         self._parser = StreamParser(max_stanza_size=max_stanza_size)
         self._closing = False
 
+    @property
+    def in_stanza(self) -> bool:
+        """True while the peer is part-way through sending a stanza."""
+        return self._parser.in_stanza
+
     # -- driving the machine ---------------------------------------------------------------
     def start(self) -> None:
         """Queue the initial stream header."""
@@ -251,6 +256,12 @@ class ClientStream:
             self._close_now()
             raise
         return events
+
+    def connection_lost(self) -> None:
+        """The transport is gone: nothing more can be sent on this stream. Stream-management
+        state (``sm``, ``unacked``) is kept for resumption."""
+        self.state = "closed"
+        self._out.clear()
 
     def send(self, element: ET.Element) -> None:
         """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198."""
@@ -485,7 +496,9 @@ class ClientStream:
         if jid_el is None or not jid_el.text:
             raise StreamError("invalid-xml", "resource binding result carries no JID")
         bound = JID(jid_el.text.strip())
-        if bound.bare != self.jid.bare or bound.is_bare:
+        expected = bound.domain == self.jid.domain if self.jid.local is None else \
+            bound.bare == self.jid.bare   # ANONYMOUS (RFC 4505): the server picks the local
+        if not expected or bound.is_bare:
             # RFC 6120 §7.6.1: the server binds a full JID for *our* account.
             raise StreamError("invalid-xml", f"server bound a foreign JID {bound}")
         self.jid = bound

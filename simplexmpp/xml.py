@@ -110,6 +110,11 @@ class StreamParser:
     def header_seen(self) -> bool:
         return self._root is not None
 
+    @property
+    def in_stanza(self) -> bool:
+        """True while a top-level element has begun but not ended."""
+        return self._depth > 1
+
     def feed(self, data: bytes) -> list[StreamItem]:
         """Parse ``data``; return the stream items it completed (header, elements, end).
 

@@ -1,0 +1,256 @@
+"""A misbehaving server gets a typed error, in bounded time, with no leaked thread or socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from simplexmpp import Client, Iq, errors
+
+from .hostile import HEADER, Conn, HostileServer
+
+STREAM_ERRORS = ["bad-format", "conflict", "connection-timeout", "host-gone", "host-unknown",
+                 "improper-addressing", "internal-server-error", "invalid-from",
+                 "invalid-namespace", "invalid-xml", "not-authorized", "not-well-formed",
+                 "policy-violation", "remote-connection-failed", "reset",
+                 "resource-constraint", "restricted-xml", "see-other-host", "system-shutdown",
+                 "undefined-condition", "unsupported-encoding", "unsupported-feature",
+                 "unsupported-stanza-type", "unsupported-version", "bad-namespace-prefix"]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def library_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("simplexmpp-")]
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., tuple[HostileServer, Client]]]:
+    """hostile(script, **client_kwargs) -> (server, client not yet connected)."""
+    servers: list[HostileServer] = []
+    fds_before = open_fds()
+
+    def make(script: Callable[[Conn], None], jid: str = "localhost",
+             password: str | None = None, **kwargs: object) -> tuple[HostileServer, Client]:
+        server = HostileServer(script)
+        servers.append(server)
+        options: dict[str, object] = dict(host="127.0.0.1", port=server.port, tls="none",
+                                          timeout=2, reconnect=False)
+        if password is None:
+            options["mechanisms"] = ["ANONYMOUS"]
+        options.update(kwargs)
+        return server, Client(jid, password, **options)  # type: ignore[arg-type]
+
+    yield make
+    for server in servers:
+        server.close()
+        assert server.error is None, f"the fake server's script failed: {server.error!r}"
+    deadline = time.monotonic() + 5
+    while library_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert library_threads() == [], "a client thread outlived its client"
+    assert open_fds() <= fds_before, "a socket or pipe was leaked"
+
+
+def connect_fails(client: Client, exc_type: type[BaseException]) -> BaseException:
+    started = time.monotonic()
+    with pytest.raises(exc_type) as info:
+        client.connect()
+    assert time.monotonic() - started < client.timeout + 5, "the failure took far too long"
+    assert not client.is_connected
+    return info.value
+
+
+def header_then(payload: bytes) -> Callable[[Conn], None]:
+    def script(conn: Conn) -> None:
+        conn.read_until(r"<stream:stream[^>]*>")
+        conn.send(HEADER.format(id="h").encode() + payload)
+        conn.read_until(r"</stream:stream>")
+    return script
+
+
+def test_billion_laughs_is_refused_as_restricted_xml(hostile) -> None:
+    laughs = (b"<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
+              + b"".join(b"<!ENTITY lol%d '%s'>" % (i, (b"&lol%d;" % (i - 1) if i else b"&lol;") * 10)
+                         for i in range(1, 10))
+              + b"]><stream:stream xmlns='jabber:client' "
+              b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>&lol9;")
+
+    def script(conn: Conn) -> None:
+        conn.read_until(r"<stream:stream[^>]*>")
+        conn.send(laughs)
+        conn.read_until(r"restricted-xml")
+
+    _, client = hostile(script)
+    assert connect_fails(client, errors.StreamError).condition == "restricted-xml"
+
+
+def test_external_entity_dtd_is_refused(hostile) -> None:
+    xxe = (b"<?xml version='1.0'?><!DOCTYPE s [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>"
+           b"<stream:stream xmlns='jabber:client' "
+           b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>&xxe;")
+
+    def script(conn: Conn) -> None:
+        conn.read_until(r"<stream:stream[^>]*>")
+        conn.send(xxe)
+
+    _, client = hostile(script)
+    assert connect_fails(client, errors.StreamError).condition == "restricted-xml"
+
+
+@pytest.mark.parametrize("payload, condition", [
+    (b"<?evil processing instruction?>", "restricted-xml"),
+    (b"<!-- a comment -->", "restricted-xml"),
+    (b"<stream:features>&undefined;</stream:features>", "restricted-xml"),
+    (b"<stream:features>\xff\xfe\xfd</stream:features>", "not-well-formed"),
+    (b"<stream:features></wrong>", "not-well-formed"),
+])
+def test_forbidden_xml_after_the_header_is_refused(hostile, payload: bytes,
+                                                   condition: str) -> None:
+    _, client = hostile(header_then(payload))
+    assert connect_fails(client, errors.StreamError).condition == condition
+
+
+def test_wrong_stream_namespace_is_refused(hostile) -> None:
+    def script(conn: Conn) -> None:
+        conn.read_until(r"<stream:stream[^>]*>")
+        conn.send("<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong' "
+                  "version='1.0'>")
+
+    _, client = hostile(script)
+    assert connect_fails(client, errors.StreamError).condition == "invalid-namespace"
+
+
+def test_hundred_megabyte_stanza_is_cut_off_at_the_size_limit(hostile) -> None:
+    sent = []
+
+    def script(conn: Conn) -> None:
+        conn.anonymous_session()
+        conn.send("<message><body>")
+        chunk = b"x" * 65536
+        for _ in range(100 * 16):  # 100 MiB, unless the client hangs up first
+            conn.send(chunk)
+            sent.append(len(chunk))
+
+    server, client = hostile(script, timeout=10)
+    client.connect()
+    server.done.wait(20)
+    assert sum(sent) < 10 << 20, "the client kept reading far past the stanza limit"
+    assert isinstance(wait_disconnected(client), errors.StreamError)
+    assert client._error is not None and client._error.condition == "policy-violation"
+
+
+def wait_disconnected(client: Client) -> BaseException | None:
+    done = threading.Event()
+    seen: list[BaseException | None] = []
+    client.on("disconnected", lambda exc: (seen.append(exc), done.set()))
+    if client._state == "disconnected":
+        return client._error
+    assert done.wait(15), "the client never reported the disconnection"
+    return seen[0]
+
+
+def test_endless_trickled_stanza_ends_the_stream(hostile) -> None:
+    stop = threading.Event()
+
+    def script(conn: Conn) -> None:
+        conn.anonymous_session()
+        conn.send("<message><body>")
+        while not stop.is_set():
+            conn.send(b"x")
+            time.sleep(0.01)
+
+    server, client = hostile(script, timeout=1)
+    client.connect()
+    error = wait_disconnected(client)
+    stop.set()
+    assert isinstance(error, errors.StreamError) and error.condition == "policy-violation"
+
+
+@pytest.mark.parametrize("condition", STREAM_ERRORS)
+def test_each_stream_error_condition_is_raised_typed(hostile, condition: str) -> None:
+    _, client = hostile(header_then(
+        f"<stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>go away</text>"
+        "</stream:error></stream:stream>".encode()))
+    error = connect_fails(client, errors.StreamError)
+    assert error.condition == condition and error.by_peer and error.text == "go away"
+
+
+def test_forged_iq_reply_from_another_jid_is_ignored(hostile) -> None:
+    def script(conn: Conn) -> None:
+        conn.anonymous_session()
+        match = conn.read_until(r'<iq [^>]*to="bob@localhost/x"[^>]*>')
+        iq_id = re.search(rb'id="([^"]+)"', match.group(0)).group(1).decode()
+        conn.send(f"<iq type='result' id='{iq_id}' from='mallory@localhost/x'>"
+                  "<query xmlns='urn:example' who='mallory'/></iq>")
+        conn.send(f"<iq type='result' id='{iq_id}' from='bob@localhost/x'>"
+                  "<query xmlns='urn:example' who='bob'/></iq>")
+        conn.read_until(r"</stream:stream>")
+
+    _, client = hostile(script)
+    client.connect()
+    result = client.iq(Iq.get("bob@localhost/x", ET.Element("{urn:example}query")))
+    assert result.payload is not None and result.payload.get("who") == "bob"
+    client.disconnect()
+
+
+def test_forged_roster_push_is_ignored(hostile) -> None:
+    def script(conn: Conn) -> None:
+        conn.anonymous_session(jid="anon@localhost/r1")
+        conn.send("<iq type='set' id='p1' from='mallory@localhost'><query "
+                  "xmlns='jabber:iq:roster'><item jid='evil@localhost' name='Evil'/></query></iq>")
+        conn.send("<iq type='set' id='p2'><query xmlns='jabber:iq:roster'>"
+                  "<item jid='good@localhost' name='Good'/></query></iq>")
+        conn.read_until(r"</stream:stream>")
+
+    _, client = hostile(script, jid="anon@localhost")
+    pushed = threading.Event()
+    client.on("roster_push", lambda item, removed: pushed.set())
+    client.connect()
+    assert pushed.wait(5)
+    assert "good@localhost" in client.roster
+    assert "evil@localhost" not in client.roster
+    client.disconnect()
+
+
+def test_tls_downgrade_is_refused(hostile) -> None:
+    def script(conn: Conn) -> None:
+        conn.open_stream("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                         "<mechanism>PLAIN</mechanism></mechanisms>")
+        conn.read_until(r"</stream:stream>")
+
+    _, client = hostile(script, jid="alice@localhost", password="secret", tls="starttls")
+    assert "downgrade" in str(connect_fails(client, errors.TLSError))
+
+
+def test_scram_with_a_wrong_server_signature_is_refused(hostile) -> None:
+    _, client = hostile(lambda conn: conn.scram_with_wrong_signature("password"),
+                        jid="alice@localhost", password="password", mechanisms=["SCRAM-SHA-1"])
+    error = connect_fails(client, errors.AuthenticationError)
+    assert error.condition == "server-signature-mismatch"
+
+
+def test_server_that_accepts_and_says_nothing_times_out(hostile) -> None:
+    release = threading.Event()
+    _, client = hostile(lambda conn: release.wait(10), timeout=1)
+    connect_fails(client, errors.TimeoutError)
+    release.set()
+
+
+def test_server_that_hangs_up_at_once_gives_connection_error(hostile) -> None:
+    _, client = hostile(lambda conn: conn.close())
+    connect_fails(client, errors.ConnectionError)
+
+
+def test_plain_text_to_a_non_loopback_host_is_refused() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        Client("alice@example.org", "pw", host="192.0.2.1", tls="none")
