@@ -437,7 +437,8 @@ class ClientStream:
             raise StreamError("invalid-xml", f"unexpected <{el.tag}> during SASL")
         if name == "challenge":
             response = self._sasl.challenge(_unb64(el.text))
-            self._out.append('<response xmlns="%s">%s</response>' % (SASL_NS, _b64(response)))
+            encoded = base64.b64encode(response).decode("ascii")  # empty stays empty (§6.4.3)
+            self._out.append('<response xmlns="%s">%s</response>' % (SASL_NS, encoded))
         elif name == "success":
             self._sasl.success(_unb64(el.text) if el.text else None)
             self.authenticated = True

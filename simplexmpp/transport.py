@@ -180,8 +180,9 @@ def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
         if unique:
             out["tls-unique"] = unique
     cert = sock.getpeercert(binary_form=True)
-    if cert:
-        out["tls-server-end-point"] = tls_server_end_point(cert)
+    end_point = tls_server_end_point(cert) if cert else None
+    if end_point:
+        out["tls-server-end-point"] = end_point
     return out
 
 

@@ -71,7 +71,8 @@ def negotiate_to_bind(byte_by_byte: bool = False, **kwargs: object) -> Transcrip
     assert events == [Authenticated("PLAIN")]
     assert t.sent.startswith("<?xml version='1.0'?><stream:stream")
     t.server(HEADER + BIND_FEATURES, byte_by_byte)
-    assert "<resource>phone</resource>" in t.sent
+    if "sm_state" not in kwargs:  # with one, the stream tries resumption first
+        assert "<resource>phone</resource>" in t.sent
     return t
 
 
@@ -148,7 +149,8 @@ def test_hostile_xml_from_server_queues_our_stream_error() -> None:
     with pytest.raises(StreamError) as info:
         t.server(HEADER + "<message>&xxe;</message>")
     assert info.value.condition == "restricted-xml" and not info.value.by_peer
-    assert "<restricted-xml" in t.sent and t.sent.endswith("</stream:stream>")
+    sent = t.stream.data_to_send().decode()
+    assert "<restricted-xml" in sent and sent.endswith("</stream:stream>")
 
 
 def test_old_stream_version_is_refused() -> None:

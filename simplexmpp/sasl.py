@@ -1,0 +1,391 @@
+"""SASL mechanisms for XMPP (RFC 6120 §6): SCRAM (RFC 5802, RFC 7677), PLAIN, EXTERNAL, ANONYMOUS.
+
+Sans-IO: a :class:`Mechanism` turns server challenges (bytes) into responses (bytes). The
+stream state machine base64-wraps them into ``<auth/>``, ``<response/>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+from precis_i18n import get_profile
+
+from .errors import AuthenticationError
+
+__all__ = ["Mechanism", "Scram", "Plain", "External", "Anonymous", "choose_mechanism",
+           "PREFERENCE", "CHANNEL_BINDING_PREFERENCE", "saslprep", "parse_attributes",
+           "tls_server_end_point", "clear_cache"]
+
+SCRAM_HASHES = {"SCRAM-SHA-512": "sha512", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+PREFERENCE = ("SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
+              "SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "EXTERNAL", "ANONYMOUS")
+# RFC 9266 makes tls-exporter the default for TLS 1.3; tls-unique is only sound under 1.2.
+CHANNEL_BINDING_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
+MIN_ITERATIONS = 4096      # RFC 7677 §4: at least 4096
+MAX_ITERATIONS = 10_000_000  # a hostile server must not make us burn minutes of CPU
+
+_OPAQUE = get_profile("OpaqueString")
+
+
+def saslprep(password: str) -> str:
+    """Prepare a password with PRECIS OpaqueString (RFC 8265 §4.2, successor of SASLprep).
+
+    A password the profile refuses (control characters, say) is used as given, so the
+    server decides; refusing it here would lock out an account whose password predates PRECIS.
+    """
+    try:
+        return _OPAQUE.enforce(password)
+    except UnicodeError:
+        return password
+
+
+def parse_attributes(data: bytes) -> dict[str, str]:
+    """``a=1,b=2`` (RFC 5802 §5) to a dict; a malformed message is an AuthenticationError."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuthenticationError("SCRAM message is not UTF-8", "malformed-request") from None
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if len(key) != 1 or not eq:
+            raise AuthenticationError(f"malformed SCRAM attribute {part!r}", "malformed-request")
+        out.setdefault(key, value)
+    return out
+
+
+def _saslname(name: str) -> str:
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+# Salted passwords are expensive on purpose; reconnects reuse them (keyed by everything
+# that goes into them, held in memory only, bounded).
+_cache: OrderedDict[tuple[str, str, bytes, int], bytes] = OrderedDict()
+_cache_lock = threading.Lock()
+_CACHE_SIZE = 64
+
+
+def _salted_password(hash_name: str, password: str, salt: bytes, iterations: int) -> bytes:
+    key = (hash_name, password, salt, iterations)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    value = hashlib.pbkdf2_hmac(hash_name, password.encode("utf-8"), salt, iterations)
+    with _cache_lock:
+        _cache[key] = value
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every cached salted password."""
+    with _cache_lock:
+        _cache.clear()
+
+
+class Mechanism:
+    """One SASL exchange. ``initial_response`` first, then ``challenge`` per server
+    challenge, then ``success`` with the additional data of ``<success/>``, if any."""
+
+    name: ClassVar[str] = ""
+
+    def initial_response(self) -> bytes | None:
+        return None
+
+    def challenge(self, data: bytes) -> bytes:
+        raise AuthenticationError(f"unexpected challenge for {self.name}", "malformed-request")
+
+    def success(self, data: bytes | None) -> None:
+        if data:
+            raise AuthenticationError(f"unexpected success data for {self.name}",
+                                      "malformed-request")
+
+
+class Plain(Mechanism):
+    """RFC 4616. Only ever chosen on an encrypted stream."""
+
+    name = "PLAIN"
+
+    def __init__(self, username: str, password: str, authzid: str | None = None) -> None:
+        self._message = b"\0".join(((authzid or "").encode("utf-8"), username.encode("utf-8"),
+                                     saslprep(password).encode("utf-8")))
+
+    def initial_response(self) -> bytes:
+        return self._message
+
+
+class External(Mechanism):
+    """RFC 4422 Appendix A: identity from the TLS client certificate."""
+
+    name = "EXTERNAL"
+
+    def __init__(self, authzid: str | None = None) -> None:
+        self._authzid = authzid
+
+    def initial_response(self) -> bytes:
+        # RFC 6120 §6.4.2: an empty response is sent as "=", which our caller does for b"".
+        return (self._authzid or "").encode("utf-8")
+
+
+class Anonymous(Mechanism):
+    """RFC 4505."""
+
+    name = "ANONYMOUS"
+
+    def initial_response(self) -> bytes:
+        return b""
+
+
+class Scram(Mechanism):
+    """SCRAM-SHA-1/-256/-512 and the -PLUS variants (RFC 5802, RFC 7677)."""
+
+    name = ""  # set per instance
+
+    def __init__(self, name: str, username: str, password: str, *,
+                 cb_type: str | None = None, cb_data: bytes = b"", client_supports_cb: bool = False,
+                 authzid: str | None = None, nonce: str | None = None) -> None:
+        base = name.removesuffix("-PLUS")
+        if base not in SCRAM_HASHES:
+            raise ValueError(f"not a SCRAM mechanism: {name}")
+        if name.endswith("-PLUS") != (cb_type is not None):
+            raise ValueError("a -PLUS mechanism needs a channel-binding type, and only it")
+        self.name = name  # type: ignore[misc]
+        self._hash = SCRAM_HASHES[base]
+        self._password = saslprep(password)
+        self._cb_data = cb_data if cb_type else b""
+        # RFC 5802 §6: "p=" binds; "y" says we could bind but the server did not offer
+        # -PLUS (so a downgrade is detectable); "n" says we cannot bind at all.
+        flag = f"p={cb_type}" if cb_type else ("y" if client_supports_cb else "n")
+        self._gs2 = f"{flag},{'a=' + _saslname(authzid) if authzid else ''},".encode()
+        self._nonce = nonce or secrets.token_urlsafe(24)
+        self._first_bare = f"n={_saslname(username)},r={self._nonce}".encode("utf-8")
+        self._server_signature: bytes | None = None
+        self._verified = False
+        self._state = "initial"
+
+    def initial_response(self) -> bytes:
+        self._state = "first"
+        return self._gs2 + self._first_bare
+
+    def _hmac(self, key: bytes, msg: bytes) -> bytes:
+        return hmac.new(key, msg, self._hash).digest()
+
+    def challenge(self, data: bytes) -> bytes:
+        if self._state == "first":
+            return self._client_final(data)
+        if self._state == "final":
+            self._verify(data)
+            return b""
+        raise AuthenticationError("unexpected SCRAM challenge", "malformed-request")
+
+    def _client_final(self, server_first: bytes) -> bytes:
+        attrs = parse_attributes(server_first)
+        if "m" in attrs:  # RFC 5802 §5.1: a mandatory extension we do not know
+            raise AuthenticationError("server requires an unknown SCRAM extension",
+                                      "malformed-request")
+        nonce, salt_b64, iterations_text = attrs.get("r", ""), attrs.get("s"), attrs.get("i", "")
+        if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
+            raise AuthenticationError("server nonce does not extend ours", "malformed-request")
+        if salt_b64 is None or not iterations_text.isdigit():
+            raise AuthenticationError("server-first-message lacks salt or iteration count",
+                                      "malformed-request")
+        iterations = int(iterations_text)
+        if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+            raise AuthenticationError(
+                f"server asks for {iterations} SCRAM iterations; accepted are "
+                f"{MIN_ITERATIONS}..{MAX_ITERATIONS}", "malformed-request")
+        try:
+            salt = base64.b64decode(salt_b64, validate=True)
+        except ValueError:
+            raise AuthenticationError("SCRAM salt is not base64", "malformed-request") from None
+        salted = _salted_password(self._hash, self._password, salt, iterations)
+        client_key = self._hmac(salted, b"Client Key")
+        stored_key = hashlib.new(self._hash, client_key).digest()
+        channel = base64.b64encode(self._gs2 + self._cb_data).decode()
+        without_proof = f"c={channel},r={nonce}".encode()
+        auth_message = self._first_bare + b"," + server_first + b"," + without_proof
+        signature = self._hmac(stored_key, auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        self._server_signature = self._hmac(self._hmac(salted, b"Server Key"), auth_message)
+        self._state = "final"
+        return without_proof + b",p=" + base64.b64encode(proof)
+
+    def _verify(self, server_final: bytes) -> None:
+        attrs = parse_attributes(server_final)
+        if "e" in attrs:
+            raise AuthenticationError(f"server reports a SCRAM error: {attrs['e']}",
+                                      "not-authorized", attrs["e"])
+        try:
+            signature = base64.b64decode(attrs.get("v", ""), validate=True)
+        except ValueError:
+            signature = b""
+        assert self._server_signature is not None
+        if not hmac.compare_digest(signature, self._server_signature):
+            raise AuthenticationError(
+                "the server's SCRAM signature is wrong: it does not know the password, "
+                "or someone is in the middle", "server-signature-mismatch")
+        self._verified = True
+        self._state = "done"
+
+    def success(self, data: bytes | None) -> None:
+        if self._state == "final" and data:
+            self._verify(data)  # RFC 6120 §6.3.10: server-final in <success/>
+        if not self._verified:
+            raise AuthenticationError(
+                "server reported success without proving it knows the password",
+                "server-signature-mismatch")
+
+
+def choose_mechanism(offered: Iterable[str], *, username: str, password: str | None,
+                     encrypted: bool, channel_bindings: Mapping[str, bytes] | None = None,
+                     server_cb_types: Iterable[str] | None = None,
+                     allowed: Iterable[str] | None = None, authzid: str | None = None,
+                     nonce: str | None = None) -> Mechanism:
+    """The strongest mechanism both sides support, ready to run.
+
+    ``server_cb_types`` lists what the server advertised with XEP-0440; None means it said
+    nothing, in which case only ``tls-unique`` is assumed (RFC 5802 §6).
+    """
+    offered_set = {m.strip().upper() for m in offered}
+    allowed_set = None if allowed is None else {m.upper() for m in allowed}
+    bindings = dict(channel_bindings or {})
+    server_cb = {"tls-unique"} if server_cb_types is None else set(server_cb_types)
+    cb_type = next((t for t in CHANNEL_BINDING_PREFERENCE
+                    if t in bindings and t in server_cb), None)
+    server_offers_plus = any(m.endswith("-PLUS") for m in offered_set)
+    reasons: list[str] = []
+    for name in PREFERENCE:
+        if name not in offered_set or (allowed_set is not None and name not in allowed_set):
+            continue
+        if name.startswith("SCRAM-"):
+            if password is None or not username:
+                reasons.append(f"{name} needs a username and password")
+                continue
+            if name.endswith("-PLUS"):
+                if cb_type is None:
+                    reasons.append(f"{name}: no channel binding in common with the server")
+                    continue
+                return Scram(name, username, password, cb_type=cb_type,
+                             cb_data=bindings[cb_type], authzid=authzid, nonce=nonce)
+            return Scram(name, username, password, authzid=authzid, nonce=nonce,
+                         client_supports_cb=bool(bindings) and not server_offers_plus)
+        if name == "PLAIN":
+            if not encrypted:
+                reasons.append("PLAIN is never used without TLS")
+                continue
+            if password is None or not username:
+                reasons.append("PLAIN needs a username and password")
+                continue
+            return Plain(username, password, authzid)
+        if name == "EXTERNAL":
+            if password is not None or not encrypted:
+                continue  # only for certificate logins, which pass no password
+            return External(authzid)
+        if name == "ANONYMOUS":
+            if username and allowed_set is None:
+                continue  # never log in anonymously by accident when an account was given
+            return Anonymous()
+    detail = "; ".join(reasons) if reasons else "none of them is usable"
+    wanted = "" if allowed_set is None else f" (allowed: {', '.join(sorted(allowed_set))})"
+    raise AuthenticationError(
+        f"no usable SASL mechanism: server offers {', '.join(sorted(offered_set)) or 'none'}"
+        f"{wanted}; {detail}", "no-mechanism")
+
+
+# tls-server-end-point (RFC 5929 §4.1) ----------------------------------------------------------
+
+_SIGNATURE_HASHES = {
+    "1.2.840.113549.1.1.4": "sha256",   # md5WithRSA -> SHA-256 per RFC 5929 §4.1
+    "1.2.840.113549.1.1.5": "sha256",   # sha1WithRSA -> SHA-256
+    "1.2.840.10045.4.1": "sha256",      # ecdsa-with-SHA1 -> SHA-256
+    "1.2.840.10040.4.3": "sha256",      # dsa-with-sha1
+    "1.2.840.113549.1.1.11": "sha256",
+    "1.2.840.113549.1.1.12": "sha384",
+    "1.2.840.113549.1.1.13": "sha512",
+    "1.2.840.113549.1.1.14": "sha224",
+    "1.2.840.10045.4.3.1": "sha224",
+    "1.2.840.10045.4.3.2": "sha256",
+    "1.2.840.10045.4.3.3": "sha384",
+    "1.2.840.10045.4.3.4": "sha512",
+    "2.16.840.1.101.3.4.3.2": "sha256",  # dsa-with-sha256
+}
+_DIGEST_OIDS = {
+    "1.3.14.3.2.26": "sha256",  # SHA-1 -> SHA-256
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+}
+_RSASSA_PSS = "1.2.840.113549.1.1.10"
+
+
+def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of content, end of content) of the DER element at ``pos``."""
+    tag = data[pos]
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4:
+            raise ValueError("bad DER length")
+        length = int.from_bytes(data[pos:pos + count], "big")
+        pos += count
+    if pos + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def _oid(content: bytes) -> str:
+    first = content[0]
+    parts = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    value = 0
+    for byte in content[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(map(str, parts))
+
+
+def _signature_hash(der: bytes) -> str | None:
+    _, cert_start, _ = _tlv(der, 0)                    # Certificate ::= SEQUENCE {
+    _, _, tbs_end = _tlv(der, cert_start)              #   tbsCertificate,
+    _, alg_start, alg_end = _tlv(der, tbs_end)         #   signatureAlgorithm SEQUENCE {
+    tag, oid_start, oid_end = _tlv(der, alg_start)     #     algorithm OID, parameters }
+    if tag != 0x06:
+        raise ValueError("signature algorithm is not an OID")
+    oid = _oid(der[oid_start:oid_end])
+    if oid != _RSASSA_PSS:
+        return _SIGNATURE_HASHES.get(oid)
+    # RSASSA-PSS-params: [0] hashAlgorithm, default SHA-1 (which maps to SHA-256)
+    if oid_end >= alg_end:
+        return "sha256"
+    _, params_start, params_end = _tlv(der, oid_end)
+    if params_start < params_end and der[params_start] == 0xA0:
+        _, inner, _ = _tlv(der, params_start)
+        _, hash_alg, _ = _tlv(der, inner)
+        _, h_start, h_end = _tlv(der, hash_alg)
+        return _DIGEST_OIDS.get(_oid(der[h_start:h_end]))
+    return "sha256"
+
+
+def tls_server_end_point(der: bytes) -> bytes | None:
+    """The ``tls-server-end-point`` channel binding of a DER certificate (RFC 5929 §4.1).
+
+    None when the certificate's signature algorithm names no single hash (Ed25519, say),
+    for which RFC 5929 defines no binding.
+    """
+    try:
+        name = _signature_hash(der)
+    except (ValueError, IndexError):
+        return None
+    return None if name is None else hashlib.new(name, der).digest()

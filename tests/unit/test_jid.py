@@ -1,0 +1,136 @@
+"""JID parsing and normalisation (RFC 7622)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simplexmpp.errors import JIDError
+from simplexmpp.jid import JID, parse_jid
+
+VALID = [
+    # (input, normalised, local, domain, resource)
+    ("juliet@example.com", "juliet@example.com", "juliet", "example.com", None),
+    ("juliet@example.com/foo", "juliet@example.com/foo", "juliet", "example.com", "foo"),
+    ("juliet@example.com/foo bar", "juliet@example.com/foo bar", "juliet", "example.com",
+     "foo bar"),
+    ("juliet@example.com/foo@bar", "juliet@example.com/foo@bar", "juliet", "example.com",
+     "foo@bar"),
+    ("juliet@example.com/a/b", "juliet@example.com/a/b", "juliet", "example.com", "a/b"),
+    ("foo\\20bar@example.com", "foo\\20bar@example.com", "foo\\20bar", "example.com", None),
+    ("fussball@example.com", "fussball@example.com", "fussball", "example.com", None),
+    ("fu\u00dfball@example.com", "fu\u00dfball@example.com", "fu\u00dfball", "example.com",
+     None),
+    ("\u03c0@example.com", "\u03c0@example.com", "\u03c0", "example.com", None),
+    ("\u03a3@example.com/foo", "\u03c3@example.com/foo", "\u03c3", "example.com", "foo"),
+    ("\u03c2@example.com", "\u03c2@example.com", "\u03c2", "example.com", None),
+    ("king@example.com/\u265a", "king@example.com/\u265a", "king", "example.com", "\u265a"),
+    ("example.com", "example.com", None, "example.com", None),
+    ("example.com/foobar", "example.com/foobar", None, "example.com", "foobar"),
+    ("a.example.com/b@example.net", "a.example.com/b@example.net", None, "a.example.com",
+     "b@example.net"),
+    ("Juliet@Example.COM/Balcony", "juliet@example.com/Balcony", "juliet", "example.com",
+     "Balcony"),
+    ("juliet@example.com.", "juliet@example.com", "juliet", "example.com", None),
+    ("juliet@192.0.2.1", "juliet@192.0.2.1", "juliet", "192.0.2.1", None),
+    ("juliet@[2001:DB8:0:0::1]/r", "juliet@[2001:db8::1]/r", "juliet", "[2001:db8::1]", "r"),
+    ("juliet@B\u00fccher.example", "juliet@b\u00fccher.example", "juliet",
+     "b\u00fccher.example", None),
+    ("juliet@xn--bcher-kva.example", "juliet@b\u00fccher.example", "juliet",
+     "b\u00fccher.example", None),
+    ("\uff2a\uff35\uff2c\uff29\uff25\uff34@example.com", "juliet@example.com", "juliet",
+     "example.com", None),  # fullwidth letters map to ASCII (UsernameCaseMapped width mapping)
+]
+
+INVALID = [
+    ("", "domainpart"),
+    ('"juliet"@example.com', "localpart"),
+    ("foo bar@example.com", "localpart"),
+    ("juliet@example.com/", "resourcepart"),
+    ("@example.com/", "localpart"),
+    ("@example.com", "localpart"),
+    ("a@b@example.com", "@"),
+    ("henry\u2163@example.com", "localpart"),  # ROMAN NUMERAL FOUR is not allowed
+    ("\u265a@example.com", "localpart"),  # symbols are not allowed in a localpart
+    ("juliet@", "domainpart"),
+    ("/foobar", "domainpart"),
+    ("juliet@exa mple.com", "domainpart"),
+    ("juliet@-example.com", "domainpart"),
+    ("juliet@[2001:db8::zz]", "domainpart"),
+    ("juliet@300.0.2.1", "domainpart"),
+    ("juliet@example.com/\u0007", "resourcepart"),
+    ("a" * 1024 + "@example.com", "localpart"),
+    ("juliet@example.com/" + "r" * 1024, "resourcepart"),
+]
+
+
+@pytest.mark.parametrize("text, normal, local, domain, resource", VALID)
+def test_valid_jids_normalise(text: str, normal: str, local: str | None, domain: str,
+                              resource: str | None) -> None:
+    jid = JID(text)
+    assert (str(jid), jid.local, jid.domain, jid.resource) == (normal, local, domain, resource)
+    assert JID(str(jid)) == jid  # idempotent
+
+
+@pytest.mark.parametrize("text, part", INVALID)
+def test_invalid_jids_raise_jid_error_naming_the_part(text: str, part: str) -> None:
+    with pytest.raises(JIDError) as info:
+        JID(text)
+    assert part in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bare_full_and_with_resource() -> None:
+    jid = JID("alice@example.com/phone")
+    assert jid.bare == "alice@example.com" and jid.bare.is_bare and not jid.is_bare
+    assert jid.full == "alice@example.com/phone"
+    assert jid.bare.with_resource("pc") == JID("alice@example.com/pc")
+    assert JID("alice@example.com").bare is not None
+
+
+def test_keyword_construction_normalises_each_part() -> None:
+    assert JID(local="Alice", domain="Example.com", resource="r") == "alice@example.com/r"
+    assert JID("alice@example.com", resource="pc") == "alice@example.com/pc"
+    with pytest.raises(JIDError):
+        JID(local="", domain="example.com")
+    with pytest.raises(JIDError):
+        JID(local="alice")  # no domain
+
+
+def test_equality_hash_and_comparison_with_strings() -> None:
+    a, b = JID("Alice@Example.com"), JID("alice@example.com")
+    assert a == b and hash(a) == hash(b) and hash(a) == hash("alice@example.com")
+    assert a == "ALICE@example.com" and a != "bob@example.com" and a != "not a@jid"
+    assert len({a, b, "alice@example.com"}) == 1
+    assert a != 42
+
+
+def test_immutable_and_picklable() -> None:
+    jid = JID("alice@example.com/r")
+    with pytest.raises(AttributeError):
+        jid.local = "bob"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(jid)) == jid
+
+
+def test_parse_jid_passes_absent_values_through() -> None:
+    assert parse_jid(None) is None and parse_jid("") is None
+    jid = JID("a@b")
+    assert parse_jid(jid) is jid and parse_jid("a@b") == jid
+
+
+def test_non_string_is_a_jid_error() -> None:
+    with pytest.raises(JIDError):
+        JID(42)  # type: ignore[arg-type]
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_normalisation_is_idempotent_and_never_crashes(text: str) -> None:
+    try:
+        jid = JID(text)
+    except JIDError:
+        return
+    again = JID(str(jid))
+    assert str(again) == str(jid) and again == jid
