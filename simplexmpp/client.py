@@ -62,6 +62,9 @@ EVENTS = frozenset({
     "iq",                    # Iq get/set that no handler claimed: the callback must reply
     "connected",             # JID: the session is ready (also after a reconnect)
     "resumed",               # JID: the stream was resumed (XEP-0198)
+    "resumption_failed",     # str | None: a new session replaced a lost one that could not be
+                             # resumed; the XEP-0359 stanza-id of the last message received
+                             # before (what an archive catch-up starts after)
     "reconnecting",          # the connection dropped; exception that caused it
     "disconnected",          # exception or None: the client stopped for good
 })
@@ -109,9 +112,8 @@ class Client:
                  mechanisms: list[str] | None = None, lang: str = "en",
                  reconnect_max_delay: float = 30.0, ack_every: int = 32) -> None:
         self.account = JID(jid)
-        if self.account.local is None and password is not None and mechanisms is None:
-            raise errors.JIDError(f"{self.account} has no localpart; an account JID looks "
-                                  "like user@example.org")
+        self.mechanisms = mechanisms
+        self._check_account(password)
         if tls not in ("starttls", "direct", "none"):
             raise ValueError(f"tls must be 'starttls', 'direct' or 'none', not {tls!r}")
         if tls == "none" and host is not None and not is_loopback(host):
@@ -160,6 +162,8 @@ class Client:
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
         self._interceptors: dict[str, list[tuple[int, Callable[[Any], bool]]]] = {}
         self._seen_origin_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: The stanza-id our own archive gave the last message received (XEP-0359).
+        self.last_stanza_id: str | None = None
         self.duplicate_window = 10000
         self.duplicates_dropped = 0
         self._inbox: queue.Queue[Message | _Closed] = queue.Queue()
@@ -176,6 +180,11 @@ class Client:
         self._sessions = 0   # sessions established (or resumed) so far
         self._stanza_started: float | None = None
         self._ping_sent_at: float | None = None
+        #: What this client advertises in XEP-0030 disco#info; extensions add theirs.
+        self.local_features: set[str] = {PING_NS, "http://jabber.org/protocol/disco#info",
+                                         SID_NS}
+        #: (category, type, name) identities for disco#info (XEP-0030 §3.1).
+        self.local_identities: set[tuple[str, str, str]] = {("client", "pc", "simplexmpp")}
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._load_extensions()
 
@@ -236,13 +245,8 @@ class Client:
         """
         timeout = self._timeout(timeout)
         deadline = time.monotonic() + timeout
-        unconfirmed: list[str] = []
-        if self._state == "ready":
-            try:
-                unconfirmed = self._flush(deadline)
-            except XMPPError as exc:
-                log.debug("flush before disconnect failed: %s", exc)
-                unconfirmed = self._unacked_ids()
+        unconfirmed = self._flush_until(deadline) if self._state in ("ready", "reconnecting") \
+            else []
         with self._lock:
             self._closing = True
             if self._stream is not None and self._state == "ready":
@@ -260,6 +264,25 @@ class Client:
             raise NotSentError(f"the server did not confirm {len(unconfirmed)} stanza(s) before "
                                f"the connection closed: {', '.join(unconfirmed[:10])}"
                                + (" …" if len(unconfirmed) > 10 else ""), unconfirmed)
+
+    def _flush_until(self, deadline: float) -> list[str]:
+        """Flush, riding out reconnects, until everything is confirmed or the deadline."""
+        while True:
+            with self._changed:
+                while self._state != "ready" or self._stream is None or \
+                        self._stream.state != "ready":
+                    left = deadline - time.monotonic()
+                    if self._state not in ("ready", "reconnecting") or left <= 0:
+                        return self._unacked_ids()
+                    self._changed.wait(min(left, 0.5))
+            try:
+                unconfirmed = self._flush(deadline)
+            except XMPPError as exc:
+                log.debug("flush before disconnect interrupted: %s", exc)
+                unconfirmed = self._unacked_ids()
+            if not unconfirmed or time.monotonic() >= deadline:
+                return unconfirmed
+            # The connection was lost during the flush: wait for the next session and retry.
 
     def _flush(self, deadline: float) -> list[str]:
         """Wait until the server has handled everything we sent; ids it did not confirm."""
@@ -460,12 +483,7 @@ class Client:
                              timeout)
             bindings = channel_bindings(sock)
         wire = Wire(sock)
-        stream = ClientStream(
-            self.account, self._password,
-            tls="direct" if target.direct_tls else ("none" if self.tls == "none" else "starttls"),
-            resource=self.account.resource, sm=self.stream_management, sm_state=self._sm_state,
-            mechanisms=self.mechanisms, max_stanza_size=self.max_stanza_size, lang=self.lang,
-            channel_bindings=bindings)
+        stream = self._new_stream(target, bindings)
         with self._lock:
             if self._closing:
                 wire.close()
@@ -511,6 +529,20 @@ class Client:
             if self._closing and stream.state == "closed" and not sending:
                 return
             self._timers(stream)
+
+    def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
+        """The sans-IO stream machine for one connection (``Component`` supplies its own)."""
+        return ClientStream(
+            self.account, self._password,
+            tls="direct" if target.direct_tls else ("none" if self.tls == "none" else "starttls"),
+            resource=self.account.resource, sm=self.stream_management, sm_state=self._sm_state,
+            mechanisms=self.mechanisms, max_stanza_size=self.max_stanza_size, lang=self.lang,
+            channel_bindings=bindings)
+
+    def _check_account(self, password: str | None) -> None:
+        if self.account.local is None and password is not None and self.mechanisms is None:
+            raise errors.JIDError(f"{self.account} has no localpart; an account JID looks "
+                                  "like user@example.org")
 
     def _tick(self, now: float) -> float:
         return 1.0 if self.keepalive > 1 else 0.2
@@ -637,11 +669,16 @@ class Client:
                 self._sm_state = None
             self._changed.notify_all()
         ready = self._ready_future
+        reconnected = ready is not None and ready.done()
         if ready is not None and not ready.done():
             ready.set_result(jid)
         if resumed:
             self._emit("resumed", jid)
         else:
+            if reconnected:
+                # What the lost session held undelivered may be gone (a server drops the
+                # queue of a session it cannot resume); an archive can fill the gap.
+                self._emit("resumption_failed", self.last_stanza_id)
             self._presences.clear()
             if self._last_presence is not None:
                 self._send_reply(self._last_presence)
@@ -887,19 +924,30 @@ class Client:
         self._incoming_message(msg)
 
     def _is_duplicate(self, msg: Message) -> bool:
-        """XEP-0359: a message whose origin-id we saw recently from the same sender is a
-        re-send after a failed stream resumption; drop it (bounded window)."""
-        origin = msg.xml.find("{%s}origin-id" % SID_NS)
-        if origin is None or not origin.get("id"):
+        """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
+        stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
+        resumption, an archive catch-up); drop it. The window is bounded."""
+        keys = []
+        origin = msg.origin_id
+        if origin:
+            sender = msg.xml.get("from", "")
+            keys.append((sender.partition("/")[0].lower(), origin))
+        archived = msg.stanza_id(self.account.bare) if msg.xml.get("type") != "groupchat" \
+            else None
+        if archived:
+            keys.append(("", archived))
+            self.last_stanza_id = archived
+        if not keys:
             return False
-        sender = msg.xml.get("from", "")
-        key = (sender.partition("/")[0].lower(), origin.get("id", ""))
         seen = self._seen_origin_ids
-        if key in seen:
+        if any(key in seen for key in keys):
             self.duplicates_dropped += 1
+            for key in keys:
+                seen[key] = None
             return True
-        seen[key] = None
-        if len(seen) > self.duplicate_window:
+        for key in keys:
+            seen[key] = None
+        while len(seen) > self.duplicate_window:
             seen.popitem(last=False)
         return False
 

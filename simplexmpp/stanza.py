@@ -8,8 +8,10 @@ read, which keeps wrapping a received element nearly free.
 
 from __future__ import annotations
 
+import re
 import secrets
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from typing import ClassVar, TypeVar
 
 from .errors import (STANZA_ERROR_CONDITIONS, InvalidStanzaError, IqError, MessageError,
@@ -18,13 +20,46 @@ from .jid import JID, parse_jid
 from .xml import CLIENT_NS, tostring
 
 __all__ = ["Stanza", "Message", "Presence", "Iq", "new_id", "wrap", "STANZAS_NS",
-           "error_element", "parse_error"]
+           "error_element", "parse_error", "parse_datetime", "format_datetime", "SID_NS",
+           "DELAY_NS"]
 
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 _NS = "{%s}" % CLIENT_NS
 _ERROR_TAG = _NS + "error"
 
 S = TypeVar("S", bound="Stanza")
+
+SID_NS = "urn:xmpp:sid:0"
+DELAY_NS = "urn:xmpp:delay"
+_DELAY = "{%s}delay" % DELAY_NS
+_STANZA_ID = "{%s}stanza-id" % SID_NS
+_ORIGIN_ID = "{%s}origin-id" % SID_NS
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_datetime(text: str) -> datetime:
+    """An XEP-0082 DateTime (``2002-09-10T23:08:25Z``, fractions and offsets allowed) as an
+    aware datetime; ValueError when it is not one."""
+    text = text.strip()
+    if not text or "T" not in text:
+        raise ValueError(f"not an XEP-0082 DateTime: {text!r}")
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits; XEP-0082 allows any.
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"XEP-0082 DateTime without a time zone: {text!r}")
+    return value
+
+
+def format_datetime(value: datetime) -> str:
+    """An aware (or UTC-naive) datetime as an XEP-0082 DateTime in UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    text = value.replace(tzinfo=None).isoformat(timespec="microseconds" if value.microsecond
+                                                else "seconds")
+    return text + "Z"
 
 
 def new_id() -> str:
@@ -215,6 +250,35 @@ class Message(Stanza):
     @thread.setter
     def thread(self, value: str | None) -> None:
         self._set_child_text("thread", value)
+
+    @property
+    def delay(self) -> datetime | None:
+        """When the message was first sent, if it was delayed (XEP-0203: offline storage,
+        archives, MUC history); None for a message delivered live."""
+        el = self.xml.find(_DELAY)
+        if el is None:
+            return None
+        try:
+            return parse_datetime(el.get("stamp", ""))
+        except ValueError:
+            return None
+
+    def stanza_id(self, by: JID | str) -> str | None:
+        """The XEP-0359 stanza-id that ``by`` (our own archive, or a room) gave this message.
+
+        Only the id assigned by the named entity counts (XEP-0359 §3.1: others may forge one).
+        """
+        wanted = str(by)
+        for el in self.xml.iterfind(_STANZA_ID):
+            if el.get("by") == wanted and el.get("id"):
+                return el.get("id")
+        return None
+
+    @property
+    def origin_id(self) -> str | None:
+        """The XEP-0359 origin-id the sender gave this message."""
+        el = self.xml.find(_ORIGIN_ID)
+        return el.get("id") if el is not None else None
 
 
 class Presence(Stanza):

@@ -45,6 +45,7 @@ SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 
 _STANZA_TAGS = frozenset("{%s}%s" % (CLIENT_NS, n) for n in ("message", "presence", "iq"))
+_PRESENCE = "{%s}presence" % CLIENT_NS
 _FEATURES = "{%s}features" % STREAM_NS
 _STREAM_ERROR = "{%s}error" % STREAM_NS
 
@@ -580,7 +581,11 @@ class ClientStream:
             # A new session after a failed resumption: what the old one never confirmed is sent
             # again; it may have been delivered already, so receivers drop repeats by the
             # XEP-0359 origin-id.
+            # Broadcast presence is session state, not a message: the owner of the stream
+            # sends the current one on the new session, so old copies are not repeated.
             for stanza in old.unacked:
+                if stanza.tag == _PRESENCE and stanza.get("to") is None:
+                    continue
                 self.send(stanza)
 
     @staticmethod

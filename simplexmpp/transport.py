@@ -159,6 +159,11 @@ def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
         sock.close()
         raise TimeoutError(f"TLS handshake with {server_name} timed out after {timeout:g} s") \
             from None
+    except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError) as exc:
+        # The link died mid-handshake: a network failure to retry, not a verdict on TLS.
+        sock.close()
+        raise ConnectionError(f"connection to {server_name} lost during the TLS handshake: "
+                              f"{exc}") from None
     except (ssl.SSLError, OSError) as exc:
         sock.close()
         raise TLSError(f"TLS handshake with {server_name} failed: {exc}") from None

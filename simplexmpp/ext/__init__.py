@@ -12,7 +12,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
 #: (attribute name, "module:Class") of each extension attached to a client.
-EXTENSIONS: list[tuple[str, str]] = []
+EXTENSIONS: list[tuple[str, str]] = [
+    ("mam", "mam:MAM"),
+]
 
 
 def attach(client: "Client") -> None:

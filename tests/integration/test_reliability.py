@@ -21,9 +21,17 @@ from .conftest import PROSODY_UP, Server, start_server
 from .proxy import FaultProxy
 
 
+@pytest.fixture(scope="module")
+def durable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Prosody of its own, with its archive on disk as in production: Prosody's
+    in-memory archive keeps only the last 1,000 messages of an account, fewer than these
+    tests send, and the client's catch-up after a lost session reads the archive."""
+    yield from start_server(tmp_path_factory.mktemp("durable"), "--archive", "internal")
+
+
 @pytest.fixture
-def proxy(server: Server) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(server.port)
+def proxy(durable: Server) -> Iterator[FaultProxy]:
+    fault_proxy = FaultProxy(durable.port)
     yield fault_proxy
     fault_proxy.close()
 
@@ -65,9 +73,10 @@ def cut_repeatedly(proxy: FaultProxy, times: int,
     return cuts, thread
 
 
-def test_sender_cut_twenty_times_loses_nothing(server: Server, proxy: FaultProxy) -> None:
-    bob = server.client(server.new_account()).connect()
-    alice = server.client(server.new_account(), port=proxy.port, timeout=30).connect()
+def test_sender_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy) -> None:
+    bob = durable.client(durable.new_account()).connect()
+    alice = durable.client(durable.new_account(), port=proxy.port, timeout=30,
+                          reconnect_max_delay=1.0).connect()
     try:
         bob.send_presence()
         stop = threading.Event()
@@ -88,9 +97,10 @@ def test_sender_cut_twenty_times_loses_nothing(server: Server, proxy: FaultProxy
         bob.disconnect()
 
 
-def test_receiver_cut_twenty_times_loses_nothing(server: Server, proxy: FaultProxy) -> None:
-    bob = server.client(server.new_account(), port=proxy.port, timeout=30).connect()
-    alice = server.client(server.new_account()).connect()
+def test_receiver_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy) -> None:
+    bob = durable.client(durable.new_account(), port=proxy.port, timeout=30,
+                        reconnect_max_delay=1.0).connect()
+    alice = durable.client(durable.new_account()).connect()
     try:
         bob.send_presence()
         stop = threading.Event()
@@ -150,12 +160,13 @@ def test_prosody_restart_mid_session_loses_and_duplicates_nothing(
             pass
 
 
-def test_stalled_connection_is_detected_and_recovered(server: Server,
+def test_stalled_connection_is_detected_and_recovered(durable: Server,
                                                       proxy: FaultProxy) -> None:
-    alice = server.client(server.new_account(), port=proxy.port, keepalive=1,
+    alice = durable.client(durable.new_account(), port=proxy.port, keepalive=1,
                           timeout=2).connect()
-    bob = server.client(server.new_account()).connect()
+    bob = durable.client(durable.new_account()).connect()
     try:
+        bob.send_presence()  # available, so chat messages reach this session (RFC 6121 §8.5.2)
         lost = threading.Event()
         back = threading.Event()
         alice.on("reconnecting", lambda exc: lost.set())
@@ -185,9 +196,9 @@ def test_disconnect_right_after_a_burst_delivers_everything(connect) -> None:
     report("burst-then-disconnect", total, bodies, 0, bob)
 
 
-def test_calls_made_while_reconnecting_wait_for_the_session(server: Server,
+def test_calls_made_while_reconnecting_wait_for_the_session(durable: Server,
                                                             proxy: FaultProxy) -> None:
-    alice = server.client(server.new_account(), port=proxy.port, timeout=20).connect()
+    alice = durable.client(durable.new_account(), port=proxy.port, timeout=20).connect()
     try:
         proxy.cut_all()
         assert alice.ping(timeout=20) > 0  # waits for the reconnection, then answers
@@ -195,8 +206,8 @@ def test_calls_made_while_reconnecting_wait_for_the_session(server: Server,
         alice.disconnect()
 
 
-def test_no_reconnect_after_user_disconnect(server: Server, proxy: FaultProxy) -> None:
-    alice = server.client(server.new_account(), port=proxy.port).connect()
+def test_no_reconnect_after_user_disconnect(durable: Server, proxy: FaultProxy) -> None:
+    alice = durable.client(durable.new_account(), port=proxy.port).connect()
     before = proxy.connections
     alice.disconnect()
     time.sleep(0.5)

@@ -1,0 +1,55 @@
+"""Many threads through one client: every IQ answered, every message delivered, no deadlock."""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+
+from simplexmpp import Iq
+
+THREADS = 16
+PER_THREAD = 150
+
+
+def test_sixteen_threads_send_messages_and_iqs_concurrently(connect) -> None:
+    alice, bob = connect(), connect()
+    bob.send_presence()
+    errors: list[BaseException] = []
+    answered = []
+    start = threading.Barrier(THREADS)
+
+    def worker(n: int) -> None:
+        try:
+            start.wait(10)
+            for i in range(PER_THREAD):
+                alice.send_message(bob.jid, f"t{n}-{i}")
+                if i % 5 == 0:
+                    if i % 10 == 0:
+                        result = alice.iq(Iq.get(None, ET.Element("{jabber:iq:roster}query")),
+                                          timeout=30)
+                        answered.append(result.type)
+                    else:
+                        answered.append(alice.ping(timeout=30))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,), name=f"worker-{n}")
+               for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(t.is_alive() for t in threads), "a sending thread deadlocked"
+    assert errors == []
+    assert len(answered) == THREADS * (PER_THREAD // 5)
+    expected = {f"t{n}-{i}" for n in range(THREADS) for i in range(PER_THREAD)}
+    got = []
+    for msg in bob.messages(timeout=20):
+        got.append(msg.body)
+        if len(got) == len(expected):
+            break
+    assert sorted(got) == sorted(expected)
+    # per sending thread, order is kept
+    for n in range(THREADS):
+        mine = [b for b in got if b.startswith(f"t{n}-")]
+        assert mine == [f"t{n}-{i}" for i in range(PER_THREAD)]
