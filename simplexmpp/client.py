@@ -495,7 +495,7 @@ class Client:
             self._take_output()
         self._last_recv = self._last_send = time.monotonic()
         self._ping_sent_at = None
-        self._stanza_started: float | None = None
+        self._stanza_started = None
         self._r_outstanding = False
         negotiation_deadline: float | None = time.monotonic() + timeout
         sending = bytearray()

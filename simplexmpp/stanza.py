@@ -82,9 +82,9 @@ class Stanza:
             raise InvalidStanzaError(f"{type_name(self)} cannot wrap <{xml.tag}>")
         self.xml = xml
         if to is not None:
-            self.to = to  # type: ignore[assignment]
+            self.to = to
         if from_ is not None:
-            self.from_ = from_  # type: ignore[assignment]
+            self.from_ = from_
         if type is not None:
             self.type = type
         if id is not None:
@@ -220,7 +220,7 @@ class Message(Stanza):
             self.thread = thread
 
     @property
-    def type(self) -> str:  # type: ignore[override]
+    def type(self) -> str:
         return self.xml.get("type") or "normal"  # RFC 6121 §5.2.2: absent means normal
 
     @type.setter

@@ -244,11 +244,11 @@ class StreamParser:
                         self._stanza_bytes = 0
                         count, self._elements = self._elements, 0
                         if count > self.max_depth:  # only then can it be too deep
-                            _check_depth(elem, self.max_depth)  # type: ignore[arg-type]
-                        if elem.tag[0] != "{":  # type: ignore[attr-defined]
+                            _check_depth(elem, self.max_depth)
+                        if elem.tag[0] != "{":
                             raise StreamError("invalid-namespace",
                                               "top-level element in no namespace")
-                        out.append(elem)  # type: ignore[arg-type]
+                        out.append(elem)
                 elif kind == "start":
                     if root is None:
                         self._start_stream(elem, out)  # type: ignore[arg-type]
