@@ -19,6 +19,7 @@ setup(
         "precis-i18n>=1.0",
         "requests>=2.28",
         "dnspython>=2.3",
+        "tomli>=1.1; python_version < '3.11'",  # the config file; tomllib from 3.11 on
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
     entry_points={"console_scripts": ["simplexmpp=simplexmpp.cli:main"]},
