@@ -3,10 +3,11 @@
 from . import errors
 from .client import EVENTS, Client
 from .jid import JID
+from .pool import Pool
 from .roster import Roster, RosterItem
 from .stanza import Iq, Message, Presence
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "JID", "Message", "Presence", "Iq", "Roster", "RosterItem", "errors",
+__all__ = ["Client", "Pool", "JID", "Message", "Presence", "Iq", "Roster", "RosterItem", "errors",
            "EVENTS", "__version__"]

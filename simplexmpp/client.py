@@ -1151,5 +1151,10 @@ class Client:
         """Remove a roster item, cancelling subscriptions both ways (RFC 6121 §2.5)."""
         self.iq(Iq.set(None, item_element(JID(str(jid)), remove=True)), timeout)
 
+    @property
+    def state(self) -> str:
+        """``disconnected``, ``connecting``, ``ready``, ``reconnecting`` or ``closing``."""
+        return self._state
+
     def __repr__(self) -> str:
         return f"<Client {self.jid or self.account} {self._state}>"
