@@ -6,6 +6,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import JIDError
 from .jid import JID
@@ -124,6 +125,16 @@ class Roster(Mapping[JID, RosterItem]):
             for i in self._items.values())
         return ("<table><tr><th>JID</th><th>Name</th><th>Groups</th><th>Subscription</th></tr>"
                 f"{rows}</table>")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython: one contact per line."""
+        if not self._items:
+            printer.text("Roster (empty)")
+            return
+        printer.text("\n".join(
+            f"{i.jid}" + (f" ({i.name})" if i.name else "") + f" [{i.subscription}]"
+            + (f" {', '.join(sorted(i.groups))}" if i.groups else "")
+            for i in self._items.values()))
 
 
 class PresenceBook:

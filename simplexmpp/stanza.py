@@ -12,7 +12,7 @@ import re
 import secrets
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import (STANZA_ERROR_CONDITIONS, InvalidStanzaError, IqError, MessageError,
                      StanzaError)
@@ -273,6 +273,22 @@ class Message(Stanza):
             if el.get("by") == wanted and el.get("id"):
                 return el.get("id")
         return None
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the message as a small table (sender, time, body)."""
+        from html import escape
+        when = self.delay
+        rows = [("from", str(self.from_ or "")), ("to", str(self.to or "")),
+                ("type", self.type), ("sent", when.isoformat() if when else ""),
+                ("subject", self.subject or ""), ("body", self.body or "")]
+        return "<table>%s</table>" % "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td>{escape(v)}</td></tr>"
+            for k, v in rows if v)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython: ``alice@example.org/pc → bob@example.org [chat]: hello``."""
+        printer.text(f"{self.from_ or '?'} \u2192 {self.to or '?'} [{self.type}]: "
+                     f"{self.body if self.body is not None else ''}")
 
     @property
     def origin_id(self) -> str | None:

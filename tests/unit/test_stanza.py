@@ -183,3 +183,27 @@ def test_presence_book_tracks_resources() -> None:
     assert set(book.of(JID("a@b"))) == {"two"}
     book.clear()
     assert book.of(JID("a@b")) == {}
+
+
+class _Printer:
+    def __init__(self) -> None:
+        self.out = ""
+
+    def text(self, text: str) -> None:
+        self.out += text
+
+
+def test_rich_reprs_for_notebooks() -> None:
+    msg = Message(received("<message from='a@b/c' to='d@e' type='chat'><body>&lt;hi&gt;</body>"
+                           "</message>"))
+    html = msg._repr_html_()
+    assert "a@b/c" in html and "&lt;hi&gt;" in html and "<hi>" not in html
+    printer = _Printer()
+    msg._repr_pretty_(printer, False)
+    assert printer.out == "a@b/c \u2192 d@e [chat]: <hi>"
+    roster = Roster.from_query(received(
+        "<iq><query xmlns='jabber:iq:roster'><item jid='x@y' name='X' subscription='to'>"
+        "<group>G</group></item></query></iq>")[0])
+    printer = _Printer()
+    roster._repr_pretty_(printer, False)
+    assert printer.out == "x@y (X) [to] G"
