@@ -49,6 +49,9 @@ _MESSAGE = "{%s}message" % CLIENT_NS
 _PRESENCE = "{%s}presence" % CLIENT_NS
 PING_NS = "urn:xmpp:ping"
 SID_NS = "urn:xmpp:sid:0"
+_ORIGIN_ID = "{%s}origin-id" % SID_NS
+_new_message = object.__new__
+_STANZA_ID = "{%s}stanza-id" % SID_NS
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
 #: Every event name :meth:`Client.on` accepts (extensions add theirs with ``declare_event``).
@@ -112,6 +115,7 @@ class Client:
                  mechanisms: list[str] | None = None, lang: str = "en",
                  reconnect_max_delay: float = 30.0, ack_every: int = 32) -> None:
         self.account = JID(jid)
+        self._own_bare = str(self.account.bare)
         self.mechanisms = mechanisms
         self._check_account(password)
         if tls not in ("starttls", "direct", "none"):
@@ -166,7 +170,7 @@ class Client:
         self.last_stanza_id: str | None = None
         self.duplicate_window = 10000
         self.duplicates_dropped = 0
-        self._inbox: queue.Queue[Message | _Closed] = queue.Queue()
+        self._inbox: queue.SimpleQueue[Message | _Closed] = queue.SimpleQueue()
         self._inbox_used = False
         self._roster = Roster()
         self._roster_loaded = False
@@ -877,7 +881,8 @@ class Client:
     def _incoming(self, element: ET.Element) -> None:
         tag = element.tag
         if tag == _MESSAGE:
-            msg = Message(element)
+            msg = _new_message(Message)  # the tag is known: skip __init__'s checks
+            msg.xml = element
             if not self._intercepted("message", msg):
                 self._incoming_message(msg)
         elif tag == _PRESENCE:
@@ -926,27 +931,37 @@ class Client:
     def _is_duplicate(self, msg: Message) -> bool:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
-        resumption, an archive catch-up); drop it. The window is bounded."""
-        keys = []
-        origin = msg.origin_id
-        if origin:
-            sender = msg.xml.get("from", "")
-            keys.append((sender.partition("/")[0].lower(), origin))
-        archived = msg.stanza_id(self.account.bare) if msg.xml.get("type") != "groupchat" \
-            else None
-        if archived:
-            keys.append(("", archived))
-            self.last_stanza_id = archived
-        if not keys:
-            return False
+        resumption, an archive catch-up); drop it. The window is bounded.
+
+        Hot path (every message): one scan of the children, no ElementPath."""
+        origin = archived = None
+        element = msg.xml
+        for child in element:
+            tag = child.tag
+            if tag == _ORIGIN_ID:
+                origin = child.get("id")
+            elif tag == _STANZA_ID and archived is None and \
+                    child.get("by") == self._own_bare:
+                archived = child.get("id")
         seen = self._seen_origin_ids
-        if any(key in seen for key in keys):
+        key_o = key_a = None
+        duplicate = False
+        if origin:
+            key_o = (element.get("from", "").partition("/")[0].lower(), origin)
+            duplicate = key_o in seen
+        if archived and element.get("type") != "groupchat":
+            key_a = ("", archived)
+            self.last_stanza_id = archived
+            duplicate = duplicate or key_a in seen
+        if key_o is None and key_a is None:
+            return False
+        if key_o is not None:
+            seen[key_o] = None
+        if key_a is not None:
+            seen[key_a] = None
+        if duplicate:
             self.duplicates_dropped += 1
-            for key in keys:
-                seen[key] = None
             return True
-        for key in keys:
-            seen[key] = None
         while len(seen) > self.duplicate_window:
             seen.popitem(last=False)
         return False

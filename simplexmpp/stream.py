@@ -46,6 +46,7 @@ STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 
 _STANZA_TAGS = frozenset("{%s}%s" % (CLIENT_NS, n) for n in ("message", "presence", "iq"))
 _PRESENCE = "{%s}presence" % CLIENT_NS
+_ELEMENT = ET.Element
 _FEATURES = "{%s}features" % STREAM_NS
 _STREAM_ERROR = "{%s}error" % STREAM_NS
 
@@ -81,7 +82,7 @@ class Resumed:
     resend: list[ET.Element]
 
 
-@dataclass
+@dataclass(slots=True)
 class StanzaReceived:
     """A ``message``, ``presence`` or ``iq`` from the peer."""
     element: ET.Element
@@ -239,7 +240,21 @@ class ClientStream:
         """
         events: list[Event] = []
         try:
-            for item in self._parser.feed(data):
+            items = self._parser.feed(data)
+            sm = self.sm
+            if self.state == "ready" and sm is not None:
+                # Hot path of a running session: stanzas counted (XEP-0198) and handed on;
+                # anything else (acks, errors, the stream end) goes the general way below.
+                first_other = len(items)
+                for index, item in enumerate(items):
+                    if type(item) is _ELEMENT and item.tag in _STANZA_TAGS:
+                        events.append(StanzaReceived(item))
+                    else:
+                        first_other = index
+                        break
+                sm.inbound = (sm.inbound + len(events)) % (1 << 32)
+                items = items[first_other:]
+            for item in items:
                 if isinstance(item, ET.Element):
                     self._element(item, events)
                 elif isinstance(item, StreamHeader):
