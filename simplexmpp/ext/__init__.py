@@ -13,7 +13,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: (attribute name, "module:Class") of each extension attached to a client.
 EXTENSIONS: list[tuple[str, str]] = [
+    ("disco", "disco:Disco"),
+    ("version", "version:Version"),
+    ("receipts", "receipts:Receipts"),
+    ("chatstates", "chatstates:ChatStates"),
+    ("markers", "markers:Markers"),
+    ("correction", "correction:Correction"),
+    ("blocking", "blocking:Blocking"),
+    ("csi", "csi:CSI"),
+    ("carbons", "carbons:Carbons"),
     ("mam", "mam:MAM"),
+    ("muc", "muc:MUC"),
+    ("upload", "upload:Upload"),
+    ("oob", "oob:OOB"),
+    ("registration", "register:Registration"),
+    ("vcard", "vcard:VCard"),
+    ("pubsub", "pubsub:PubSub"),
+    ("pep", "pep:PEP"),
+    ("avatar", "avatar:Avatar"),
 ]
 
 
@@ -22,5 +39,11 @@ def attach(client: "Client") -> None:
     import importlib
     for attribute, target in EXTENSIONS:
         module_name, _, class_name = target.partition(":")
-        module = importlib.import_module(f"{__name__}.{module_name}")
+        full_name = f"{__name__}.{module_name}"
+        try:
+            module = importlib.import_module(full_name)
+        except ModuleNotFoundError as exc:  # only while a module is being written
+            if exc.name != full_name:
+                raise
+            continue
         setattr(client, attribute, getattr(module, class_name)(client))

@@ -33,6 +33,10 @@ class Server:
         self.password = env["XMPP_PASSWORD"]
         self.muc = env["XMPP_MUC"]
         self.upload = env["XMPP_UPLOAD"]
+        self.http_port = int(env["XMPP_HTTP_PORT"])
+        self.https_port = int(env["XMPP_HTTPS_PORT"])
+        self.component = env["XMPP_COMPONENT"]
+        self.component_secret = env["XMPP_COMPONENT_SECRET"]
         self._names = itertools.count(1)
 
     def register(self, user: str, password: str | None = None) -> str:
