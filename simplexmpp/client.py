@@ -189,6 +189,9 @@ class Client:
                                          SID_NS}
         #: (category, type, name) identities for disco#info (XEP-0030 §3.1).
         self.local_identities: set[tuple[str, str, str]] = {("client", "pc", "simplexmpp")}
+        #: For extensions: callables that add children to every available presence this
+        #: client sends with ``send_presence()`` (XEP-0115 caps, for one).
+        self.presence_decorators: list[Callable[[Presence], None]] = []
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._load_extensions()
 
@@ -761,11 +764,19 @@ class Client:
         """Broadcast our presence, or send it to one entity (directed presence)."""
         presence = Presence(to=to, type=type, show=show, status=status,
                             priority=priority if priority else None)
+        if type is None:
+            for decorate in list(self.presence_decorators):
+                decorate(presence)
         self.send(presence, timeout)
         if to is None:
             # Broadcast presence is session state: a new session after a reconnect gets it
             # again (a resumed one still has it).
             self._last_presence = None if type == "unavailable" else presence
+
+    @property
+    def broadcast_presence(self) -> Presence | None:
+        """The available presence last broadcast with ``send_presence()``, or None."""
+        return self._last_presence
 
     def subscribe(self, jid: JID | str) -> None:
         """Ask to see ``jid``'s presence (RFC 6121 §3.1.1)."""
@@ -1132,6 +1143,13 @@ class Client:
     def _emit(self, event: str, *args: object) -> None:
         for _, callback in self._handlers.get(event, ()):
             self._dispatch(callback, *args)
+
+    def emit(self, event: str, *args: object) -> None:
+        """For extensions: run the callbacks of a declared ``event`` with ``args`` on the
+        dispatcher thread (safe to call from the I/O thread)."""
+        if event not in self._event_names:
+            raise ValueError(f"unknown event {event!r}; declare_event() it first")
+        self._emit(event, *args)
 
     # ------------------------------------------------------------------------------------
     # Roster (RFC 6121 §2)

@@ -1,0 +1,104 @@
+"""XEP-0280 Message Carbons: see the chats our other devices have.
+
+>>> client.carbons.enable()
+
+Once enabled, messages addressed to our other resources arrive as carbon copies: they are
+unwrapped and delivered like any incoming message (``messages()``, the ``"message"`` event)
+and also reported as the ``"carbon_received"`` event. Copies of messages our other resources
+sent are the ``"carbon_sent"`` event (they are not put in ``messages()``: we did not receive
+them). Carbons are accepted only from our own bare JID (§11): anything else that looks like
+one is a forgery and is dropped with a log line. Carbons stay enabled across reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from ..jid import JID
+from ..stanza import Iq, Message
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
+
+__all__ = ["Carbons", "CARBONS_NS"]
+
+log = logging.getLogger("simplexmpp.carbons")
+
+CARBONS_NS = "urn:xmpp:carbons:2"
+_FORWARDED = "{urn:xmpp:forward:0}forwarded"
+_MESSAGE = "{jabber:client}message"
+_RECEIVED = "{%s}received" % CARBONS_NS
+_SENT = "{%s}sent" % CARBONS_NS
+
+
+class Carbons:
+    """``client.carbons``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.enabled = False
+        #: Carbons refused because they did not come from our own account.
+        self.forged = 0
+        client.local_features.add(CARBONS_NS)
+        client.declare_event("carbon_received")
+        client.declare_event("carbon_sent")
+        client.add_interceptor("message", self._intercept)
+        client.on("connected", self._on_connected)
+
+    def enable(self, timeout: float | None = None) -> None:
+        """Ask the server for carbon copies (§4)."""
+        self._client.iq(Iq.set(None, ET.Element("{%s}enable" % CARBONS_NS)), timeout)
+        self.enabled = True
+
+    def disable(self, timeout: float | None = None) -> None:
+        """Stop carbon copies (§5)."""
+        self._client.iq(Iq.set(None, ET.Element("{%s}disable" % CARBONS_NS)), timeout)
+        self.enabled = False
+
+    @staticmethod
+    def private(msg: Message) -> Message:
+        """Mark ``msg`` so the server makes no carbons of it (§6)."""
+        ET.SubElement(msg.xml, "{%s}private" % CARBONS_NS)
+        ET.SubElement(msg.xml, "{urn:xmpp:hints}no-copy")
+        return msg
+
+    def _on_connected(self, jid: JID) -> None:
+        # A new session (not a resumed one) starts without carbons.
+        if self.enabled and self._client._sessions > 1:
+            try:
+                self.enable()
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                log.warning("could not re-enable carbons after reconnecting: %s", exc)
+
+    def _intercept(self, msg: Message) -> bool:
+        element = msg.xml
+        for child in element:
+            if child.tag == _RECEIVED or child.tag == _SENT:
+                break
+        else:
+            return False
+        sender = element.get("from")
+        if sender is not None and not self._from_own_account(sender):
+            self.forged += 1
+            log.warning("dropping a forged carbon from %s (XEP-0280 §11)", sender)
+            return True
+        inner = child.find(_FORWARDED + "/" + _MESSAGE)
+        if inner is None:
+            log.info("dropping a carbon without a forwarded message")
+            return True
+        copy = Message(inner)
+        if child.tag == _RECEIVED:
+            if inner.find("{jabber:client}body") is not None:
+                self._client.deliver(copy)  # chat states, receipts: the event only
+            self._client.emit("carbon_received", copy)
+        else:
+            self._client.emit("carbon_sent", copy)
+        return True
+
+    def _from_own_account(self, sender: str) -> bool:
+        try:
+            return JID(sender) == self._client.account.bare
+        except ValueError:
+            return False
