@@ -1,0 +1,76 @@
+"""The programs in samples/ run as a user would run them, against the real Prosody."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import Server
+from .samples import run_sample, start_sample, wait_ready
+
+
+def test_simple_example_talks_to_the_echo_bot(server: Server) -> None:
+    bot_jid, user = server.new_account("bot"), server.new_account()
+    bot = start_sample(server, "echo_bot.py", "--max", "2", "--idle", "30", jid=bot_jid)
+    try:
+        wait_ready(bot)
+        out = run_sample(server, "simple_example.py", "--to", bot_jid, "one", "two", jid=user)
+        assert out.returncode == 0, out.stderr
+        assert f"{bot_jid} -> {user}: one" in out.stdout
+        assert f"{bot_jid} -> {user}: two" in out.stdout
+        assert bot.wait(timeout=30) == 0
+    finally:
+        bot.kill()
+        bot.communicate()
+
+
+def test_retrieve_roster_lists_contacts(server: Server, connect) -> None:
+    owner = server.new_account()
+    with server.client(owner) as client:
+        client.add_contact("friend@localhost", name="Friend", groups=["Pals"])
+    out = run_sample(server, "retrieve_roster.py", jid=owner)
+    assert out.returncode == 0, out.stderr
+    assert "1 contact(s)" in out.stdout
+    assert "friend@localhost  name=Friend  subscription=none" in out.stdout
+    assert "groups=Pals" in out.stdout
+
+
+def test_disco_info_prints_identities_features_and_items(server: Server) -> None:
+    out = run_sample(server, "disco_info.py", jid=server.new_account())
+    assert out.returncode == 0, out.stderr
+    assert "identity server/im" in out.stdout
+    assert f"item     {server.muc}" in out.stdout
+    out = run_sample(server, "disco_info.py", server.muc, jid=server.new_account())
+    assert "feature  http://jabber.org/protocol/muc" in out.stdout
+    out = run_sample(server, "disco_info.py", "nobody.invalid", jid=server.new_account())
+    assert out.returncode == 1 and out.stdout.startswith("error:")
+
+
+def test_talkbot_recites_and_accepts_subscriptions(server: Server, connect,
+                                                   tmp_path: Path) -> None:
+    poem = tmp_path / "poem.txt"
+    poem.write_text("first line\nsecond line\n\n", encoding="utf-8")
+    bot_jid = server.new_account("talkbot")
+    bot = start_sample(server, "talkbot.py", str(poem), "--count", "3", jid=bot_jid)
+    try:
+        wait_ready(bot)
+        user = connect()
+        subscribed = []
+        user.on("subscribed", lambda p: subscribed.append(p.from_))
+        user.on("subscription_request", lambda p: user.approve(p.from_))
+        user.subscribe(bot_jid)
+        answers = []
+        for text in ("hello", "again", "and again"):
+            user.send_message(bot_jid, text)
+            answers.append(user.next_message(timeout=15).body)
+        assert answers == ["first line", "second line", "first line"]
+        assert bot.wait(timeout=30) == 0
+        roster = user.get_roster()
+        assert roster[bot_jid].subscription in ("to", "both")
+    finally:
+        bot.kill()
+        bot.communicate()
+
+
+def test_samples_refuse_missing_credentials(server: Server) -> None:
+    out = run_sample(server, "disco_info.py", jid="", XMPP_PASSWORD="")
+    assert out.returncode != 0 and "XMPP_JID" in out.stderr and "Traceback" not in out.stderr
