@@ -82,6 +82,24 @@ def test_ping_the_server(server: Server) -> None:
     assert out.stdout.count("pong from localhost") == 2
 
 
+def test_disco_prints_and_emits_json(server: Server) -> None:
+    out = run(server, "disco", jid=server.new_account())
+    assert out.returncode == 0, out.stderr
+    assert "identity server/im" in out.stdout and f"item     {server.muc}" in out.stdout
+    out = run(server, "disco", server.muc, "--json", jid=server.new_account())
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["jid"] == server.muc
+    assert "http://jabber.org/protocol/muc" in data["features"]
+    assert ["conference", "text"] == data["identities"][0][:2]
+
+
+def test_disco_of_a_missing_entity_is_one_line_error(server: Server) -> None:
+    out = run(server, "disco", "nobody.invalid", jid=server.new_account())
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 def test_config_file_supplies_credentials(server: Server, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'jid = "{server.new_account()}"\npassword = "{server.password}"\n'
