@@ -2,6 +2,7 @@
 
 from . import errors
 from .client import EVENTS, Client
+from .component import Component
 from .jid import JID
 from .pool import Pool
 from .roster import Roster, RosterItem
@@ -9,5 +10,5 @@ from .stanza import Iq, Message, Presence
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Pool", "JID", "Message", "Presence", "Iq", "Roster", "RosterItem", "errors",
-           "EVENTS", "__version__"]
+__all__ = ["Client", "Component", "Pool", "JID", "Message", "Presence", "Iq", "Roster",
+           "RosterItem", "errors", "EVENTS", "__version__"]

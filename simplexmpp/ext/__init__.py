@@ -6,6 +6,7 @@ An extension uses only the client's public API (``send``, ``iq``, ``send_iq``, `
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +35,12 @@ EXTENSIONS: list[tuple[str, str]] = [
 ]
 
 
-def attach(client: "Client") -> None:
-    """Give ``client`` one instance of every extension."""
+def attach(client: "Client", skip: Collection[str] = ()) -> None:
+    """Give ``client`` one instance of every extension (except those named in ``skip``)."""
     import importlib
     for attribute, target in EXTENSIONS:
+        if attribute in skip:
+            continue
         module_name, _, class_name = target.partition(":")
         full_name = f"{__name__}.{module_name}"
         try:

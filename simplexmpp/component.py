@@ -1,0 +1,433 @@
+"""``Component``: an XEP-0114 external component, on the same two threads as ``Client``.
+
+An external component connects to a server's component port, claims a whole domain
+(``echo.example.org``) and authenticates with a shared secret: it sends the hex SHA-1 of the
+stream id followed by the secret (XEP-0114 §3). Every stanza addressed to that domain, or to any
+JID at it (``user@echo.example.org/x``), is routed to the component, which answers from those
+addresses.
+
+Two layers, as for the client:
+
+* :class:`ComponentStream` is the sans-IO stream machine (bytes in, events and bytes out), a
+  :class:`~simplexmpp.stream.ClientStream` whose negotiation is the handshake instead of
+  STARTTLS/SASL/bind. The stream's namespace is ``jabber:component:accept``; the rest of the
+  library works with ``{jabber:client}`` stanzas, so the machine renames received elements to
+  ``jabber:client`` and, on the way out, lets the serializer write ``jabber:client`` elements
+  without an ``xmlns`` (they inherit the stream's ``jabber:component:accept``).
+* :class:`Component` is a :class:`~simplexmpp.Client` driving that machine: the I/O thread owns
+  the socket, callbacks and IQ handlers run on the dispatcher thread, any thread may send.
+
+>>> with Component("echo.localhost", "secret", "127.0.0.1", 5347) as component:  # doctest: +SKIP
+...     for msg in component.messages():
+...         component.send_message(msg.from_, msg.body, from_=msg.to)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+
+from . import errors
+from .client import PING_NS, SID_NS, Client
+from .errors import AuthenticationError, InvalidStanzaError, StreamError
+from .jid import JID
+from .roster import Roster
+from .stanza import Iq, Message, Presence, Stanza, new_id
+from .stream import Authenticated, ClientStream, Event, Ready
+from .transport import Target, is_loopback
+from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, StreamParser, check_text, stream_header
+
+__all__ = ["Component", "ComponentStream", "handshake_digest", "COMPONENT_NS",
+           "COMPONENT_SKIPPED_EXTENSIONS"]
+
+log = logging.getLogger("simplexmpp")
+wire_log = logging.getLogger("simplexmpp.wire")
+
+_CLIENT_PREFIX = "{jabber:client}"
+_COMPONENT_PREFIX = "{%s}" % COMPONENT_NS
+_STANZA_NAMES = ("message", "presence", "iq")
+_STANZA_TAGS = frozenset(prefix + name for prefix in (_CLIENT_PREFIX, _COMPONENT_PREFIX)
+                         for name in _STANZA_NAMES)
+_IQ_TAGS = frozenset({_CLIENT_PREFIX + "iq", _COMPONENT_PREFIX + "iq"})
+_HANDSHAKE = _COMPONENT_PREFIX + "handshake"
+_STREAM_ERROR = "{%s}error" % STREAM_NS
+_FEATURES = "{%s}features" % STREAM_NS
+_PING = "{%s}ping" % PING_NS
+_REDACT_HANDSHAKE = re.compile(r"(<handshake>)[^<]+")
+
+#: Extensions that act on a user account the server keeps (its carbons, archive, blocklist,
+#: PEP, registration, client state) and so mean nothing for a component: not attached.
+COMPONENT_SKIPPED_EXTENSIONS = frozenset({
+    "carbons", "csi", "blocking", "mam", "registration", "pep", "avatar"})
+
+
+def handshake_digest(stream_id: str, secret: str) -> str:
+    """The XEP-0114 §3 handshake: lower-case hex SHA-1 of the stream id followed by the
+    secret (both as UTF-8)."""
+    return hashlib.sha1((stream_id + secret).encode("utf-8")).hexdigest()
+
+
+def to_client_namespace(element: ET.Element) -> ET.Element:
+    """Rename, in place, every element of ``element`` (itself included) that is in
+    ``jabber:component:accept`` to ``jabber:client``; return ``element``.
+
+    Inside a component stream that namespace plays the part ``jabber:client`` plays on a
+    client stream (stanzas, ``<body/>``, ``<error/>`` …); payloads in other namespaces keep
+    theirs."""
+    prefix, size = _COMPONENT_PREFIX, len(_COMPONENT_PREFIX)
+    for node in element.iter():
+        tag = node.tag
+        if isinstance(tag, str) and tag.startswith(prefix):
+            node.tag = _CLIENT_PREFIX + tag[size:]
+    return element
+
+
+def _domain_of(jid: str) -> str:
+    try:
+        return JID(jid).domain
+    except errors.JIDError as exc:
+        raise InvalidStanzaError(f"invalid 'from' address {jid!r}: {exc}") from None
+
+
+class ComponentStream(ClientStream):
+    """The component side of one XEP-0114 stream (sans-IO).
+
+    ``jid`` is the component's domain. Negotiation (XEP-0114 §3)::
+
+        header (jabber:component:accept, to=domain) -> server header with an id
+               -> <handshake>hex(SHA-1(id + secret))</handshake> -> <handshake/> -> Ready
+
+    The same interface as :class:`~simplexmpp.stream.ClientStream`: ``start()``,
+    ``receive_data()`` returning events (:class:`~simplexmpp.stream.Authenticated` with
+    mechanism ``"handshake"``, :class:`~simplexmpp.stream.Ready`,
+    :class:`~simplexmpp.stream.StanzaReceived` …), ``data_to_send()``, ``send()``, ``close()``.
+    No TLS, no SASL, no stream management. A rejected secret raises
+    :class:`~simplexmpp.errors.AuthenticationError`; an unknown domain raises
+    :class:`~simplexmpp.errors.StreamError` ``host-unknown``.
+    """
+
+    def __init__(self, jid: JID, secret: str, *, max_stanza_size: int = 1 << 20,
+                 lang: str = "en") -> None:
+        if jid.local is not None or jid.resource is not None:
+            raise errors.JIDError(f"a component's address is a bare domain such as "
+                                  f"'echo.example.org', not {jid}")
+        if not secret:
+            raise ValueError("the component secret is empty")
+        super().__init__(jid, secret, tls="none", sm=False, max_stanza_size=max_stanza_size,
+                         lang=lang)
+        self.domain = jid.domain
+        #: The id of the server's stream header (what the handshake hashes).
+        self.stream_id: str | None = None
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, element: ET.Element) -> None:
+        """Queue a stanza. A missing ``from`` becomes the component's domain (the server
+        routes nothing without one); a ``from`` outside the domain raises
+        :class:`~simplexmpp.errors.InvalidStanzaError` before anything is queued, where the
+        server would otherwise close the stream (``invalid-from``). A missing ``to`` (only the
+        library's own keepalive ping omits it) becomes the component's domain too: the server
+        rejects stanzas without one."""
+        if self.state != "ready":
+            raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
+        if element.tag in _STANZA_TAGS:
+            sender = element.get("from")
+            if not sender:
+                element.set("from", self.domain)
+            elif _domain_of(sender) != self.domain:
+                raise InvalidStanzaError(
+                    f"a component can only send from its own domain {self.domain} or a JID at "
+                    f"it, not from {sender}")
+            if not element.get("to"):
+                element.set("to", self.domain)
+        # tostring() writes {jabber:client} elements without an xmlns, so on the wire they
+        # inherit the stream's default namespace, jabber:component:accept.
+        super().send(element)
+
+    # -- internals -------------------------------------------------------------------------
+    def _restart(self) -> None:
+        self._parser = StreamParser(max_stanza_size=self.max_stanza_size)
+        # XEP-0114 §3 example 1: no 'from' and no 'version' (no stream features follow).
+        self._out.append(stream_header(self.domain, lang=self.lang, default_ns=COMPONENT_NS,
+                                       version=None))
+        self.state = "wait-header"
+
+    def _stream_header(self, header: StreamHeader) -> None:
+        if self.state != "wait-header":
+            raise StreamError("invalid-xml", "unexpected stream header")
+        if header.default_ns != COMPONENT_NS:
+            raise StreamError("invalid-namespace",
+                              f"stream default namespace is {header.default_ns!r}, expected "
+                              f"{COMPONENT_NS!r} (is this the server's component port?)")
+        self.header = header
+        if not header.id:
+            # Prosody answers an unknown domain with an empty id and a stream error right
+            # behind it: wait for that error, it says more than the missing id would.
+            self.state = "no-stream-id"
+            return
+        self.stream_id = header.id
+        self._out.append("<handshake>%s</handshake>"
+                         % handshake_digest(header.id, self._password or ""))
+        self.state = "handshake"
+
+    def _element(self, el: ET.Element, events: list[Event]) -> None:
+        tag = el.tag
+        if tag == _STREAM_ERROR:
+            raise self._component_stream_error(el)
+        state = self.state
+        if state == "ready" or state == "closing":
+            super()._element(to_client_namespace(el), events)
+            return
+        if state == "handshake" and tag == _HANDSHAKE:
+            # XEP-0114 §3: an empty <handshake/> from the server means the secret was right.
+            self.authenticated = True
+            self.mechanism = "handshake"
+            self._password = None
+            self.features = ET.Element(_FEATURES)   # a component stream has no features
+            self.state = "ready"
+            events.append(Authenticated("handshake"))
+            events.append(Ready(self.jid, self.features, False))
+            return
+        if state == "no-stream-id":
+            raise StreamError("invalid-xml", "the server's stream header has no id, which the "
+                                             "handshake needs (XEP-0114 §3)")
+        raise StreamError("invalid-xml", f"unexpected <{tag}> while {state}")
+
+    def _component_stream_error(self, el: ET.Element) -> Exception:
+        error = self._stream_error_from(el)
+        detail = f": {error.text}" if error.text else ""
+        if not self.authenticated and error.condition == "not-authorized":
+            return AuthenticationError(
+                f"the server rejected the secret of component {self.domain} "
+                f"(not-authorized){detail}; check the component_secret configured for it",
+                "not-authorized", error.text)
+        if error.condition == "host-unknown":
+            return StreamError("host-unknown",
+                               f"the server has no external component named {self.domain}"
+                               + (f" ({error.text})" if error.text else ""), by_peer=True)
+        if error.condition == "conflict" and not self.authenticated:
+            return StreamError("conflict",
+                               f"another connection already serves the component "
+                               f"{self.domain}{detail}", by_peer=True)
+        return error
+
+
+class Component(Client):
+    """An XEP-0114 external component: serves every address at domain ``jid``.
+
+    It behaves like :class:`~simplexmpp.Client` (same threads, ``messages()``, ``on()``,
+    ``iq()``/``send_iq()``, ``register_iq_handler()``, ``with`` block, reconnects), with these
+    differences:
+
+    * the connection is plain TCP to a loopback ``host`` (XEP-0114 has no TLS; the secret and
+      every stanza would cross the network in clear text), authenticated with ``secret``;
+    * every stanza needs a ``to``; a missing ``from`` becomes the component's domain, and
+      ``send_message()``/``send_presence()`` take ``from_=`` to send from another JID at the
+      domain (``user@echo.example.org``). Replies to IQ requests go from the address the
+      request was sent to;
+    * there is no roster (``get_roster()`` raises NotImplementedError), no broadcast
+      presence, no stream management;
+    * disco#info answers identity ``component/generic``; extensions that act on a user's
+      account (:data:`COMPONENT_SKIPPED_EXTENSIONS`) are not attached.
+
+    >>> with Component("echo.localhost", "secret", "127.0.0.1", 5347) as c:  # doctest: +SKIP
+    ...     c.send_message("alice@localhost", "hello from a component")
+    """
+
+    #: How many IQ requests to JIDs at our domain are remembered, to answer from them.
+    request_window = 10000
+
+    def __init__(self, jid: JID | str, secret: str, host: str, port: int = 5347, *,
+                 timeout: float = 30.0, reconnect: bool = True,
+                 reconnect_max_delay: float = 30.0, keepalive: float = 60.0,
+                 max_stanza_size: int = 1 << 20, lang: str = "en") -> None:
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("the component secret must be a non-empty string")
+        if not isinstance(host, str) or not is_loopback(host):
+            raise ValueError(
+                f"XEP-0114 component connections are plain text; simplexmpp makes them only "
+                f"to a loopback address (run the component on the server's machine), and "
+                f"{host!r} is not one")
+        self._answer_from: OrderedDict[tuple[str, str], str] = OrderedDict()
+        super().__init__(jid, secret, host=host, port=port, tls="none", timeout=timeout,
+                         stream_management=False, reconnect=reconnect,
+                         reconnect_max_delay=reconnect_max_delay,
+                         max_stanza_size=max_stanza_size, keepalive=keepalive, lang=lang)
+        self.domain: str = self.account.domain
+        # Pings are answered on the I/O thread (see _incoming_iq): the keepalive and the
+        # flush in disconnect() ping our own domain, which the server routes back to us.
+        self.register_iq_handler("get", _PING, self._answer_ping)
+
+    def _check_account(self, password: str | None) -> None:
+        if self.account.local is not None or self.account.resource is not None:
+            raise errors.JIDError(f"a component's address is a bare domain such as "
+                                  f"'echo.example.org', not {self.account}")
+
+    def _load_extensions(self) -> None:
+        # XEP-0030 / Service Discovery Identities registry: category "component".
+        self.local_identities = {("component", "generic", "simplexmpp")}
+        from . import ext
+        ext.attach(self, skip=COMPONENT_SKIPPED_EXTENSIONS)
+
+    def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
+        return ComponentStream(self.account, self._password or "",
+                               max_stanza_size=self.max_stanza_size, lang=self.lang)
+
+    def _run_connection(self, timeout: float) -> None:
+        try:
+            super()._run_connection(timeout)
+        except StreamError as exc:
+            ready, stream = self._ready_future, self._stream
+            if exc.condition == "conflict" and ready is not None and ready.done() and \
+                    stream is not None and not stream.authenticated:
+                # Refused at the handshake while reconnecting: the server most likely still
+                # holds our previous, dead connection until it notices; keep trying (a
+                # conflict on an established stream means a newer connection took over, and
+                # ends the component as it ends a client).
+                raise errors.ConnectionError(
+                    f"{exc}; the server may still hold the previous connection") from exc
+            raise
+
+    def _log_wire(self, direction: str, data: bytes) -> None:
+        text = data.decode("utf-8", "replace")
+        wire_log.debug("%s %s: %s", self.account, direction,
+                       _REDACT_HANDSHAKE.sub(r"\1[redacted]", text))
+
+    def connect(self, timeout: float | None = None) -> Component:
+        """Connect to the component port and do the handshake; return self once ready.
+
+        Raises :class:`~errors.AuthenticationError` (wrong secret),
+        :class:`~errors.StreamError` (``host-unknown``: the server has no component of that
+        name; ``conflict``: another connection serves it),
+        :class:`~errors.ConnectionError` or :class:`~errors.TimeoutError`.
+        """
+        super().connect(timeout)
+        return self
+
+    def __enter__(self) -> Component:
+        return self.connect()
+
+    # ------------------------------------------------------------------------------------
+    # Sending
+
+    def send(self, stanza: Stanza | ET.Element, timeout: float | None = None) -> None:
+        """Send a ``Message``, ``Presence`` or ``Iq`` (or a raw stanza element).
+
+        It must have a ``to``; without a ``from`` it goes from the component's domain (an IQ
+        reply without one goes from the address its request was sent to). Raises
+        :class:`~errors.InvalidStanzaError` for anything else."""
+        element = stanza.xml if isinstance(stanza, Stanza) else stanza
+        if element.tag not in _STANZA_TAGS:
+            raise InvalidStanzaError(f"a component stream carries only message, presence and "
+                                     f"iq stanzas, not <{element.tag}> (XEP-0114)")
+        to = element.get("to")
+        if not to:
+            raise InvalidStanzaError(
+                "a stanza from a component needs a 'to' address: there is no account for the "
+                "server to handle it on behalf of")
+        if element.tag in _IQ_TAGS and not element.get("from") and \
+                element.get("type") in ("result", "error"):
+            with self._lock:
+                asked = self._answer_from.pop((to, element.get("id", "")), None)
+            if asked is not None:
+                # RFC 6120 §8.1.2.1: the reply comes from the entity the request went to.
+                element.set("from", asked)
+        super().send(element, timeout)
+
+    def _sender(self, from_: JID | str | None) -> JID | None:
+        if from_ is None:
+            return None
+        sender = from_ if isinstance(from_, JID) else JID(from_)
+        if sender.domain != self.domain:
+            raise InvalidStanzaError(f"a component can only send from its own domain "
+                                     f"{self.domain} or a JID at it, not from {sender}")
+        return sender
+
+    def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
+                     subject: str | None = None, thread: str | None = None,
+                     timeout: float | None = None, from_: JID | str | None = None) -> str:
+        """Send a message from ``from_`` (default: the component's domain); return its id.
+        Like :meth:`Client.send_message`, it carries an XEP-0359 origin-id equal to the id."""
+        recipient = to if isinstance(to, JID) else JID(to)
+        if type not in ("chat", "normal", "headline", "groupchat"):
+            raise ValueError(f"message type must be chat, normal, headline or groupchat, "
+                             f"not {type!r}")
+        for name, value in (("body", body), ("subject", subject), ("thread", thread)):
+            if value is not None:
+                check_text(value, f"message {name}")
+        msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
+                      id=new_id(), from_=self._sender(from_))
+        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        self.send(msg, timeout)
+        return msg.id or ""
+
+    def send_presence(self, show: str | None = None, status: str | None = None,
+                      priority: int = 0, to: JID | str | None = None, *,
+                      type: str | None = None, timeout: float | None = None,
+                      from_: JID | str | None = None) -> None:
+        """Send presence to ``to`` from ``from_`` (default: the component's domain).
+
+        A component has no roster for the server to broadcast to, so ``to`` is required
+        (:class:`~errors.InvalidStanzaError` otherwise)."""
+        if to is None:
+            raise InvalidStanzaError("a component has no roster to broadcast presence to; "
+                                     "send it to someone with to=")
+        presence = Presence(to=to, type=type, show=show, status=status,
+                            priority=priority if priority else None, from_=self._sender(from_))
+        if type is None:
+            for decorate in list(self.presence_decorators):
+                decorate(presence)
+        self.send(presence, timeout)
+
+    # ------------------------------------------------------------------------------------
+    # Receiving (I/O thread)
+
+    def _incoming_iq(self, iq: Iq) -> None:
+        element = iq.xml
+        kind = element.get("type")
+        if kind == "get" or kind == "set":
+            to, sender = element.get("to"), element.get("from")
+            if to and sender and to != self.domain:
+                with self._lock:
+                    answer_from = self._answer_from
+                    answer_from[(sender, element.get("id", ""))] = to
+                    while len(answer_from) > self.request_window:
+                        answer_from.popitem(last=False)
+            payload = iq.payload
+            if kind == "get" and payload is not None and payload.tag == _PING and \
+                    self._iq_handlers.get(("get", _PING)) == self._answer_ping:
+                # XEP-0199: answered at once, on the I/O thread, so a ping round trip
+                # never waits for a busy dispatcher (disconnect() may run on it).
+                self._send_reply(iq.result())
+                return
+        super()._incoming_iq(iq)
+
+    def _answer_ping(self, iq: Iq) -> None:
+        return None
+
+    def _roster_push(self, iq: Iq, query: ET.Element) -> None:
+        # Not a push (a component has no roster): an ordinary request, for a handler or
+        # answered service-unavailable.
+        self._dispatch(self._handle_iq_request, iq)
+
+    # ------------------------------------------------------------------------------------
+    # What a component does not have
+
+    def get_roster(self, timeout: float | None = None) -> Roster:
+        """Not available: the server keeps no roster for a component."""
+        raise NotImplementedError("a component has no roster (XEP-0114)")
+
+    def add_contact(self, jid: JID | str, name: str | None = None,
+                    groups: tuple[str, ...] | list[str] | frozenset[str] = (),
+                    timeout: float | None = None) -> None:
+        """Not available: the server keeps no roster for a component."""
+        raise NotImplementedError("a component has no roster (XEP-0114)")
+
+    def remove_contact(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Not available: the server keeps no roster for a component."""
+        raise NotImplementedError("a component has no roster (XEP-0114)")
+
+    def __repr__(self) -> str:
+        return f"<Component {self.account} {self._state}>"
