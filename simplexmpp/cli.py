@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         if args.command == "register":
-            Client.register(settings["jid"], settings["password"],  # type: ignore[attr-defined]
+            Client.register(settings["jid"], settings["password"],
                             host=settings["host"], port=settings["port"],
                             tls=settings["tls"], ca_file=settings["ca_file"],
                             timeout=settings["timeout"])

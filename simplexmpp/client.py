@@ -151,6 +151,7 @@ class Client:
         self._wire: Wire | None = None
         self._state = "disconnected"   # disconnected, connecting, ready, reconnecting, closing
         self._closing = False
+        self._close_expected = False  # see expect_server_close()
         self._error: BaseException | None = None
         self._sm_state: SMState | None = None
         self._r_outstanding = False
@@ -223,6 +224,7 @@ class Client:
                 raise XMPPError("connect() is already in progress")
             self._state = "connecting"
             self._closing = False
+            self._close_expected = False
             self._error = None
             self._ready_future = concurrent.futures.Future()
             ready = self._ready_future
@@ -330,6 +332,25 @@ class Client:
         if self._wire is not None:
             self._wire.shutdown()
 
+    def expect_server_close(self, expected: bool = True) -> None:
+        """For extensions: the server is about to end this stream on purpose (XEP-0077 §3.2
+        closes it after removing the account), so its closing ends the client cleanly: no
+        reconnect, and the "disconnected" event carries no error."""
+        self._close_expected = expected
+
+    @classmethod
+    def register(cls, jid: JID | str, password: str, **connection_kwargs: Any) -> None:
+        """Create the account ``jid`` with ``password`` by XEP-0077 in-band registration, on a
+        stream of its own (closed again before returning); afterwards the account can log in.
+
+        ``connection_kwargs`` are those of the constructor (``host``, ``port``, ``tls``,
+        ``ca_file``, ``timeout`` …) plus ``fields`` (extra registration fields). Raises
+        ``AccountExistsError``, ``RegistrationNotSupportedError`` or ``RegistrationError``
+        from :mod:`simplexmpp.ext.register`, or the usual connection errors.
+        """
+        from .ext.register import register_account
+        register_account(jid, password, **connection_kwargs)
+
     def __enter__(self) -> Client:
         return self.connect()
 
@@ -416,6 +437,8 @@ class Client:
             if ready is not None and not ready.done():
                 ready.set_exception(error or DisconnectedError("server closed the stream"))
                 break
+            if self._close_expected:
+                self._closing = True  # the server ended the stream as announced: no error
             if self._closing or not self.reconnect or isinstance(error, _RECONNECT_FATAL):
                 break
             if isinstance(error, StreamError) and error.condition == "conflict":
@@ -569,9 +592,14 @@ class Client:
             self._ping_sent_at = None
             if wire_log.isEnabledFor(logging.DEBUG):
                 self._log_wire("RECV", data)
+            failure: StreamError | None = None
             with self._lock:
                 try:
                     events = stream.receive_data(data)
+                except StreamError as exc:
+                    # What came before the error in the same read still counts (XEP-0077
+                    # §3.2: the answer to <remove/> arrives right before the stream error).
+                    events, failure = stream.events_before_error, exc
                 finally:
                     self._take_output()
             closed = False
@@ -595,6 +623,8 @@ class Client:
                     log.debug("authenticated %s with %s", self.account.bare, event.mechanism)
                 elif isinstance(event, NonzaReceived):
                     log.debug("ignoring top-level <%s>", event.element.tag)
+            if failure is not None:
+                raise failure
             if closed:
                 if not self._closing:
                     raise errors.ConnectionError("the server closed the stream")

@@ -68,10 +68,15 @@ class Authenticated:
 @dataclass
 class Ready:
     """The session is established: ``jid`` is bound; ``sm_enabled`` says whether XEP-0198 is
-    on; ``features`` are the stream features offered after authentication."""
+    on; ``features`` are the stream features offered after authentication.
+
+    With ``ClientStream(pre_auth=True)`` it comes before authentication instead
+    (``authenticated`` False, ``jid`` the account's, ``features`` those of the secured stream):
+    the stream is ready for pre-authentication IQs such as XEP-0077 registration."""
     jid: JID
     features: ET.Element
     sm_enabled: bool
+    authenticated: bool = True
 
 
 @dataclass
@@ -174,13 +179,16 @@ class ClientStream:
 
     ``tls`` is ``"starttls"`` (required), ``"direct"`` (the socket is already TLS, XEP-0368) or
     ``"none"`` (plain text; PLAIN is then never used). ``sm`` asks for XEP-0198, and
-    ``sm_state`` (from a previous session) asks to resume it.
+    ``sm_state`` (from a previous session) asks to resume it. ``pre_auth`` stops negotiation
+    once the stream is secured (before SASL) and reports :class:`Ready` with
+    ``authenticated=False``, for XEP-0077 in-band registration (§3.1).
     """
 
     def __init__(self, jid: JID, password: str | None, *, tls: str = "starttls",
                  resource: str | None = None, sm: bool = True, sm_state: SMState | None = None,
                  mechanisms: list[str] | None = None, max_stanza_size: int = 1 << 20,
-                 lang: str = "en", channel_bindings: Mapping[str, bytes] | None = None) -> None:
+                 lang: str = "en", channel_bindings: Mapping[str, bytes] | None = None,
+                 pre_auth: bool = False) -> None:
         if tls not in ("starttls", "direct", "none"):
             raise ValueError(f"tls must be 'starttls', 'direct' or 'none', not {tls!r}")
         self.jid = jid
@@ -189,6 +197,7 @@ class ClientStream:
         self.encrypted = tls == "direct"
         self.resource = resource if resource is not None else jid.resource
         self.want_sm = sm
+        self.pre_auth = pre_auth
         self.sm: SMState | None = None
         self._resume = sm_state if sm_state and sm_state.resumable and sm_state.id else None
         self.mechanisms = mechanisms
@@ -205,6 +214,9 @@ class ClientStream:
         self._out: list[str] = []
         self._parser = StreamParser(max_stanza_size=max_stanza_size)
         self._closing = False
+        #: Events of the last ``receive_data`` call that raised :class:`StreamError`, parsed
+        #: from the same bytes before the error (a reply, then a stream error, in one read).
+        self.events_before_error: list[Event] = []
 
     @property
     def in_stanza(self) -> bool:
@@ -264,6 +276,8 @@ class ClientStream:
                 if self.state in ("tls-handshake", "closed"):
                     break  # bytes after <proceed/> belong to TLS; after the footer, nothing
         except StreamError as exc:
+            # What was parsed before the error still happened; the owner handles it first.
+            self.events_before_error = events
             if not exc.by_peer and self.state != "closed":
                 self._send_stream_error(exc.condition, exc.text)
             self.state = "closed"
@@ -408,6 +422,12 @@ class ClientStream:
                     "attack); pass tls='direct' if the server uses direct TLS, or tls='none' "
                     "for a plain-text connection to loopback")
         if not self.authenticated:
+            if self.pre_auth:
+                # XEP-0077 §3.1: registration happens on the secured stream before SASL; the
+                # owner sends its IQs now and closes the stream afterwards.
+                self.state = "ready"
+                events.append(Ready(self.jid, el, False, authenticated=False))
+                return
             self._start_sasl(el)
             return
         if self._resume is not None and el.find("{%s}sm" % SM_NS) is not None:

@@ -1,0 +1,441 @@
+"""XEP-0363 HTTP File Upload: put a file on the server's HTTP store, get a URL to share.
+
+>>> url = client.upload.file("photo.jpg", progress=lambda sent, total: print(sent, total))
+>>> client.oob.send("bob@example.org", url)                     # XEP-0066 link
+
+``file()`` finds the upload service by service discovery (``disco#items`` of the server, then
+``disco#info`` of each item: identity ``store/file`` with feature ``urn:xmpp:http:upload:0``,
+§3), refuses a file over the service's ``max-file-size`` before asking for anything, asks for a
+slot (§4), and PUTs the file with ``requests``, streamed in chunks, with only the headers the
+slot may set. The GET URL is returned once the HTTP server has accepted the file.
+
+HTTP is done by :func:`http_session`, shared with XEP-0066 downloads (``client.oob``): it
+trusts ``client.ca_file`` when set (else the default store), skips verification only when the
+client does (``verify=False``), and connects names under ``.localhost`` to 127.0.0.1 (RFC 6761
+§6.3: they are loopback names) while still checking the certificate against the name itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
+
+from .. import errors
+from ..errors import IqError, XMPPError
+from ..jid import JID
+from ..stanza import Iq, parse_datetime
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
+
+__all__ = ["Upload", "Slot", "UploadService", "HTTPTransferError", "UploadError",
+           "NoUploadServiceError", "FileTooLargeError", "SlotError", "QuotaExceededError",
+           "http_session", "is_loopback_name", "UPLOAD_NS", "ALLOWED_HEADERS", "Progress"]
+
+log = logging.getLogger("simplexmpp.upload")
+
+UPLOAD_NS = "urn:xmpp:http:upload:0"
+#: XEP-0363 §4: the only slot headers a client sends; any other is ignored.
+ALLOWED_HEADERS = ("Authorization", "Cookie", "Expires")
+CHUNK_SIZE = 64 * 1024
+#: ``progress(done, total)``: bytes moved so far, and the total (None when not known).
+Progress = Callable[[int, "int | None"], object]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+class HTTPTransferError(XMPPError):
+    """An HTTP transfer (upload or download) failed; ``status`` is the HTTP status code when
+    the server answered (None for a network or TLS failure), ``url`` the address."""
+
+    def __init__(self, message: str, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class UploadError(HTTPTransferError):
+    """An XEP-0363 upload failed (the PUT was refused, or no slot could be had)."""
+
+
+class NoUploadServiceError(UploadError):
+    """The server offers no XEP-0363 upload service (nothing in its disco#items)."""
+
+
+class FileTooLargeError(UploadError):
+    """The file is larger than the service accepts: ``size`` and ``max_size`` in bytes.
+    ``by_server`` is False when we refused before asking (the limit from disco#info, §3)."""
+
+    def __init__(self, message: str, size: int, max_size: int | None,
+                 by_server: bool = False) -> None:
+        super().__init__(message)
+        self.size = size
+        self.max_size = max_size
+        self.by_server = by_server
+
+
+class SlotError(UploadError, IqError):
+    """The service refused a slot (§5): ``condition``, ``type``, ``text`` as in
+    :class:`~errors.IqError` (so ``except IqError`` catches it too)."""
+
+    def __init__(self, message: str, error: IqError) -> None:
+        IqError.__init__(self, error.condition, error.type, error.text, error.stanza, error.by)
+        self.args = (message,)
+        self.status = None
+        self.url = None
+
+
+class QuotaExceededError(SlotError):
+    """A temporary refusal (§5: ``resource-constraint``, type ``wait``), such as a quota;
+    ``retry_at`` (an aware datetime, or None) is when asking again may succeed."""
+
+    def __init__(self, message: str, error: IqError, retry_at: datetime | None) -> None:
+        super().__init__(message, error)
+        self.retry_at = retry_at
+
+
+# -- HTTP ----------------------------------------------------------------------------------------
+
+def is_loopback_name(host: str | None) -> bool:
+    """True for names under ``.localhost`` (RFC 6761 §6.3), which this library connects to
+    127.0.0.1 itself. (``localhost`` alone is left to the resolver, which knows it.)"""
+    return bool(host) and host.rstrip(".").lower().endswith(".localhost")  # type: ignore[union-attr]
+
+
+class _LoopbackNamesAdapter(HTTPAdapter):
+    """Connects ``*.localhost`` URLs to 127.0.0.1 (RFC 6761 §6.3: such names are loopback,
+    whatever the resolver says; many resolvers know only ``localhost`` itself), keeping the
+    name for the Host header, SNI and certificate checks. Other URLs are untouched."""
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
+                                        proxies: Any = None,
+                                        cert: Any = None) -> HTTPConnectionPool:
+        host = urlsplit(request.url or "").hostname
+        if host is None or not is_loopback_name(host):
+            return cast(HTTPConnectionPool,
+                        super().get_connection_with_tls_context(request, verify, proxies, cert))
+        host_params, tls_kwargs = self.build_connection_pool_key_attributes(request, verify,
+                                                                            cert)
+        pool_kwargs: dict[str, Any] = dict(tls_kwargs)
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = host
+            if verify is not False:
+                pool_kwargs["assert_hostname"] = host
+        host_params["host"] = "127.0.0.1"
+        # Loopback is never sent through a proxy.
+        return cast(HTTPConnectionPool, self.poolmanager.connection_from_host(
+            **host_params, pool_kwargs=pool_kwargs))
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        if is_loopback_name(urlsplit(request.url or "").hostname):
+            return request.path_url
+        return str(super().request_url(request, proxies))
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        parts = urlsplit(request.url or "")
+        if is_loopback_name(parts.hostname):
+            # The connection is to 127.0.0.1; the server must still see the name.
+            request.headers["Host"] = parts.netloc.rpartition("@")[2]
+
+
+class _Session(requests.Session):
+    """A session whose own ``verify`` wins over ``REQUESTS_CA_BUNDLE`` and friends (plain
+    requests lets the environment replace it when a call does not pass ``verify``)."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> Any:
+        if verify is None and self.verify is not True:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
+def http_session(client: Client) -> requests.Session:
+    """A ``requests.Session`` with the client's TLS settings: ``verify`` is ``client.ca_file``
+    when set (else the default store), False only when the client has ``verify=False``; names
+    under ``.localhost`` reach 127.0.0.1 (see :class:`_LoopbackNamesAdapter`)."""
+    session = _Session()
+    adapter = _LoopbackNamesAdapter()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    if not client.verify:
+        session.verify = False
+    elif client.ca_file:
+        session.verify = client.ca_file
+    session.headers["User-Agent"] = "simplexmpp"
+    return session
+
+
+def check_http_url(url: str, what: str,
+                   cls: type[HTTPTransferError] = HTTPTransferError) -> None:
+    """Only http(s) URLs are fetched or written to (never file:, ftp: and the like)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        raise cls(f"{what}: {url!r} is not an http(s) URL", url=url)
+
+
+def transfer_error(exc: requests.RequestException, what: str, url: str,
+                   cls: type[HTTPTransferError]) -> XMPPError:
+    """The library's exception for a failed ``requests`` call."""
+    if isinstance(exc, requests.Timeout):
+        return errors.TimeoutError(f"{what}: the HTTP server at {urlsplit(url).netloc} did not "
+                                   f"answer in time ({exc})")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return cls(f"{what}: TLS with {urlsplit(url).netloc} failed ({exc}); pass ca_file= "
+                   "to the Client if the server uses a private CA", url=url)
+    return cls(f"{what}: {exc}", url=url)
+
+
+# -- slots ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UploadService:
+    """An upload service found by disco: its JID and size limit (None: none announced)."""
+
+    jid: JID
+    max_size: int | None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where to PUT the file (``put_url`` with ``headers``) and where it can then be fetched
+    (``get_url``). Iterable, so ``put_url, headers, get_url = slot`` works."""
+
+    put_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    get_url: str = ""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.put_url, self.headers, self.get_url))
+
+
+def _max_size(form: Any) -> int | None:
+    if form is None or form.form_type != UPLOAD_NS:
+        return None
+    value = form.value("max-file-size")
+    try:
+        return int(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def parse_slot(payload: ET.Element | None) -> Slot:
+    """A :class:`Slot` from the ``<slot/>`` of a result (§4). Headers other than those in
+    :data:`ALLOWED_HEADERS` are dropped; newlines are stripped from names and values (§8)."""
+    if payload is None or payload.tag != "{%s}slot" % UPLOAD_NS:
+        raise UploadError("the upload service answered without a <slot/>")
+    put = payload.find("{%s}put" % UPLOAD_NS)
+    get = payload.find("{%s}get" % UPLOAD_NS)
+    put_url = (put.get("url") or "").strip() if put is not None else ""
+    get_url = (get.get("url") or "").strip() if get is not None else ""
+    if not put_url or not get_url:
+        raise UploadError("the upload service's slot lacks a PUT or GET URL")
+    check_http_url(put_url, "the slot's PUT URL", UploadError)
+    check_http_url(get_url, "the slot's GET URL", UploadError)
+    headers: dict[str, str] = {}
+    assert put is not None
+    for header in put.findall("{%s}header" % UPLOAD_NS):
+        name = "".join((header.get("name") or "").split("\n")).replace("\r", "").strip()
+        value = (header.text or "").replace("\r", "").replace("\n", "").strip()
+        for allowed in ALLOWED_HEADERS:
+            if name.lower() == allowed.lower():
+                headers[allowed] = value
+                break
+        else:
+            log.debug("ignoring slot header %r (XEP-0363 §4 allows only %s)", name,
+                      ", ".join(ALLOWED_HEADERS))
+    return Slot(put_url, headers, get_url)
+
+
+def _slot_error(exc: IqError, size: int) -> UploadError:
+    """The typed exception for a slot request answered with an error (§5)."""
+    error = exc.stanza.xml.find("{jabber:client}error") if exc.stanza is not None and \
+        hasattr(exc.stanza, "xml") else None
+    detail = f": {exc.text}" if exc.text else ""
+    if error is not None:
+        too_large = error.find("{%s}file-too-large" % UPLOAD_NS)
+        if too_large is not None:
+            text = too_large.findtext("{%s}max-file-size" % UPLOAD_NS)
+            limit = int(text) if text and text.strip().isdigit() else None
+            message = f"the upload service refused a file of {size} bytes as too large"
+            if limit is not None:
+                message += f" (at most {limit} bytes)"
+            failure = FileTooLargeError(message, size, limit, by_server=True)
+            failure.__cause__ = exc
+            return failure
+        retry = error.find("{%s}retry" % UPLOAD_NS)
+        if retry is not None or exc.condition == "resource-constraint":
+            retry_at = None
+            if retry is not None:
+                try:
+                    retry_at = parse_datetime(retry.get("stamp", ""))
+                except ValueError:
+                    retry_at = None
+            when = f"; try again after {retry_at.isoformat()}" if retry_at else \
+                "; try again later"
+            return QuotaExceededError(f"the upload service is out of room for us "
+                                      f"({exc.condition}){detail}{when}", exc, retry_at)
+    return SlotError(f"the upload service refused a slot ({exc.condition}){detail}", exc)
+
+
+class _ProgressReader:
+    """A file-like body for ``requests``: read in chunks, reporting progress; ``len()`` gives
+    the Content-Length so the upload is not chunk-encoded (§6: it must match the slot)."""
+
+    def __init__(self, stream: IO[bytes], total: int, progress: Progress | None) -> None:
+        self._stream = stream
+        self._total = total
+        self._sent = 0
+        self._progress = progress
+
+    def __len__(self) -> int:
+        return self._total
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(CHUNK_SIZE if size is None or size < 0 else
+                                 min(size, CHUNK_SIZE))
+        if data:
+            self._sent += len(data)
+            if self._sent > self._total:
+                raise UploadError("the file grew while it was being uploaded")
+            if self._progress is not None:
+                self._progress(self._sent, self._total)
+        return data
+
+
+class Upload:
+    """``client.upload``: XEP-0363 uploads."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._service: UploadService | None = None
+        self._lock = threading.Lock()
+
+    # -- discovery -------------------------------------------------------------------------
+    def service(self, timeout: float | None = None) -> UploadService:
+        """The server's upload service (found once by disco, then cached). Raises
+        :class:`NoUploadServiceError` when there is none."""
+        with self._lock:
+            if self._service is not None:
+                return self._service
+        disco = self._client.disco  # type: ignore[attr-defined]
+        domain = self._client.account.domain
+        for item in disco.items(domain, timeout=timeout):
+            if item.node:
+                continue
+            try:
+                info = disco.info(item.jid, timeout=timeout)
+            except IqError as exc:  # an item that is down (a component not connected)
+                log.debug("skipping %s while looking for an upload service: %s", item.jid, exc)
+                continue
+            if UPLOAD_NS in info.features and info.has_identity("store", "file"):
+                found = UploadService(JID(str(item.jid)), _max_size(info.form))
+                with self._lock:
+                    self._service = found
+                return found
+        raise NoUploadServiceError(f"{domain} offers no HTTP upload service (XEP-0363)")
+
+    def _service_for(self, service: JID | str | None,
+                     timeout: float | None) -> UploadService:
+        if service is None:
+            return self.service(timeout)
+        jid = JID(str(service))
+        cached = self._service
+        if cached is not None and cached.jid == jid:
+            return cached
+        info = self._client.disco.info(jid, timeout=timeout)  # type: ignore[attr-defined]
+        if UPLOAD_NS not in info.features:
+            raise NoUploadServiceError(f"{jid} is not an HTTP upload service (XEP-0363)")
+        return UploadService(jid, _max_size(info.form))
+
+    # -- slots -----------------------------------------------------------------------------
+    def slot(self, filename: str, size: int, content_type: str | None = None, *,
+             service: JID | str | None = None, timeout: float | None = None) -> Slot:
+        """Ask for a slot (§4): returns a :class:`Slot` (``put_url, headers, get_url``).
+
+        Raises :class:`FileTooLargeError` (before asking, when the service announced a smaller
+        limit; or from the service), :class:`QuotaExceededError`, :class:`SlotError`."""
+        if not filename or "/" in filename or "\\" in filename:
+            raise ValueError(f"filename must be a plain file name, not {filename!r}")
+        if size < 0:
+            raise ValueError("size must not be negative")
+        found = self._service_for(service, timeout)
+        if found.max_size is not None and size > found.max_size:
+            raise FileTooLargeError(
+                f"{filename} has {size} bytes; {found.jid} accepts at most {found.max_size}",
+                size, found.max_size)
+        request = ET.Element("{%s}request" % UPLOAD_NS, filename=filename, size=str(size))
+        if content_type:
+            request.set("content-type", content_type)
+        try:
+            reply = self._client.iq(Iq.get(found.jid, request), timeout)
+        except IqError as exc:
+            raise _slot_error(exc, size) from None
+        return parse_slot(reply.payload)
+
+    # -- uploads ---------------------------------------------------------------------------
+    def file(self, path: str | os.PathLike[str], content_type: str | None = None,
+             progress: Progress | None = None, service: JID | str | None = None,
+             timeout: float | None = None, *, filename: str | None = None) -> str:
+        """Upload the file at ``path``; return its GET URL.
+
+        ``content_type`` defaults to a guess from the name (else ``application/octet-stream``);
+        ``progress(sent, total)`` is called as chunks go out; ``service`` picks the upload
+        service (default: found by disco); ``timeout`` bounds each XMPP step and each HTTP
+        network wait (a transfer that keeps moving is not cut off).
+        Raises :class:`FileTooLargeError`, :class:`SlotError`, :class:`UploadError`
+        (``status`` set when the HTTP server refused the PUT), :class:`~errors.TimeoutError`,
+        ``OSError`` when the file cannot be read.
+        """
+        name = filename or os.path.basename(os.fspath(path))
+        if content_type is None:
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            slot = self.slot(name, size, content_type, service=service, timeout=timeout)
+            return self._put(slot, stream, size, content_type, progress, timeout)
+
+    def upload_bytes(self, data: bytes, filename: str, content_type: str | None = None,
+                     progress: Progress | None = None, service: JID | str | None = None,
+                     timeout: float | None = None) -> str:
+        """Upload ``data`` under the name ``filename``; return its GET URL (see :meth:`file`)."""
+        import io
+        if content_type is None:
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        slot = self.slot(filename, len(data), content_type, service=service, timeout=timeout)
+        return self._put(slot, io.BytesIO(data), len(data), content_type, progress, timeout)
+
+    def _put(self, slot: Slot, stream: IO[bytes], size: int, content_type: str,
+             progress: Progress | None, timeout: float | None) -> str:
+        seconds = self._client.timeout if timeout is None else timeout
+        headers = dict(slot.headers)
+        # §6: Content-Type must match the one in the slot request; Content-Length the size.
+        headers["Content-Type"] = content_type
+        headers["Content-Length"] = str(size)
+        body = _ProgressReader(stream, size, progress)
+        what = f"uploading {size} bytes to {urlsplit(slot.put_url).netloc}"
+        with http_session(self._client) as session:
+            try:
+                response = session.put(slot.put_url, data=body if size else b"",
+                                       headers=headers, timeout=seconds, allow_redirects=False)
+            except requests.RequestException as exc:
+                raise transfer_error(exc, what, slot.put_url, UploadError) from None
+            with response:
+                if not 200 <= response.status_code < 300:
+                    raise UploadError(f"{what}: the HTTP server answered {response.status_code} "
+                                      f"{response.reason}", response.status_code, slot.put_url)
+        if size == 0 and progress is not None:
+            progress(0, 0)
+        log.debug("uploaded %d bytes; GET URL %s", size, slot.get_url)
+        return slot.get_url
