@@ -259,13 +259,16 @@ class Wire:
         readable = writable = False
         for key, mask in self._selector.select(timeout):
             if key.data == "wake":
-                with self._wake_lock:
-                    self._woken = False
+                # Drain first, then clear the flag: cleared first, a wake() in between would
+                # send a byte that this drain swallows while leaving _woken set, and every
+                # later wake() would then be skipped (a lost wake-up).
                 try:
                     while self._wake_r.recv(4096):
                         pass
                 except OSError:
                     pass
+                with self._wake_lock:
+                    self._woken = False
             else:
                 readable = readable or bool(mask & selectors.EVENT_READ)
                 writable = writable or bool(mask & selectors.EVENT_WRITE)
