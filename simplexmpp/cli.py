@@ -108,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("muc", parents=[common], help="list rooms of a MUC service and occupants")
     s.add_argument("service", nargs="?", help="default: conference.<domain>")
-    s.add_argument("--occupants", action="store_true", help="also list each room's occupants")
+    s.add_argument("--occupants", action="store_true",
+                   help="also list each room's occupants (joins each room briefly)")
+    s.add_argument("--nick", default="room-lister", help="nick used with --occupants")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("register", parents=[common], help="XEP-0077: create the account")
@@ -336,14 +338,28 @@ def cmd_muc(client: Client, args: argparse.Namespace) -> int:
     for room in rooms:
         entry: dict[str, Any] = {"jid": str(room.jid), "name": room.name}
         if args.occupants:
-            occupants = client.disco.items(room.jid, timeout=args.timeout)  # type: ignore[attr-defined]
-            entry["occupants"] = [str(o.jid.resource or o.name or o.jid) for o in occupants]
+            # Most services show occupants only to occupants (XEP-0045 §6.5): join briefly,
+            # without history, as the Perl room lister does.
+            try:
+                joined = client.muc.join(room.jid, args.nick, history=0,  # type: ignore[attr-defined]
+                                         timeout=args.timeout)
+            except errors.XMPPError as exc:
+                entry["error"] = str(exc)
+                entry["occupants"] = []
+            else:
+                try:
+                    entry["occupants"] = sorted(nick for nick in joined.occupants
+                                                if nick != joined.nick)
+                finally:
+                    joined.leave(timeout=args.timeout)
         out.append(entry)
     if args.json:
         print(json.dumps(out, ensure_ascii=False))
     else:
         for entry in out:
             print(f"{entry['jid']}" + (f" ({entry['name']})" if entry["name"] else ""))
+            if "error" in entry:
+                print(f"  (cannot enter: {entry['error']})")
             for nick in entry.get("occupants", []):
                 print(f"  {nick}")
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 from .conftest import Server
+
+next_room = itertools.count(1).__next__
 
 
 def run(server: Server | None, *args: str, jid: str | None = None, stdin: str = "",
@@ -155,3 +158,18 @@ def test_debug_shows_the_stream_but_not_the_password(server: Server) -> None:
     out = run(server, "ping", "--debug", jid=jid, env_extra={"XMPP_PASSWORD": secret})
     assert out.returncode == 0, out.stderr
     assert "<iq" in out.stderr and "[redacted]" in out.stderr and secret not in out.stderr
+
+
+def test_send_to_a_room_and_list_rooms_with_occupants(server: Server, connect) -> None:
+    watcher = connect()
+    room_jid = f"cli{next_room()}@{server.muc}"
+    room = watcher.muc.join(room_jid, "watcher", config={"muc#roomconfig_publicroom": True})
+    out = run(server, "send", "--muc", room_jid, "-m", "hello room", jid=server.new_account())
+    assert out.returncode == 0, out.stderr
+    assert room.next_message(timeout=10).body == "hello room"
+    out = run(server, "muc", "--occupants", "--json", jid=server.new_account())
+    assert out.returncode == 0, out.stderr
+    rooms = {entry["jid"]: entry for entry in json.loads(out.stdout)}
+    assert room_jid in rooms and "watcher" in rooms[room_jid]["occupants"]
+    out = run(server, "muc", "--occupants", jid=server.new_account())
+    assert room_jid in out.stdout and "  watcher" in out.stdout
