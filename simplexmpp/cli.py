@@ -204,12 +204,12 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     room = None
     if args.muc:
         nick = args.nick or client.account.local or "simplexmpp"
-        room = client.muc.join(args.muc, nick, timeout=args.timeout)  # type: ignore[attr-defined]
+        room = client.muc.join(args.muc, nick, timeout=args.timeout)
     sent = 0
     for body in bodies:
         for to in recipients:
             if args.oob:
-                client.oob.send(to, args.oob, body=body)  # type: ignore[attr-defined]
+                client.oob.send(to, args.oob, body=body)
             else:
                 client.send_message(to, body, type=args.type)
             sent += 1
@@ -282,8 +282,8 @@ def cmd_ping(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_disco(client: Client, args: argparse.Namespace) -> int:
     target = args.target or client.account.domain
-    info = client.disco.info(target, node=args.node, timeout=args.timeout)  # type: ignore[attr-defined]
-    items = client.disco.items(target, node=args.node, timeout=args.timeout)  # type: ignore[attr-defined]
+    info = client.disco.info(target, node=args.node, timeout=args.timeout)
+    items = client.disco.items(target, node=args.node, timeout=args.timeout)
     identities = [tuple(getattr(i, f, None) for f in ("category", "type", "name"))
                   if not isinstance(i, tuple) else i[:3] for i in info.identities]
     if args.json:
@@ -323,17 +323,17 @@ def cmd_upload(client: Client, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"upload: {args.file} is not a file")
     progress = None if args.no_progress else _progress_bar(args.file.stat().st_size)
-    url = client.upload.file(str(args.file), content_type=args.content_type,  # type: ignore[attr-defined]
+    url = client.upload.file(str(args.file), content_type=args.content_type,
                              progress=progress, timeout=args.timeout)
     print(url, flush=True)
     for to in args.to:
-        client.oob.send(JID(to), url, desc=args.file.name)  # type: ignore[attr-defined]
+        client.oob.send(JID(to), url, desc=args.file.name)
     return EXIT_OK
 
 
 def cmd_muc(client: Client, args: argparse.Namespace) -> int:
     service = args.service or f"conference.{client.account.domain}"
-    rooms = client.muc.rooms(service, timeout=args.timeout)  # type: ignore[attr-defined]
+    rooms = client.muc.rooms(service, timeout=args.timeout)
     out = []
     for room in rooms:
         entry: dict[str, Any] = {"jid": str(room.jid), "name": room.name}
@@ -341,7 +341,7 @@ def cmd_muc(client: Client, args: argparse.Namespace) -> int:
             # Most services show occupants only to occupants (XEP-0045 §6.5): join briefly,
             # without history, as the Perl room lister does.
             try:
-                joined = client.muc.join(room.jid, args.nick, history=0,  # type: ignore[attr-defined]
+                joined = client.muc.join(room.jid, args.nick, history=0,
                                          timeout=args.timeout)
             except errors.XMPPError as exc:
                 entry["error"] = str(exc)

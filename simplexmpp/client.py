@@ -25,7 +25,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import errors
 from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
@@ -38,6 +38,26 @@ from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Re
 from .transport import (Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS, check_text, tostring
+
+if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers and IDEs
+    from .ext.avatar import Avatar
+    from .ext.blocking import Blocking
+    from .ext.carbons import Carbons
+    from .ext.chatstates import ChatStates
+    from .ext.correction import Correction
+    from .ext.csi import CSI
+    from .ext.disco import Disco
+    from .ext.mam import MAM
+    from .ext.markers import Markers
+    from .ext.muc import MUC
+    from .ext.oob import OOB
+    from .ext.pep import PEP
+    from .ext.pubsub import PubSub
+    from .ext.receipts import Receipts
+    from .ext.register import Registration
+    from .ext.upload import Upload
+    from .ext.vcard import VCard
+    from .ext.version import Version
 
 __all__ = ["Client", "EVENTS"]
 
@@ -106,6 +126,26 @@ class Client:
     ...             ca_file="certs/localhost.crt") as client:      # doctest: +SKIP
     ...     client.send_message("bob@localhost", "Hello!")
     """
+
+    # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
+    disco: Disco
+    version: Version
+    receipts: Receipts
+    chatstates: ChatStates
+    markers: Markers
+    correction: Correction
+    blocking: Blocking
+    csi: CSI
+    carbons: Carbons
+    mam: MAM
+    muc: MUC
+    upload: Upload
+    oob: OOB
+    registration: Registration
+    vcard: VCard
+    pubsub: PubSub
+    pep: PEP
+    avatar: Avatar
 
     def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,

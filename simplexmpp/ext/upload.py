@@ -329,7 +329,7 @@ class Upload:
         with self._lock:
             if self._service is not None:
                 return self._service
-        disco = self._client.disco  # type: ignore[attr-defined]
+        disco = self._client.disco
         domain = self._client.account.domain
         for item in disco.items(domain, timeout=timeout):
             if item.node:
@@ -354,7 +354,7 @@ class Upload:
         cached = self._service
         if cached is not None and cached.jid == jid:
             return cached
-        info = self._client.disco.info(jid, timeout=timeout)  # type: ignore[attr-defined]
+        info = self._client.disco.info(jid, timeout=timeout)
         if UPLOAD_NS not in info.features:
             raise NoUploadServiceError(f"{jid} is not an HTTP upload service (XEP-0363)")
         return UploadService(jid, _max_size(info.form))
