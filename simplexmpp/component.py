@@ -29,6 +29,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from typing import Any
 
 from . import errors
 from .client import PING_NS, SID_NS, Client
@@ -414,6 +415,13 @@ class Component(Client):
 
     # ------------------------------------------------------------------------------------
     # What a component does not have
+
+    @classmethod
+    def register(cls, jid: JID | str, password: str, **connection_kwargs: Any) -> None:
+        """Not for components: XEP-0077 creates client accounts; a component's address and
+        secret are configured on the server."""
+        raise NotImplementedError("in-band registration (XEP-0077) creates client accounts; "
+                                  "a component is configured on the server instead")
 
     def get_roster(self, timeout: float | None = None) -> Roster:
         """Not available: the server keeps no roster for a component."""

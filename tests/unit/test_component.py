@@ -296,3 +296,9 @@ def test_presence_from_a_user_at_the_domain_is_allowed() -> None:
     element = t.sent_element()
     assert element.tag == "{jabber:component:accept}presence"
     assert element.get("from") == "bob@echo.localhost"
+
+
+def test_components_cannot_register_accounts() -> None:
+    from simplexmpp import Component
+    with pytest.raises(NotImplementedError):
+        Component.register("echo.localhost", "secret")
