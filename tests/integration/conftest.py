@@ -1,10 +1,19 @@
-"""Integration fixtures: a real Prosody on loopback, started once per session."""
+"""Integration fixtures: a real Prosody on loopback, started once per session.
+
+`server` is the Prosody (prosody-up). `ejabberd` is a second server (scripts/ejabberd-up), and
+`any_server` / `connect_any` run a test once against each of them (ids `[prosody]`,
+`[ejabberd]`). SIMPLEXMPP_SKIP_EJABBERD=1 skips the ejabberd variants; otherwise a failure to
+install or start ejabberd fails those tests.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +25,18 @@ from simplexmpp import Client
 ROOT = Path(__file__).resolve().parents[2]
 PROSODY_UP = Path(os.environ.get("SIMPLEXMPP_PROSODY_UP",
                                  ROOT.parent / "shared" / "xmpp-server" / "prosody-up"))
+EJABBERD_UP = Path(os.environ.get("SIMPLEXMPP_EJABBERD_UP", ROOT / "scripts" / "ejabberd-up"))
 
 
 class Server:
-    """Settings of one running prosody-up instance (the KEY=VALUE lines it prints)."""
+    """Settings of one running prosody-up or ejabberd-up instance (the KEY=VALUE lines it
+    prints). `kind` is "prosody" or "ejabberd"; `up` the script that started it."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], up: Path = PROSODY_UP) -> None:
         self.env = env
+        self.up = up
+        self.kind = env.get("XMPP_SERVER", "prosody")
+        self.api_url = env.get("XMPP_API_URL")  # ejabberd: mod_http_api, loopback only
         self.domain = env["XMPP_DOMAIN"]
         self.host = env["XMPP_HOST"]
         self.port = int(env["XMPP_PORT"])
@@ -39,9 +53,25 @@ class Server:
         self.component_secret = env["XMPP_COMPONENT_SECRET"]
         self._names = itertools.count(1)
 
+    def __repr__(self) -> str:
+        return f"<Server {self.kind} {self.host}:{self.port}>"
+
     def register(self, user: str, password: str | None = None) -> str:
-        subprocess.run([str(PROSODY_UP), "--register", self.state, user,
-                        password or self.password], check=True, timeout=60)
+        password = password or self.password
+        if self.kind == "ejabberd" and self.api_url:
+            # ejabberdctl starts an Erlang VM per call (~0.5 s); the HTTP API takes milliseconds
+            body = json.dumps({"user": user, "host": self.domain, "password": password})
+            request = urllib.request.Request(f"{self.api_url}/register", data=body.encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=30).close()
+            except urllib.error.HTTPError as error:
+                if error.code != 409:  # 409: already registered, like --register
+                    raise RuntimeError(f"ejabberd could not register {user}: "
+                                       f"{error.read()!r}") from error
+        else:
+            subprocess.run([str(self.up), "--register", self.state, user, password],
+                           check=True, timeout=60)
         return f"{user}@{self.domain}"
 
     def new_account(self, prefix: str = "u") -> str:
@@ -56,25 +86,26 @@ class Server:
         return Client(jid, password, **options)
 
 
-def start_server(tmp: Path, *extra: str) -> Iterator[Server]:
-    if not PROSODY_UP.exists():
-        pytest.fail(f"prosody-up not found at {PROSODY_UP}; the shared/ folder must sit beside "
-                    "the repository (or set SIMPLEXMPP_PROSODY_UP)")
+def start_server(tmp: Path, *extra: str, up: Path = PROSODY_UP) -> Iterator[Server]:
+    if not up.exists():
+        where = ("the shared/ folder must sit beside the repository (or set "
+                 "SIMPLEXMPP_PROSODY_UP)" if up == PROSODY_UP else "set SIMPLEXMPP_EJABBERD_UP")
+        pytest.fail(f"{up.name} not found at {up}; {where}")
     last = None
     for _ in range(3):  # --auto-ports has a small race; retry
-        proc = subprocess.run([str(PROSODY_UP), "--dir", str(tmp), "--auto-ports", *extra],
+        proc = subprocess.run([str(up), "--dir", str(tmp), "--auto-ports", *extra],
                               capture_output=True, text=True, timeout=900)
         if proc.returncode == 0:
             break
         last = proc.stderr
     else:
-        pytest.fail(f"prosody-up failed: {last}")
+        pytest.fail(f"{up.name} failed: {last}")
     env = {k: v.strip('"') for k, v in
            (line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)}
     try:
-        yield Server(env)
+        yield Server(env, up)
     finally:
-        subprocess.run([str(PROSODY_UP), "--stop", str(tmp)], check=False, timeout=60)
+        subprocess.run([str(up), "--stop", str(tmp)], check=False, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +121,23 @@ def server_sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                             "SHA-256", "--tls-protocol", "tlsv1_2")
 
 
-@pytest.fixture
-def connect(server: Server) -> Iterator[Callable[..., Client]]:
-    """connect(jid=None, **kwargs) -> a connected Client, disconnected after the test."""
+@pytest.fixture(scope="session")
+def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A throwaway ejabberd (scripts/ejabberd-up; Debian package, installed on first use)."""
+    if os.environ.get("SIMPLEXMPP_SKIP_EJABBERD") == "1":
+        pytest.skip("ejabberd variant skipped: SIMPLEXMPP_SKIP_EJABBERD=1")
+    yield from start_server(tmp_path_factory.mktemp("ejabberd"), up=EJABBERD_UP)
+
+
+@pytest.fixture(params=["prosody", "ejabberd"])
+def any_server(request: pytest.FixtureRequest) -> Server:
+    """Each real server in turn: the Prosody of `server`, then the `ejabberd` one."""
+    server: Server = request.getfixturevalue("server" if request.param == "prosody"
+                                             else "ejabberd")
+    return server
+
+
+def _connector(server: Server) -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
 
     def _connect(jid: str | None = None, **kwargs: Any) -> Client:
@@ -107,3 +152,15 @@ def connect(server: Server) -> Iterator[Callable[..., Client]]:
             client.disconnect(timeout=5)
         except Exception:
             pass
+
+
+@pytest.fixture
+def connect(server: Server) -> Iterator[Callable[..., Client]]:
+    """connect(jid=None, **kwargs) -> a connected Client, disconnected after the test."""
+    yield from _connector(server)
+
+
+@pytest.fixture
+def connect_any(any_server: Server) -> Iterator[Callable[..., Client]]:
+    """Like `connect`, on `any_server` (so the test runs against Prosody and ejabberd)."""
+    yield from _connector(any_server)

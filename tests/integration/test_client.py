@@ -1,4 +1,4 @@
-"""The blocking Client against a real Prosody on loopback."""
+"""The blocking Client against real servers on loopback (`any_server`: Prosody and ejabberd)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def wait_for(condition: threading.Event, what: str, timeout: float = 10) -> None
 # -- connecting ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "PLAIN"])
-def test_each_mechanism_of_the_default_server_authenticates(server: Server,
+def test_each_mechanism_of_the_default_server_authenticates(any_server: Server,
                                                              mechanism: str) -> None:
-    with server.client(server.new_account(), mechanisms=[mechanism]) as client:
+    with any_server.client(any_server.new_account(), mechanisms=[mechanism]) as client:
         assert client.mechanism == mechanism
         assert client.jid is not None and client.jid.bare == client.account.bare
         assert client.jid.resource
@@ -40,19 +40,20 @@ def test_strongest_mechanism_is_chosen_by_default(server_sha256: Server) -> None
         assert client.mechanism == "SCRAM-SHA-256-PLUS"
 
 
-def test_direct_tls_connects(server: Server) -> None:
-    with server.client(server.new_account(), port=server.tls_port, tls="direct") as client:
+def test_direct_tls_connects(any_server: Server) -> None:
+    with any_server.client(any_server.new_account(), port=any_server.tls_port,
+                           tls="direct") as client:
         assert client.is_connected
         assert client.ping() > 0
 
 
-def test_requested_resource_is_bound(server: Server) -> None:
-    with server.client(server.new_account(), resource="laptop") as client:
+def test_requested_resource_is_bound(any_server: Server) -> None:
+    with any_server.client(any_server.new_account(), resource="laptop") as client:
         assert client.jid is not None and client.jid.resource == "laptop"
 
 
-def test_wrong_password_raises_authentication_error(server: Server) -> None:
-    client = server.client(server.new_account(), password="not-the-password")
+def test_wrong_password_raises_authentication_error(any_server: Server) -> None:
+    client = any_server.client(any_server.new_account(), password="not-the-password")
     with pytest.raises(errors.AuthenticationError) as info:
         client.connect()
     assert info.value.condition == "not-authorized"
@@ -61,8 +62,8 @@ def test_wrong_password_raises_authentication_error(server: Server) -> None:
                    for t in threading.enumerate())
 
 
-def test_untrusted_certificate_raises_tls_error(server: Server) -> None:
-    client = server.client(server.new_account(), ca_file=None)
+def test_untrusted_certificate_raises_tls_error(any_server: Server) -> None:
+    client = any_server.client(any_server.new_account(), ca_file=None)
     with pytest.raises(errors.TLSError, match="could not be verified"):
         client.connect()
 
@@ -77,8 +78,8 @@ def test_connection_refused_raises_connection_error(server: Server) -> None:
         client.connect(timeout=5)
 
 
-def test_disconnect_stops_every_thread(server: Server) -> None:
-    client = server.client(server.new_account())
+def test_disconnect_stops_every_thread(any_server: Server) -> None:
+    client = any_server.client(any_server.new_account())
     client.connect()
     names = [t.name for t in threading.enumerate() if str(client.account) in t.name]
     assert len(names) == 2
@@ -87,8 +88,8 @@ def test_disconnect_stops_every_thread(server: Server) -> None:
     assert not [t for t in threading.enumerate() if str(client.account) in t.name]
 
 
-def test_calls_after_disconnect_raise_disconnected_error(server: Server) -> None:
-    client = server.client(server.new_account())
+def test_calls_after_disconnect_raise_disconnected_error(any_server: Server) -> None:
+    client = any_server.client(any_server.new_account())
     client.connect()
     client.disconnect()
     with pytest.raises(errors.DisconnectedError):
@@ -99,8 +100,8 @@ def test_calls_after_disconnect_raise_disconnected_error(server: Server) -> None
 
 # -- IQ -------------------------------------------------------------------------------------------
 
-def test_ping_measures_a_round_trip(connect) -> None:
-    client = connect()
+def test_ping_measures_a_round_trip(connect_any) -> None:
+    client = connect_any()
     rtt = client.ping()
     assert 0 < rtt < 5
 
@@ -118,24 +119,24 @@ def test_iq_to_a_nonexistent_entity_raises_iq_error_with_condition(connect) -> N
     assert "remote domains" in (info.value.text or "")
 
 
-def test_send_iq_returns_a_future(connect) -> None:
-    client = connect()
+def test_send_iq_returns_a_future(connect_any) -> None:
+    client = connect_any()
     future = client.send_iq(Iq.get(None, ET.Element("{jabber:iq:roster}query")))
     assert isinstance(future, concurrent.futures.Future)
     result = future.result(10)
     assert result.type == "result"
 
 
-def test_unanswered_iq_request_gets_service_unavailable(connect) -> None:
-    alice, bob = connect(), connect()
+def test_unanswered_iq_request_gets_service_unavailable(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     query = ET.Element("{urn:example:unknown}query")
     with pytest.raises(errors.IqError) as info:
         alice.iq(Iq.get(bob.jid, query))
     assert info.value.condition == "service-unavailable"
 
 
-def test_iq_event_lets_a_callback_answer(connect) -> None:
-    alice, bob = connect(), connect()
+def test_iq_event_lets_a_callback_answer(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
 
     def answer(iq: Iq) -> None:
         reply = iq.result(ET.Element("{urn:example:echo}query", said="yes"))
@@ -148,8 +149,8 @@ def test_iq_event_lets_a_callback_answer(connect) -> None:
 
 # -- messages -------------------------------------------------------------------------------------
 
-def test_thousand_messages_arrive_complete_and_in_order(connect) -> None:
-    alice, bob = connect(), connect()
+def test_thousand_messages_arrive_complete_and_in_order(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     bob.send_presence()
     ids = [alice.send_message(bob.jid, f"message {i}") for i in range(1000)]
     received = []
@@ -162,8 +163,8 @@ def test_thousand_messages_arrive_complete_and_in_order(connect) -> None:
     assert all(m.from_ == alice.jid for m in received)
 
 
-def test_message_fields_survive_the_trip(connect) -> None:
-    alice, bob = connect(), connect()
+def test_message_fields_survive_the_trip(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     alice.send_message(bob.jid, "body & <markup> é 💬", type="normal", subject="subj",
                        thread="t-1")
     msg = bob.next_message(timeout=10)
@@ -171,8 +172,8 @@ def test_message_fields_survive_the_trip(connect) -> None:
         "body & <markup> é 💬", "subj", "t-1", "normal")
 
 
-def test_message_to_unknown_user_comes_back_as_message_error(connect) -> None:
-    alice = connect()
+def test_message_to_unknown_user_comes_back_as_message_error(connect_any) -> None:
+    alice = connect_any()
     got = []
     done = threading.Event()
     alice.on("message_error", lambda m: (got.append(m), done.set()))
@@ -183,8 +184,8 @@ def test_message_to_unknown_user_comes_back_as_message_error(connect) -> None:
     assert got[0].error.condition == "service-unavailable"
 
 
-def test_invalid_input_is_refused_before_sending(connect) -> None:
-    alice = connect()
+def test_invalid_input_is_refused_before_sending(connect_any) -> None:
+    alice = connect_any()
     with pytest.raises(errors.JIDError):
         alice.send_message("not a jid@@", "x")
     with pytest.raises(ValueError):
@@ -196,11 +197,11 @@ def test_invalid_input_is_refused_before_sending(connect) -> None:
 
 # -- roster and presence --------------------------------------------------------------------------
 
-def test_roster_add_and_remove_are_pushed_to_a_second_resource(server: Server) -> None:
-    account = server.new_account()
-    contact = JID(server.new_account())
-    with server.client(account, resource="one") as one, \
-            server.client(account, resource="two") as two:
+def test_roster_add_and_remove_are_pushed_to_a_second_resource(any_server: Server) -> None:
+    account = any_server.new_account()
+    contact = JID(any_server.new_account())
+    with any_server.client(account, resource="one") as one, \
+            any_server.client(account, resource="two") as two:
         two.get_roster()
         pushes: list[tuple[RosterItem, bool]] = []
         seen = threading.Event()
@@ -224,17 +225,17 @@ def test_roster_add_and_remove_are_pushed_to_a_second_resource(server: Server) -
         assert contact not in two.roster
 
 
-def test_roster_versioning_reuses_the_cache(connect, server: Server) -> None:
-    client = connect()
-    client.add_contact(server.new_account(), name="x")
+def test_roster_versioning_reuses_the_cache(connect_any, any_server: Server) -> None:
+    client = connect_any()
+    client.add_contact(any_server.new_account(), name="x")
     first = client.get_roster()
     assert first.version
     second = client.get_roster()
     assert second.version == first.version and dict(second) == dict(first)
 
 
-def test_subscription_handshake_ends_in_both_on_both_sides(connect) -> None:
-    alice, bob = connect(), connect()
+def test_subscription_handshake_ends_in_both_on_both_sides(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     alice.get_roster()
     bob.get_roster()
     bob.on("subscription_request", lambda p: (bob.approve(p.from_), bob.subscribe(p.from_)))
@@ -264,8 +265,8 @@ def test_subscription_handshake_ends_in_both_on_both_sides(connect) -> None:
     assert (presence.show, presence.status) == ("away", "coffee")
 
 
-def test_a_callback_may_call_get_roster_without_deadlock(connect) -> None:
-    alice, bob = connect(), connect()
+def test_a_callback_may_call_get_roster_without_deadlock(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     results = []
     done = threading.Event()
 
@@ -279,8 +280,8 @@ def test_a_callback_may_call_get_roster_without_deadlock(connect) -> None:
     assert results and results[0] is not None
 
 
-def test_exception_in_callback_is_logged_and_client_carries_on(connect, caplog) -> None:
-    alice, bob = connect(), connect()
+def test_exception_in_callback_is_logged_and_client_carries_on(connect_any, caplog) -> None:
+    alice, bob = connect_any(), connect_any()
     done = threading.Event()
     bob.on("message", lambda m: 1 / 0)
     bob.on("message", lambda m: done.set())
@@ -290,8 +291,8 @@ def test_exception_in_callback_is_logged_and_client_carries_on(connect, caplog) 
     assert any("ZeroDivisionError" in (r.exc_text or "") or r.exc_info for r in caplog.records)
 
 
-def test_callbacks_never_run_on_the_io_thread(connect) -> None:
-    alice, bob = connect(), connect()
+def test_callbacks_never_run_on_the_io_thread(connect_any) -> None:
+    alice, bob = connect_any(), connect_any()
     names = []
     done = threading.Event()
     bob.on("message", lambda m: (names.append(threading.current_thread().name), done.set()))
@@ -300,8 +301,8 @@ def test_callbacks_never_run_on_the_io_thread(connect) -> None:
     assert names[0].startswith("simplexmpp-dispatch-")
 
 
-def test_future_callbacks_run_on_the_dispatcher(connect) -> None:
-    client = connect()
+def test_future_callbacks_run_on_the_dispatcher(connect_any) -> None:
+    client = connect_any()
     names = []
     done = threading.Event()
     future = client.send_iq(Iq.get(None, ET.Element("{jabber:iq:roster}query")))
@@ -311,7 +312,7 @@ def test_future_callbacks_run_on_the_dispatcher(connect) -> None:
     assert not names[0].startswith("simplexmpp-io-")
 
 
-def test_client_is_usable_as_context_manager(server: Server) -> None:
-    with server.client(server.new_account()) as client:
+def test_client_is_usable_as_context_manager(any_server: Server) -> None:
+    with any_server.client(any_server.new_account()) as client:
         assert isinstance(client, Client) and client.is_connected
     assert not client.is_connected
