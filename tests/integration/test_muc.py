@@ -28,6 +28,12 @@ WAIT = 15
 
 
 @pytest.fixture
+def any_room_jid(any_server: Server) -> str:
+    """A fresh room name on the MUC service of each real server in turn."""
+    return f"room{os.getpid()}x{next(_rooms)}@{any_server.muc}"
+
+
+@pytest.fixture
 def room_jid(server: Server) -> str:
     return f"room{os.getpid()}x{next(_rooms)}@{server.muc}"
 
@@ -55,18 +61,18 @@ def bodies_until(room: Room, last: str) -> list[str]:
     raise AssertionError(f"{last!r} never arrived; got {out}")
 
 
-def test_joining_a_new_room_creates_and_unlocks_it(connect: Callable[..., Client],
-                                                   room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    room = alice.muc.join(room_jid, "alice")
+def test_joining_a_new_room_creates_and_unlocks_it(connect_any: Callable[..., Client],
+                                                   any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    room = alice.muc.join(any_room_jid, "alice")
     assert room.joined and room.created
     assert {110, 201} <= room.status_codes
     assert room.nick == "alice" and room.affiliation == "owner" and room.role == "moderator"
-    assert alice.muc.room(room_jid) is room and JID(room_jid) in alice.muc.joined
+    assert alice.muc.room(any_room_jid) is room and JID(any_room_jid) in alice.muc.joined
     # Unlocked as an instant room: someone else may enter now (a locked room says
     # item-not-found, XEP-0045 §7.2.10).
     presences = Events(alice, "muc_presence")
-    other = bob.muc.join(room_jid, "bob")
+    other = bob.muc.join(any_room_jid, "bob")
     assert not other.created and 201 not in other.status_codes
     assert set(other.occupants) == {"alice", "bob"}
     assert other.occupants["alice"].affiliation == "owner"
@@ -80,15 +86,15 @@ def test_joining_a_new_room_creates_and_unlocks_it(connect: Callable[..., Client
 
 
 def test_two_clients_exchange_room_messages_outside_the_inbox(
-        connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+        connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     events = Events(bob, "muc_message")
     msg_id = a_room.send("hello room")
     got = b_room.next_message()
     assert got.body == "hello room" and got.type == "groupchat"
-    assert got.from_ == JID(room_jid).with_resource("alice") and got.id == msg_id
+    assert got.from_ == JID(any_room_jid).with_resource("alice") and got.id == msg_id
     reflected = a_room.next_message()
     assert reflected.body == "hello room" and a_room.from_me(reflected)
     room, event_msg = events.next()
@@ -103,36 +109,37 @@ def test_two_clients_exchange_room_messages_outside_the_inbox(
     assert sorted((m.type, m.body) for m in inbox) == [("chat", "marker"), ("chat", "psst")]
 
 
-def test_history_on_join(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob, carol = connect(), connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
+def test_history_on_join(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob, carol = connect_any(), connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
     for n in range(3):
         a_room.send(f"old {n}")
     bodies_until(a_room, "old 2")  # all three are in the room's history now
-    b_room = bob.muc.join(room_jid, "bob", history=2)
+    b_room = bob.muc.join(any_room_jid, "bob", history=2)
     first, second = b_room.next_message(), b_room.next_message()
     assert [first.body, second.body] == ["old 1", "old 2"]
     assert first.delay is not None and second.delay is not None
-    c_room = carol.muc.join(room_jid, "carol")       # history=0: none
+    c_room = carol.muc.join(any_room_jid, "carol")       # history=0: none
     a_room.send("live")
     assert c_room.next_message().body == "live"
-    d_room = connect().muc.join(room_jid, "dave", history=None, history_seconds=3600)
+    d_room = connect_any().muc.join(any_room_jid, "dave", history=None, history_seconds=3600)
     assert bodies_until(d_room, "live") == ["old 0", "old 1", "old 2", "live"]
 
 
-def test_subject(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
+def test_subject(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice",
+                            config={"muc#roomconfig_changesubject": False})
     assert a_room.subject is None
-    b_room = bob.muc.join(room_jid, "bob")
+    b_room = bob.muc.join(any_room_jid, "bob")
     subjects = Events(bob, "muc_subject")
     a_room.set_subject("Witches only")
     assert a_room.subject == "Witches only" and a_room.subject_by == "alice"
     assert subjects.next() == (b_room, "Witches only", "alice")
     assert b_room.subject == "Witches only"
-    late = connect().muc.join(room_jid, "carol")     # the subject comes with entering
+    late = connect_any().muc.join(any_room_jid, "carol")     # the subject comes with entering
     assert late.subject == "Witches only"
-    # A participant may not change the subject here (Prosody's default): a typed refusal.
+    # A participant may not change the subject in this room: a typed refusal.
     with pytest.raises(Exception) as refused:
         b_room.set_subject("mine now")
     assert getattr(refused.value, "condition", None) == "forbidden"
@@ -141,11 +148,11 @@ def test_subject(connect: Callable[..., Client], room_jid: str) -> None:
     assert b_room.next_message().body == "after"
 
 
-def test_roles_affiliations_and_nick_change(connect: Callable[..., Client],
-                                            room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+def test_roles_affiliations_and_nick_change(connect_any: Callable[..., Client],
+                                            any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     presences = Events(alice, "muc_presence")
     nicks = Events(alice, "muc_nick")
     a_room.set_affiliation(bob.account, "member", reason="welcome")
@@ -166,39 +173,39 @@ def test_roles_affiliations_and_nick_change(connect: Callable[..., Client],
     assert b_room.joined  # a nickname change is not leaving
 
 
-def test_nick_conflict(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    alice.muc.join(room_jid, "alice")
+def test_nick_conflict(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    alice.muc.join(any_room_jid, "alice")
     with pytest.raises(NickConflictError) as conflict:
-        bob.muc.join(room_jid, "alice")
+        bob.muc.join(any_room_jid, "alice")
     assert conflict.value.condition == "conflict" and "alice" in str(conflict.value)
-    assert bob.muc.room(room_jid) is None and not bob.muc.joined
-    b_room = bob.muc.join(room_jid, "bob")           # another nickname works
+    assert bob.muc.room(any_room_jid) is None and not bob.muc.joined
+    b_room = bob.muc.join(any_room_jid, "bob")           # another nickname works
     with pytest.raises(NickConflictError):
         b_room.change_nick("alice")
     assert b_room.nick == "bob" and b_room.joined
 
 
-def test_password_protected_room(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    room = alice.muc.join(room_jid, "alice", config={
+def test_password_protected_room(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    room = alice.muc.join(any_room_jid, "alice", config={
         "muc#roomconfig_passwordprotectedroom": True,
         "muc#roomconfig_roomsecret": "cauldronburn"})
     assert room.created
     assert "muc_passwordprotected" in room.info().features
     with pytest.raises(RoomPasswordError) as refused:
-        bob.muc.join(room_jid, "bob")
+        bob.muc.join(any_room_jid, "bob")
     assert refused.value.condition == "not-authorized"
     with pytest.raises(RoomPasswordError):
-        bob.muc.join(room_jid, "bob", password="wrong")
-    assert bob.muc.join(room_jid, "bob", password="cauldronburn").joined
+        bob.muc.join(any_room_jid, "bob", password="wrong")
+    assert bob.muc.join(any_room_jid, "bob", password="cauldronburn").joined
 
 
-def test_kick_ends_the_kicked_clients_room(connect: Callable[..., Client],
-                                           room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+def test_kick_ends_the_kicked_clients_room(connect_any: Callable[..., Client],
+                                           any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     left = Events(bob, "muc_left")
     a_room.send("before the kick")
     a_room.kick("bob", reason="too loud")
@@ -207,31 +214,31 @@ def test_kick_ends_the_kicked_clients_room(connect: Callable[..., Client],
     assert not b_room.joined and b_room.left_code == 307 and b_room.left_reason == "kicked"
     assert b_room.left_text == "too loud"
     assert left.next() == (b_room, 307)
-    assert bob.muc.room(room_jid) is None
+    assert bob.muc.room(any_room_jid) is None
     with pytest.raises(NotInRoomError):
         b_room.send("let me back")
     with pytest.raises(NotInRoomError):
         b_room.next_message(timeout=1)
     assert "bob" not in a_room.occupants
-    assert bob.muc.join(room_jid, "bob").joined   # a kick is not a ban
+    assert bob.muc.join(any_room_jid, "bob").joined   # a kick is not a ban
 
 
-def test_ban(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+def test_ban(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     a_room.ban(bob.jid, reason="enough")            # a full JID: the bare one is banned
     assert list(b_room.messages(timeout=WAIT)) == []
     assert b_room.left_code == 301 and b_room.left_reason == "banned"
     assert JID(bob.account) in a_room.affiliations("outcast")
     with pytest.raises(BannedError):
-        bob.muc.join(room_jid, "bob")
+        bob.muc.join(any_room_jid, "bob")
 
 
-def test_destroy_puts_everyone_out(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+def test_destroy_puts_everyone_out(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     left = Events(bob, "muc_left")
     a_room.destroy(reason="Macbeth doth come")
     assert left.next() == (b_room, None)
@@ -239,20 +246,20 @@ def test_destroy_puts_everyone_out(connect: Callable[..., Client], room_jid: str
     assert a_room.left_reason == "destroyed" and not alice.muc.joined
 
 
-def test_invitations(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
+def test_invitations(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
     invites = Events(bob, "muc_invite")
     bob.send_presence()  # available: a message to the bare JID is delivered, not stored
-    room = alice.muc.join(room_jid, "alice",
+    room = alice.muc.join(any_room_jid, "alice",
                           config={"roomsecret": "s3cret", "passwordprotectedroom": True})
     room.invite(bob.account, reason="come in")       # mediated, XEP-0045 §7.8.2
     where, inviter, reason, password = invites.next()
     # §7.8.2: the room names the inviter by bare, full or occupant JID (Prosody: occupant).
-    assert where == JID(room_jid)
-    assert inviter in (JID(alice.account), alice.jid, JID(room_jid).with_resource("alice"))
+    assert where == JID(any_room_jid)
+    assert inviter in (JID(alice.account), alice.jid, JID(any_room_jid).with_resource("alice"))
     assert reason == "come in" and password == "s3cret"
     room.invite(bob.jid, reason="really", direct=True)   # XEP-0249
-    assert invites.next() == (JID(room_jid), alice.jid, "really", "s3cret")
+    assert invites.next() == (JID(any_room_jid), alice.jid, "really", "s3cret")
     assert bob.muc.join(where, "bob", password=password).joined
     assert "jabber:x:conference" in bob.local_features
     assert "http://jabber.org/protocol/muc" in bob.local_features
@@ -278,10 +285,10 @@ def test_configure_with_a_form_and_list_rooms(connect: Callable[..., Client],
     assert {str(i.jid) for i in alice.muc.rooms(server.muc)} == set(listed)
 
 
-def test_leave(connect: Callable[..., Client], room_jid: str) -> None:
-    alice, bob = connect(), connect()
-    a_room = alice.muc.join(room_jid, "alice")
-    b_room = bob.muc.join(room_jid, "bob")
+def test_leave(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice, bob = connect_any(), connect_any()
+    a_room = alice.muc.join(any_room_jid, "alice")
+    b_room = bob.muc.join(any_room_jid, "bob")
     presences = Events(alice, "muc_presence")
     left = Events(bob, "muc_left")
     b_room.leave(status="bye")
@@ -293,16 +300,16 @@ def test_leave(connect: Callable[..., Client], room_jid: str) -> None:
     b_room.leave()  # nothing to do
 
 
-def test_room_archive_query(connect: Callable[..., Client], room_jid: str) -> None:
-    alice = connect()
-    room = alice.muc.join(room_jid, "alice")
+def test_room_archive_query(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice = connect_any()
+    room = alice.muc.join(any_room_jid, "alice")
     room.send("archived one")
     room.send("archived two")
     bodies_until(room, "archived two")
-    archived = list(alice.mam.query(archive=room_jid, max=20))
+    archived = list(alice.mam.query(archive=any_room_jid, max=20))
     assert [m.body for m in archived] == ["archived one", "archived two"]
-    assert all(m.from_ == JID(room_jid).with_resource("alice") for m in archived)
-    assert all(m.stanza_id(room_jid) for m in archived)
+    assert all(m.from_ == JID(any_room_jid).with_resource("alice") for m in archived)
+    assert all(m.stanza_id(any_room_jid) for m in archived)
 
 
 def test_room_lister_sample(connect: Callable[..., Client], room_jid: str,
@@ -375,11 +382,11 @@ def test_join_timeout_and_bad_arguments(connect: Callable[..., Client], room_jid
     assert not alice.muc.joined
 
 
-def test_events_run_off_the_io_thread(connect: Callable[..., Client], room_jid: str) -> None:
-    alice = connect()
+def test_events_run_off_the_io_thread(connect_any: Callable[..., Client], any_room_jid: str) -> None:
+    alice = connect_any()
     threads: queue.SimpleQueue[str] = queue.SimpleQueue()
     alice.on("muc_message", lambda room, msg: threads.put(threading.current_thread().name))
-    room = alice.muc.join(room_jid, "alice")
+    room = alice.muc.join(any_room_jid, "alice")
     room.send("x")
     assert threads.get(timeout=WAIT).startswith("simplexmpp-dispatch")
     # With a listener and no iterator, the room keeps no queue (nothing piles up) ...
