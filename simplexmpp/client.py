@@ -615,7 +615,22 @@ class Client:
                                   "like user@example.org")
 
     def _tick(self, now: float) -> float:
-        return 1.0 if self.keepalive > 1 else 0.2
+        """How long the I/O thread may sleep: until the next timer of ``_timers()`` is due.
+        An idle connection wakes only for its keepalive, not every second, so a thousand
+        idle clients cost next to no CPU."""
+        stream = self._stream
+        if self.keepalive <= 1:
+            return 0.2
+        if stream is None or stream.state != "ready" or stream.in_stanza:
+            return 1.0  # negotiation deadline, slow-loris guard: checked every second
+        if self._ping_sent_at is not None:
+            due = self._ping_sent_at + min(self.timeout, max(self.keepalive, 1.0))
+        else:
+            due = self._last_recv + self.keepalive
+        sm = stream.sm
+        if sm is not None and sm.unacked and not self._r_outstanding:
+            due = min(due, self._last_send + 1.0)
+        return min(max(due - now, 0.005), 60.0)
 
     def _read(self, wire: Wire, stream: ClientStream) -> bool:
         """Read and handle everything available; True once the stream has closed."""
