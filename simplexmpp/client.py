@@ -198,6 +198,7 @@ class Client:
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
         self._dispatch_thread: threading.Thread | None = None
+        self._dispatch_lock = threading.Lock()
         self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
         self._tasks = queue.SimpleQueue()
         self._pending: dict[str, tuple[IqFuture, frozenset[str] | None]] = {}
@@ -269,7 +270,6 @@ class Client:
             self._ready_future = concurrent.futures.Future()
             ready = self._ready_future
         self._join_threads(0)
-        self._start_dispatcher()
         self._io_thread = threading.Thread(target=self._io_main, args=(timeout,),
                                            name=f"simplexmpp-io-{self.account.bare}",
                                            daemon=True)
@@ -408,19 +408,30 @@ class Client:
     # ------------------------------------------------------------------------------------
     # Threads
 
-    def _start_dispatcher(self) -> None:
-        if self._dispatch_thread is not None and self._dispatch_thread.is_alive():
-            return
-        self._dispatch_thread = threading.Thread(
-            target=self._dispatch_main, name=f"simplexmpp-dispatch-{self.account.bare}",
-            daemon=True)
-        self._dispatch_thread.start()
+    #: Seconds the dispatcher thread waits for work before it ends; the next callback
+    #: starts a new one. Idle clients (a Pool of them, say) then hold only their I/O thread.
+    dispatcher_idle = 10.0
 
     def _dispatch_main(self) -> None:
+        current = threading.current_thread()
         while True:
-            task = self._tasks.get()
+            try:
+                task = self._tasks.get(timeout=self.dispatcher_idle)
+            except queue.Empty:
+                with self._dispatch_lock:
+                    if self._tasks.empty():  # nothing was queued meanwhile (same lock)
+                        if self._dispatch_thread is current:
+                            self._dispatch_thread = None
+                        return
+                continue
             if task is None:
-                return
+                with self._dispatch_lock:
+                    if self._tasks.empty():
+                        if self._dispatch_thread is current:
+                            self._dispatch_thread = None
+                        return
+                    self._tasks.put(None)  # work arrived after the stop: run it first
+                continue
             fn, args = task
             try:
                 fn(*args)
@@ -428,8 +439,20 @@ class Client:
                 log.exception("callback %r raised; the client carries on", fn)
 
     def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn(*args)`` on the dispatcher thread."""
-        self._tasks.put((fn, args))
+        """Run ``fn(*args)`` on the dispatcher thread (started when there is work)."""
+        with self._dispatch_lock:
+            self._tasks.put((fn, args))
+            if self._dispatch_thread is None:
+                self._dispatch_thread = threading.Thread(
+                    target=self._dispatch_main, name=f"simplexmpp-dispatch-{self.account.bare}",
+                    daemon=True)
+                self._dispatch_thread.start()
+
+    def _stop_dispatcher(self) -> None:
+        """The dispatcher ends once it has run what is queued."""
+        with self._dispatch_lock:
+            if self._dispatch_thread is not None:
+                self._tasks.put(None)
 
     def _join_threads(self, timeout: float) -> None:
         current = threading.current_thread()
@@ -441,8 +464,9 @@ class Client:
         dispatcher = self._dispatch_thread
         if self._io_thread is None and dispatcher is not None and dispatcher is not current:
             dispatcher.join(timeout)
-            if not dispatcher.is_alive():
-                self._dispatch_thread = None
+            with self._dispatch_lock:
+                if not dispatcher.is_alive() and self._dispatch_thread is dispatcher:
+                    self._dispatch_thread = None
 
     def _io_main(self, timeout: float) -> None:
         """The I/O thread: connect, run, and reconnect until told to stop."""
@@ -526,7 +550,7 @@ class Client:
         self._inbox.put(_CLOSED)
         if self.jid is not None or error is not None:
             self._emit("disconnected", error)
-        self._tasks.put(None)  # the dispatcher ends after running what is queued
+        self._stop_dispatcher()
 
     def _run_connection(self, timeout: float) -> None:
         targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout)

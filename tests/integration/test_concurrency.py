@@ -53,3 +53,32 @@ def test_sixteen_threads_send_messages_and_iqs_concurrently(connect) -> None:
     for n in range(THREADS):
         mine = [b for b in got if b.startswith(f"t{n}-")]
         assert mine == [f"t{n}-{i}" for i in range(PER_THREAD)]
+
+
+def test_idle_dispatcher_thread_ends_and_comes_back_when_needed(connect) -> None:
+    alice, bob = connect(), connect()
+    bob.dispatcher_idle = 0.2
+    got: list[str] = []
+    arrived = threading.Event()
+
+    def on_message(msg) -> None:
+        got.append(msg.body)
+        arrived.set()
+
+    bob.on("message", on_message)
+
+    def dispatchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t.name == f"simplexmpp-dispatch-{bob.account.bare}"]
+
+    for round_ in range(2):
+        arrived.clear()
+        alice.send_message(bob.jid, f"round {round_}")
+        assert arrived.wait(10)
+        assert len(dispatchers()) == 1
+        for _ in range(100):             # it ends once idle ...
+            if not dispatchers():
+                break
+            threading.Event().wait(0.05)
+        assert not dispatchers()
+    assert got == ["round 0", "round 1"]   # ... and the next callback starts it again
