@@ -24,7 +24,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import errors
@@ -97,6 +97,10 @@ _REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
                      r"(<password\b[^>]*>)[^<]*")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: (handle, interceptor, child tags it wants or None for all) — see add_interceptor().
+_Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None"]
 
 
 class _Closed:
@@ -206,7 +210,9 @@ class Client:
         self._handle_ids = itertools.count(1)
         self._event_names = set(EVENTS)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
-        self._interceptors: dict[str, list[tuple[int, Callable[[Any], bool]]]] = {}
+        self._interceptors: dict[str, list[_Interceptor]] = {}
+        self._interceptor_index: dict[str, tuple[list[_Interceptor],
+                                                 dict[str, list[_Interceptor]]]] = {}
         self._seen_origin_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: The stanza-id our own archive gave the last message received (XEP-0359).
         self.last_stanza_id: str | None = None
@@ -1013,7 +1019,21 @@ class Client:
             self._incoming_iq(Iq(element))
 
     def _intercepted(self, kind: str, stanza: Stanza) -> bool:
-        for _, interceptor in self._interceptors.get(kind, ()):
+        index = self._interceptor_index.get(kind)
+        if index is None:
+            return False
+        entries, by_tag = index
+        if by_tag:
+            # Hot path: interceptors that named their child tags are looked up per child
+            # (usually none match), the rest are always asked.
+            matched = None
+            for child in stanza.xml:
+                found = by_tag.get(child.tag)
+                if found:
+                    matched = found if matched is None else matched + found
+            if matched:
+                entries = sorted(set(entries).union(matched), key=lambda e: e[0])
+        for _, interceptor, _tags in entries:
             try:
                 if interceptor(stanza):
                     return True
@@ -1021,23 +1041,42 @@ class Client:
                 log.exception("interceptor %r failed on %r", interceptor, stanza)
         return False
 
-    def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool]) -> int:
+    def _index_interceptors(self, kind: str) -> None:
+        """Under the lock: rebuild what ``_intercepted`` reads (copy on write, so the I/O
+        thread never needs the lock)."""
+        always = []
+        by_tag: dict[str, list[_Interceptor]] = {}
+        for entry in self._interceptors.get(kind, ()):
+            if entry[2] is None:
+                always.append(entry)
+            else:
+                for tag in entry[2]:
+                    by_tag.setdefault(tag, []).append(entry)
+        self._interceptor_index[kind] = (always, by_tag)
+
+    def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
+                        tags: Iterable[str] | None = None) -> int:
         """For extensions: ``interceptor(stanza)`` sees every received ``"message"`` or
-        ``"presence"`` before the client handles it, and returns True to claim it.
+        ``"presence"`` before the client handles it, and returns True to claim it. With
+        ``tags`` (Clark names of child elements) it sees only stanzas with such a child,
+        which keeps the receive path fast.
 
         It runs on the I/O thread, so it must be quick and must not block or call blocking
         client methods; hand work to a queue or ``client.dispatch()`` instead."""
         if kind not in ("message", "presence"):
             raise ValueError("kind must be 'message' or 'presence'")
         handle = next(self._handle_ids)
+        tagset = frozenset(tags) if tags is not None else None
         with self._lock:
-            self._interceptors.setdefault(kind, []).append((handle, interceptor))
+            self._interceptors.setdefault(kind, []).append((handle, interceptor, tagset))
+            self._index_interceptors(kind)
         return handle
 
     def remove_interceptor(self, handle: int) -> None:
         with self._lock:
             for kind, entries in self._interceptors.items():
-                self._interceptors[kind] = [(h, f) for h, f in entries if h != handle]
+                self._interceptors[kind] = [e for e in entries if e[0] != handle]
+                self._index_interceptors(kind)
 
     def dispatch(self, fn: Callable[..., object], *args: object) -> None:
         """Run ``fn(*args)`` on the dispatcher thread (where callbacks run)."""

@@ -44,7 +44,7 @@ class Carbons:
         client.local_features.add(CARBONS_NS)
         client.declare_event("carbon_received")
         client.declare_event("carbon_sent")
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=(_RECEIVED, _SENT))
         client.on("connected", self._on_connected)
 
     def enable(self, timeout: float | None = None) -> None:

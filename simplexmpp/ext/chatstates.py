@@ -40,7 +40,7 @@ class ChatStates:
         self._client = client
         client.local_features.add(CHATSTATES_NS)
         client.declare_event("chat_state")
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=_TAGS)
 
     def send(self, to: JID | str, state: str, type: str = "chat",
              timeout: float | None = None) -> None:

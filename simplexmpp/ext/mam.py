@@ -73,7 +73,7 @@ class MAM:
         #: Messages the last catch-up delivered that had not arrived otherwise.
         self.caught_up = 0
         self._first_connected: datetime | None = None
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=(_RESULT,))
         client.on("connected", self._on_connected)
         client.on("resumption_failed", self._on_resumption_failed)
 

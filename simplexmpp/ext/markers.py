@@ -33,7 +33,7 @@ class Markers:
         self._client = client
         client.local_features.add(MARKERS_NS)
         client.declare_event("marker")
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=_TAGS)
 
     def send_markable(self, to: JID | str, body: str, type: str = "chat",
                       timeout: float | None = None) -> str:

@@ -104,7 +104,7 @@ class OOB:
         self._lock = threading.Lock()
         client.local_features.add(OOB_NS)
         client.declare_event("oob")
-        client.add_interceptor("message", self._watch)
+        client.add_interceptor("message", self._watch, tags=(_X,))
 
     @staticmethod
     def of(msg: Message) -> OOBData | None:

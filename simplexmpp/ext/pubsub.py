@@ -161,7 +161,7 @@ class PubSub:
         self._client = client
         client.declare_event("pubsub_event")
         client.declare_event("pubsub_node_changed")
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=(_EVENT,))
 
     # -- requests -----------------------------------------------------------------------------
     def _request(self, kind: str, service: JID | str | None, payload: ET.Element,

@@ -40,7 +40,7 @@ class Receipts:
         self._changed = threading.Condition()
         client.local_features.add(RECEIPTS_NS)
         client.declare_event("receipt")
-        client.add_interceptor("message", self._intercept)
+        client.add_interceptor("message", self._intercept, tags=(_REQUEST, _RECEIVED))
 
     def send(self, to: JID | str, body: str, type: str = "chat", *,
              timeout: float | None = None) -> str:
