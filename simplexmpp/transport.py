@@ -167,6 +167,14 @@ def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
     except (ssl.SSLError, OSError) as exc:
         sock.close()
         raise TLSError(f"TLS handshake with {server_name} failed: {exc}") from None
+    # After a TLS 1.3 handshake the server writes its session tickets and then its reply; a
+    # server with Nagle on holds the reply until we ACK the tickets, which the kernel delays
+    # (~40 ms). Acknowledge at once (Linux; measured by bench/run's "connect": 55 -> 12 ms).
+    if hasattr(socket, "TCP_QUICKACK"):
+        try:
+            tls_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
     return tls_sock
 
 

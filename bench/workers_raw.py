@@ -1,0 +1,128 @@
+"""The server's ceiling for the end-to-end benchmark: a raw socket (STARTTLS, SASL PLAIN, bind
+by hand) that writes pre-serialised stanzas, and a raw reader that only counts them. No XML
+library on either side, so what limits the rate is Prosody.
+
+    python bench/workers_raw.py {e2e-send,e2e-recv} 'JSON-ARGS'
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+from benchlib import cpu_seconds, now, ready  # noqa: E402
+
+
+class RawSession:
+    """Just enough XMPP to log in: every reply is awaited by a byte pattern."""
+
+    def __init__(self, a: dict[str, Any], jid: str) -> None:
+        local, _, rest = jid.partition("@")
+        self.domain, _, self.resource = rest.partition("/")
+        sock = socket.create_connection((a["host"], a["port"]), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock: socket.socket = sock
+        self.buf = b""
+        self.header()
+        self.expect(rb"</stream:features>")
+        self.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.expect(rb"<proceed[^>]*/>")
+        context = ssl.create_default_context(cafile=a["ca"])
+        self.sock = context.wrap_socket(sock, server_hostname=self.domain)
+        self.header()
+        self.expect(rb"</stream:features>")
+        token = base64.b64encode(f"\0{local}\0{a['password']}".encode()).decode()
+        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}"
+                  f"</auth>".encode())
+        self.expect(rb"<success[^>]*(/>|</success>)")
+        self.header()
+        self.expect(rb"</stream:features>")
+        self.send(f"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                  f"<resource>{self.resource}</resource></bind></iq>".encode())
+        self.expect(rb"</iq>")
+
+    def header(self) -> None:
+        self.buf = b""
+        self.send(f"<?xml version='1.0'?><stream:stream to='{self.domain}' version='1.0' "
+                  f"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+                  .encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def expect(self, pattern: bytes) -> None:
+        regex = re.compile(pattern)
+        while True:
+            match = regex.search(self.buf)
+            if match:
+                self.buf = self.buf[match.end():]
+                return
+            data = self.sock.recv(65536)
+            if not data:
+                raise SystemExit(f"server closed the connection waiting for {pattern!r}: "
+                                 f"{self.buf[-300:]!r}")
+            if b"<failure" in data or b"<stream:error" in data:
+                raise SystemExit(f"server refused: {data[:300]!r}")
+            self.buf += data
+
+
+def bench_e2e_send(a: dict[str, Any]) -> dict[str, Any]:
+    session = RawSession(a, a["jid"])
+    to = a["to"]
+    data = "".join(f"<message to='{to}' type='chat' id='r{i}'><body>{benchlib.body(i)}</body>"
+                   f"</message>" for i in range(a["count"])).encode()
+    cpu0 = cpu_seconds()
+    t_first = now()
+    session.send(data)
+    t_queued = now()
+    # A ping answered after the messages proves the server handled them all.
+    session.send(b"<iq type='get' id='flush' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    session.expect(rb"id=.flush.")
+    t_flushed = now()
+    session.send(b"</stream:stream>")
+    session.sock.close()
+    return {"t_first": t_first, "t_queued": t_queued, "t_flushed": t_flushed,
+            "cpu": cpu_seconds() - cpu0}
+
+
+def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
+    session = RawSession(a, a["jid"])
+    count = a["count"]
+    marker = b"</message>"
+    received = session.buf.count(marker)
+    tail = session.buf[-(len(marker) - 1):]
+    t_first = now() if received else None
+    t_last = None
+    session.sock.settimeout(a.get("idle_timeout", 60))
+    cpu0 = cpu_seconds()
+    ready()
+    try:
+        while received < count:
+            data = session.sock.recv(262144)
+            if not data:
+                break
+            if t_first is None:
+                t_first = now()
+            joined = tail + data
+            received += joined.count(marker)
+            tail = joined[-(len(marker) - 1):]
+    except socket.timeout:
+        pass
+    if received >= count:
+        t_last = now()
+    cpu = cpu_seconds() - cpu0
+    session.send(b"</stream:stream>")
+    session.sock.close()
+    return {"received": received, "t_first": t_first, "t_last": t_last, "cpu": cpu}
+
+
+if __name__ == "__main__":
+    benchlib.main({"e2e-send": bench_e2e_send, "e2e-recv": bench_e2e_recv})

@@ -1,0 +1,228 @@
+"""Benchmark workers for simplexmpp (run by bench/run with the project's Python).
+
+    python bench/workers_simplexmpp.py NAME 'JSON-ARGS'    # prints "RESULT {...}" last
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
+from benchlib import HEADER, chunks, cpu_seconds, now, proc_status, ready  # noqa: E402
+
+from simplexmpp import Client, Pool  # noqa: E402
+from simplexmpp.errors import StreamError  # noqa: E402
+from simplexmpp.jid import JID  # noqa: E402
+from simplexmpp.stream import ClientStream, Ready, StartTLS  # noqa: E402
+from simplexmpp.transport import Target  # noqa: E402
+
+TLS_FEATURES = (b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+                b"<required/></starttls></stream:features>")
+SASL_FEATURES = (b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                 b"<mechanism>PLAIN</mechanism></mechanisms></stream:features>")
+BIND_FEATURES = (b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                 b"<sm xmlns='urn:xmpp:sm:3'/></stream:features>")
+
+
+class FeedWire:
+    """Stands in for transport.Wire in Client._read: hands out the given chunks, then None
+    (= nothing more to read right now)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._it = iter(pieces)
+
+    def recv(self) -> bytes | None:
+        return next(self._it, None)
+
+
+def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
+    """A Client whose stream machine was driven to the ready state (STARTTLS, SASL, bind,
+    XEP-0198 enabled) by replaying a server transcript, exactly as the I/O thread would."""
+    client = Client("bob@localhost/phone", "password", **kwargs)
+    stream = client._new_stream(Target("127.0.0.1", 5222, False), {})
+    client._stream = stream
+    stream.start()
+
+    def server(data: bytes) -> list[object]:
+        events = list(stream.receive_data(data))
+        stream.data_to_send()
+        return events
+
+    server(HEADER + TLS_FEATURES)
+    assert server(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>") == [StartTLS()]
+    stream.tls_established({})
+    stream.data_to_send()
+    server(HEADER + SASL_FEATURES)
+    server(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+    server(HEADER + BIND_FEATURES)
+    server(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+           b"<jid>bob@localhost/phone</jid></bind></iq>" % stream._pending_id.encode())
+    events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
+    assert any(isinstance(e, Ready) for e in events), events
+    client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
+    return client, stream
+
+
+def run_pull(pieces: list[bytes]) -> int:
+    """ElementTree.XMLPullParser alone (the ceiling), as bench/parse.py."""
+    parser = ET.XMLPullParser(("start", "end"))
+    depth = 0
+    count = 0
+    for piece in pieces:
+        parser.feed(piece)
+        for event, elem in parser.read_events():
+            if event == "start":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 1:
+                    count += 1
+                    elem.clear()
+    return count
+
+
+def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
+    """Bytes -> ClientStream -> Client._incoming -> Message in the client's inbox, through
+    Client._read (the reader thread's own loop), 4 KiB at a time."""
+    count = a["count"]
+    pieces = chunks(benchlib.stanzas(count))
+    client, stream = ready_client()
+    start = time.perf_counter()
+    client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - start
+    delivered = client._inbox.qsize()
+    if delivered != count:
+        raise SystemExit(f"simplexmpp delivered {delivered} of {count} messages")
+    first = client._inbox.get()
+    assert first.body == benchlib.body(0), first.body
+    pull_pieces = chunks(HEADER + benchlib.stanzas(count))
+    start = time.perf_counter()
+    got = run_pull(pull_pieces)
+    pull_seconds = time.perf_counter() - start
+    assert got == count
+    return {"count": count, "seconds": seconds, "rate": count / seconds,
+            "pull_rate": count / pull_seconds}
+
+
+def _client(a: dict[str, Any], jid: str, **kw: Any) -> Client:
+    options = {**a.get("client_options", {}), **kw}  # for experiments: Client keywords
+    return Client(jid, a["password"], host=a["host"], port=a["port"], ca_file=a["ca"],
+                  timeout=a.get("timeout", 60), **options)
+
+
+def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
+    client = _client(a, a["jid"]).connect()
+    count = a["count"]
+    received = 0
+    t_first = t_last = None
+    cpu0 = cpu_seconds()
+    ready()
+    try:
+        for msg in client.messages(timeout=a.get("idle_timeout", 60)):
+            if t_first is None:
+                t_first = now()
+            received += 1
+            if received == count:
+                t_last = now()
+                break
+    finally:
+        cpu = cpu_seconds() - cpu0
+        client.disconnect()
+    return {"received": received, "t_first": t_first, "t_last": t_last, "cpu": cpu}
+
+
+def bench_e2e_send(a: dict[str, Any]) -> dict[str, Any]:
+    client = _client(a, a["jid"]).connect()
+    to = JID(a["to"])
+    cpu0 = cpu_seconds()
+    t_first = now()
+    for i in range(a["count"]):
+        client.send_message(to, benchlib.body(i))
+    t_queued = now()
+    client.disconnect()  # waits until the server acknowledged everything (XEP-0198)
+    return {"t_first": t_first, "t_queued": t_queued, "t_flushed": now(),
+            "cpu": cpu_seconds() - cpu0}
+
+
+def bench_ping(a: dict[str, Any]) -> dict[str, Any]:
+    with _client(a, a["jid"]) as client:
+        for _ in range(a.get("warmup", 20)):
+            client.ping()
+        rtts = [client.ping() for _ in range(a["count"])]
+    return benchlib.latency_summary(rtts)
+
+
+def bench_connect(a: dict[str, Any]) -> dict[str, Any]:
+    times = []
+    mechanism = None
+    for i in range(a["count"]):
+        client = _client(a, f"{a['jid']}{i}")
+        start = time.perf_counter()
+        client.connect()
+        client.get_roster()
+        times.append(time.perf_counter() - start)
+        mechanism = client.mechanism
+        client.disconnect()
+    return {"median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000,
+            "mechanism": mechanism, "n": len(times)}
+
+
+def bench_scale(a: dict[str, Any]) -> dict[str, Any]:
+    n = a["connections"]
+    benchlib.raise_fd_limit(4 * n + 256)
+    rss0 = proc_status("VmRSS")
+    threads0 = threading.active_count()
+    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=120)
+    for i in range(1, n + 1):
+        pool.add(f"user{i}@localhost/{a['resource']}", a["password"])
+    start = time.perf_counter()
+    pool.connect(parallel=16)
+    connect_s = time.perf_counter() - start
+    try:
+        time.sleep(a.get("settle", 2))
+        cpu0 = cpu_seconds()
+        t0 = time.perf_counter()
+        time.sleep(a["idle"])
+        idle_pct = 100 * (cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+        rss = proc_status("VmRSS")
+        threads = proc_status("Threads")
+    finally:
+        pool.disconnect()
+    return {"connections": n, "connect_s": connect_s, "rss_mb": rss / 1024,
+            "peak_rss_mb": proc_status("VmHWM") / 1024, "added_mb": (rss - rss0) / 1024,
+            "per_conn_kb": (rss - rss0) / n, "threads": threads,
+            "threads_python": threads0, "idle_cpu_pct": idle_pct}
+
+
+def bench_bigstanza(a: dict[str, Any]) -> dict[str, Any]:
+    """Peak memory while one stanza of ``size`` bytes arrives (default 1 MiB limit)."""
+    size = a["size"]
+    client, stream = ready_client()
+    pieces = chunks(benchlib.big_stanza(size))
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    outcome = "accepted"
+    try:
+        client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+    except StreamError as exc:
+        outcome = f"refused: {exc.condition}"
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"size": size, "peak_mb": peak / 2**20, "outcome": outcome,
+            "limit_mb": client.max_stanza_size / 2**20, "delivered": client._inbox.qsize()}
+
+
+if __name__ == "__main__":
+    benchlib.main({"receive": bench_receive, "e2e-recv": bench_e2e_recv,
+                   "e2e-send": bench_e2e_send, "ping": bench_ping, "connect": bench_connect,
+                   "scale": bench_scale, "bigstanza": bench_bigstanza})
