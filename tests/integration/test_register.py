@@ -31,28 +31,28 @@ def settings(server: Server) -> dict[str, Any]:
     return dict(host=server.host, port=server.port, ca_file=server.ca, timeout=15)
 
 
-def test_register_then_log_in(server: Server) -> None:
-    jid = fresh_jid(server)
-    Client.register(jid, "first secret", **settings(server))
-    with Client(jid, "first secret", **settings(server)) as client:
+def test_register_then_log_in(any_server: Server) -> None:
+    jid = fresh_jid(any_server)
+    Client.register(jid, "first secret", **settings(any_server))
+    with Client(jid, "first secret", **settings(any_server)) as client:
         assert client.jid is not None and client.jid.bare == jid
         client.ping()
 
 
-def test_register_over_direct_tls(server: Server) -> None:
-    jid = fresh_jid(server)
-    Client.register(jid, "pw", **{**settings(server), "port": server.tls_port, "tls": "direct"})
-    with Client(jid, "pw", **settings(server)) as client:
+def test_register_over_direct_tls(any_server: Server) -> None:
+    jid = fresh_jid(any_server)
+    Client.register(jid, "pw", **{**settings(any_server), "port": any_server.tls_port, "tls": "direct"})
+    with Client(jid, "pw", **settings(any_server)) as client:
         assert client.is_connected
 
 
-def test_registering_an_existing_account_fails_typed(server: Server) -> None:
-    existing = server.new_account()
+def test_registering_an_existing_account_fails_typed(any_server: Server) -> None:
+    existing = any_server.new_account()
     with pytest.raises(AccountExistsError) as caught:
-        Client.register(existing, "whatever", **settings(server))
+        Client.register(existing, "whatever", **settings(any_server))
     assert isinstance(caught.value, IqError) and caught.value.condition == "conflict"
     # The existing account keeps its password.
-    with Client(existing, server.password, **settings(server)) as client:
+    with Client(existing, any_server.password, **settings(any_server)) as client:
         assert client.is_connected
 
 
@@ -63,15 +63,15 @@ def test_bad_arguments_are_refused_before_connecting(server: Server) -> None:
         Client.register(fresh_jid(server), "", **settings(server))
 
 
-def test_change_password_then_only_the_new_one_works(server: Server,
-                                                     connect: Callable[..., Client]) -> None:
-    jid = server.new_account()
-    client = connect(jid)
+def test_change_password_then_only_the_new_one_works(any_server: Server,
+                                                     connect_any: Callable[..., Client]) -> None:
+    jid = any_server.new_account()
+    client = connect_any(jid)
     client.registration.change_password("brand new secret")  # type: ignore[attr-defined]
-    with Client(jid, "brand new secret", **settings(server)) as again:
+    with Client(jid, "brand new secret", **settings(any_server)) as again:
         assert again.is_connected
     with pytest.raises(AuthenticationError):
-        Client(jid, server.password, **settings(server)).connect()
+        Client(jid, any_server.password, **settings(any_server)).connect()
 
 
 def test_empty_new_password_is_refused_locally(connect: Callable[..., Client]) -> None:
@@ -80,10 +80,10 @@ def test_empty_new_password_is_refused_locally(connect: Callable[..., Client]) -
         client.registration.change_password("")  # type: ignore[attr-defined]
 
 
-def test_cancel_removes_the_account_and_ends_the_client_cleanly(server: Server) -> None:
-    jid = fresh_jid(server)
-    Client.register(jid, "pw", **settings(server))
-    client = Client(jid, "pw", **settings(server))
+def test_cancel_removes_the_account_and_ends_the_client_cleanly(any_server: Server) -> None:
+    jid = fresh_jid(any_server)
+    Client.register(jid, "pw", **settings(any_server))
+    client = Client(jid, "pw", **settings(any_server))
     client.connect()
     ended: list[object] = []
     done = threading.Event()
@@ -97,13 +97,13 @@ def test_cancel_removes_the_account_and_ends_the_client_cleanly(server: Server) 
     client.on("reconnecting", reconnecting.append)
     client.registration.cancel()  # type: ignore[attr-defined]
     assert done.wait(15)
-    assert ended == [None]          # the server's close was expected: no error
+    assert ended == [None]          # the any_server's close was expected: no error
     assert reconnecting == []       # and no attempt to come back
     assert client.state == "disconnected" and not client.is_connected
     with pytest.raises(AuthenticationError):
-        Client(jid, "pw", **settings(server)).connect()
+        Client(jid, "pw", **settings(any_server)).connect()
     # The name is free again.
-    Client.register(jid, "pw2", **settings(server))
+    Client.register(jid, "pw2", **settings(any_server))
 
 
 def test_registration_error_is_an_iq_error() -> None:
