@@ -25,8 +25,8 @@ def test_account_without_vcard_gives_an_empty_one(server: Server,
     assert not bob.vcard.get(f"nobody-{id(bob)}@{server.domain}")
 
 
-def test_set_from_keywords_and_read_back(connect: Callable[..., Client]) -> None:
-    alice, bob = connect(), connect()
+def test_set_from_keywords_and_read_back(connect_any: Callable[..., Client]) -> None:
+    alice, bob = connect_any(), connect_any()
     alice.vcard.set(fn="Alice Example", nickname="ali", given="Alice", family="Example",
                     email="alice@example.org", url="https://example.org/alice",
                     note="Hello, I am Alice.", birthday="1990-01-02")
@@ -43,8 +43,8 @@ def test_set_from_keywords_and_read_back(connect: Callable[..., Client]) -> None
                                                     "alice@example.org")
 
 
-def test_change_one_field_keeps_the_others(connect: Callable[..., Client]) -> None:
-    alice = connect()
+def test_change_one_field_keeps_the_others(connect_any: Callable[..., Client]) -> None:
+    alice = connect_any()
     alice.vcard.set(fn="Alice", nickname="ali", email="a@example.org")
     card = alice.vcard.get()
     card.nickname = "alicia"
@@ -54,8 +54,8 @@ def test_change_one_field_keeps_the_others(connect: Callable[..., Client]) -> No
     assert (again.fn, again.nickname, again.email) == ("Alice", "alicia", None)
 
 
-def test_photo_round_trip_and_contacts_see_it(connect: Callable[..., Client]) -> None:
-    alice, bob = connect(), connect()
+def test_photo_round_trip_and_contacts_see_it(connect_any: Callable[..., Client]) -> None:
+    alice, bob = connect_any(), connect_any()
     png = tiny_png(2, 3)
     alice.vcard.set(fn="Alice", photo=png, photo_type="image/png")
     card = alice.vcard.get()
@@ -65,8 +65,8 @@ def test_photo_round_trip_and_contacts_see_it(connect: Callable[..., Client]) ->
     assert seen.fn == "Alice" and seen.photo == png
 
 
-def test_bad_arguments_are_refused_before_sending(connect: Callable[..., Client]) -> None:
-    alice = connect()
+def test_bad_arguments_are_refused_before_sending(connect_any: Callable[..., Client]) -> None:
+    alice = connect_any()
     with pytest.raises(TypeError, match="unknown vCard field"):
         alice.vcard.set(fullname="Alice")
     with pytest.raises(TypeError):
