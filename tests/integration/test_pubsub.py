@@ -122,10 +122,8 @@ def test_others_cannot_publish_or_configure(connect_any: Callable[..., Client]) 
 
 
 def test_subscriber_gets_notifications_not_chat_messages(
-        connect: Callable[..., Client]) -> None:
-    # Prosody only: ejabberd 23.01 sends a PEP node's notifications only to contacts with a
-    # presence subscription, not to an explicit XEP-0060 subscriber.
-    alice, bob = connect(), connect()
+        connect_any: Callable[..., Client], any_server: Server) -> None:
+    alice, bob = connect_any(), connect_any()
     node = "urn:example:simplexmpp:feed"
     alice.pubsub.create(None, node, {"pubsub#access_model": "open",
                                      "pubsub#max_items": "10"})
@@ -149,7 +147,8 @@ def test_subscriber_gets_notifications_not_chat_messages(
     assert (service, got_node, items, retracted) == (alice.account.bare, node, [], ["h1"])
 
     alice.pubsub.delete(None, node)
-    assert changes.get(timeout=WAIT) == (alice.account.bare, node, "delete")
+    if any_server.kind == "prosody":  # ejabberd 23.01 sends subscribers no delete notice
+        assert changes.get(timeout=WAIT) == (alice.account.bare, node, "delete")
 
     # None of the notifications reached the inbox: the next message there is this one.
     alice.send_message(bob.account.bare, "plain chat")
