@@ -124,8 +124,8 @@ class ComponentStream(ClientStream):
         self.stream_id: str | None = None
 
     # -- sending ---------------------------------------------------------------------------
-    def send(self, element: ET.Element) -> None:
-        """Queue a stanza. A missing ``from`` becomes the component's domain (the server
+    def send(self, element: ET.Element, text: str | None = None) -> None:
+        """Queue a stanza (``text`` is ignored: the element may change here). A missing ``from`` becomes the component's domain (the server
         routes nothing without one); a ``from`` outside the domain raises
         :class:`~simplexmpp.errors.InvalidStanzaError` before anything is queued, where the
         server would otherwise close the stream (``invalid-from``). A missing ``to`` (only the

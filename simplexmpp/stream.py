@@ -293,11 +293,12 @@ class ClientStream:
         self.state = "closed"
         self._out.clear()
 
-    def send(self, element: ET.Element) -> None:
-        """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198."""
+    def send(self, element: ET.Element, text: str | None = None) -> None:
+        """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198.
+        ``text`` is ``tostring(element)`` when the caller has it already."""
         if self.state != "ready":
             raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
-        self._out.append(tostring(element))
+        self._out.append(tostring(element) if text is None else text)
         if self.sm is not None and element.tag in _STANZA_TAGS:
             self.sm.record_sent(element)
 
