@@ -190,12 +190,7 @@ class Client:
 
         self._lock = threading.RLock()                 # stream state + outgoing buffer
         self._changed = threading.Condition(self._lock)  # ready/drained/acked notifications
-        self._outbuf = bytearray()     # serialised output not yet taken for writing
-        self._sending = bytearray()    # taken, not yet written (prefix of what goes next)
-        # Held around every use of the socket (TLS objects are not thread-safe): the I/O
-        # thread's reads and writes, and senders writing straight to it (_write_now).
-        self._io_lock = threading.Lock()
-        self._last_direct = 0.0        # when a sender last wrote to the socket itself
+        self._outbuf = bytearray()
         self._stream: ClientStream | None = None
         self._wire: Wire | None = None
         self._state = "disconnected"   # disconnected, connecting, ready, reconnecting, closing
@@ -504,8 +499,7 @@ class Client:
                         self._state = "reconnecting"
                     self._changed.notify_all()
                 if self._wire is not None:
-                    with self._io_lock:  # not while a sender is writing to it
-                        self._wire.close()
+                    self._wire.close()
             if self._sessions != sessions_before:
                 attempt = 0  # this connection worked: start the backoff afresh
             sessions_before = self._sessions
@@ -597,7 +591,6 @@ class Client:
             self._wire = wire
             self._stream = stream
             self._outbuf.clear()
-            self._sending.clear()
             stream.start()
             self._take_output()
         self._last_recv = self._last_send = time.monotonic()
@@ -605,7 +598,7 @@ class Client:
         self._stanza_started = None
         self._r_outstanding = False
         negotiation_deadline: float | None = time.monotonic() + timeout
-        sending = self._sending
+        sending = bytearray()
         while True:
             now = time.monotonic()
             if negotiation_deadline is not None and now > negotiation_deadline:
@@ -617,7 +610,7 @@ class Client:
                     sending += self._outbuf
                     self._outbuf.clear()
                     self._changed.notify_all()
-            readable, writable = wire.wait(self._tick(now), bool(sending), self._io_lock)
+            readable, writable = wire.wait(self._tick(now), bool(sending))
             if readable:
                 if self._read(wire, stream):
                     return  # the stream closed cleanly
@@ -625,16 +618,14 @@ class Client:
                     self._upgrade(wire, stream, timeout)
                 if stream.state == "ready":
                     negotiation_deadline = None
-            if sending:
-                with self._io_lock:
-                    while sending:
-                        sent = wire.send(sending)
-                        if not sent:
-                            break
-                        if wire_log.isEnabledFor(logging.DEBUG):
-                            self._log_wire("SEND", bytes(sending[:sent]))
-                        del sending[:sent]
-                        self._last_send = time.monotonic()
+            while sending:
+                sent = wire.send(sending)
+                if not sent:
+                    break
+                if wire_log.isEnabledFor(logging.DEBUG):
+                    self._log_wire("SEND", bytes(sending[:sent]))
+                del sending[:sent]
+                self._last_send = time.monotonic()
             if self._closing and stream.state == "closed" and not sending:
                 return
             self._timers(stream)
@@ -674,8 +665,7 @@ class Client:
     def _read(self, wire: Wire, stream: ClientStream) -> bool:
         """Read and handle everything available; True once the stream has closed."""
         while True:
-            with self._io_lock:
-                data = wire.recv()
+            data = wire.recv()
             if data is None:
                 return False
             if not data:
@@ -833,7 +823,7 @@ class Client:
         with self._changed:
             self._wait_ready(self._timeout(timeout))
             assert self._stream is not None
-            self._stream.send(element, text)
+            self._stream.send(element, text)  # serialised once, above
             self._take_output()
             if len(self._outbuf) > 8 << 20:
                 # Back-pressure: a sender far ahead of the socket waits for it to drain.
@@ -845,66 +835,7 @@ class Client:
                         raise errors.TimeoutError("the server is not reading; outgoing buffer "
                                                   "full")
                     self._changed.wait(left)
-        self._write_now()
-
-    #: Sends closer together than this (seconds) are written by the I/O thread in batches;
-    #: a send after a pause goes straight to the socket from the sending thread.
-    coalesce_window = 0.0002
-
-    def _write_now(self) -> None:
-        """After queueing output: write it to the socket from this thread when the socket is
-        free (saves waking the I/O thread: a system call and a thread switch per stanza);
-        otherwise, and for whatever the socket does not take at once, the I/O thread writes
-        it. Order is kept: only what nobody else holds is written, and a rest goes back to the
-        front of the queue before the socket is released."""
-        if threading.current_thread() is self._io_thread:
-            return  # the I/O loop writes after handling what it read
-        now = time.monotonic()
-        if now - self._last_direct < self.coalesce_window or \
-                not self._io_lock.acquire(blocking=False):
-            # A burst: let the I/O thread write what accumulates meanwhile in one go (fewer,
-            # fuller TLS records and TCP segments for the server to handle).
-            self._wake()
-            return
-            self._wake()
-            return
-        wake = False
-        try:
-            with self._lock:
-                wire, stream = self._wire, self._stream
-                if (wire is None or stream is None or wire.closed or self._sending
-                        or not self._outbuf or self._state != "ready"
-                        or stream.state != "ready"):
-                    wake = bool(self._outbuf)
-                    data = None
-                else:
-                    data = bytearray(self._outbuf)
-                    self._outbuf.clear()
-            if data is not None:
-                self._last_direct = now
-                try:
-                    while data:
-                        sent = wire.send(data)  # type: ignore[union-attr]
-                        if not sent:
-                            break
-                        if wire_log.isEnabledFor(logging.DEBUG):
-                            self._log_wire("SEND", bytes(data[:sent]))
-                        del data[:sent]
-                        self._last_send = time.monotonic()
-                except (OSError, ValueError):
-                    pass  # the I/O thread meets the same fault and handles it
-                sm = stream.sm if stream is not None else None
-                if data:
-                    with self._lock:
-                        self._sending[0:0] = data
-                    wake = True
-                elif sm is not None and not self._r_outstanding and \
-                        len(sm.unacked) >= self.ack_every:
-                    wake = True  # time to ask the server for an ack (_timers)
-        finally:
-            self._io_lock.release()
-        if wake:
-            self._wake()
+        self._wake()
 
     def _wait_ready(self, timeout: float) -> None:
         """Under the lock: wait for a ready session; raise if there will not be one."""

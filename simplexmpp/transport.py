@@ -256,18 +256,10 @@ class Wire:
         except OSError:
             pass
 
-    def wait(self, timeout: float | None, want_write: bool,
-             lock: threading.Lock | None = None) -> tuple[bool, bool]:
-        """Block until readable/writable/woken; returns (readable, writable). ``lock`` is
-        held while the TLS object is asked for buffered bytes (other threads may write)."""
-        if isinstance(self.sock, ssl.SSLSocket):
-            if lock is None:
-                pending = self.sock.pending()
-            else:
-                with lock:
-                    pending = self.sock.pending()
-            if pending:
-                return True, False
+    def wait(self, timeout: float | None, want_write: bool) -> tuple[bool, bool]:
+        """Block until readable/writable/woken; returns (readable, writable)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True, False
         if want_write != self._registered_write:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             self._selector.modify(self.sock, events, "sock")
