@@ -147,6 +147,13 @@ class DiscoItems(list):  # type: ignore[type-arg]
                        f"<td>{esc(i.name or '')}</td></tr>" for i in self)
         return f"<table><tr><th>JID</th><th>node</th><th>name</th></tr>{rows}</table>"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"DiscoItems ({len(self)})")
+        for item in self:
+            printer.break_()
+            printer.text(f"  {item.jid}" + (f" node={item.node}" if item.node else "")
+                         + (f" ({item.name})" if item.name else ""))
+
 
 def caps_hash(identities: list[Identity], features: set[str] | list[str],
               forms: list[Form] = (), algorithm: str = "sha-1") -> str:  # type: ignore[assignment]

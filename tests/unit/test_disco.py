@@ -74,3 +74,24 @@ def test_info_round_trip_keeps_the_hash() -> None:
     assert again.caps_hash() == "q07IKJEyjvHSyhy//CH0CxmKi8w="
     assert again.has_identity("client", "pc") and not again.has_identity("server")
     assert "Ψ 0.11" in info._repr_html_()
+
+
+def test_items_show_as_table_and_pretty_text() -> None:
+    from simplexmpp import JID
+    from simplexmpp.ext.disco import DiscoItem, DiscoItems
+
+    class Printer:
+        def __init__(self) -> None:
+            self.out: list[str] = []
+
+        def text(self, value: str) -> None:
+            self.out.append(value)
+
+        def break_(self) -> None:
+            self.out.append("\n")
+
+    items = DiscoItems([DiscoItem(JID("conference.localhost"), None, "Rooms <&>")])
+    assert "Rooms &lt;&amp;&gt;" in items._repr_html_()
+    printer = Printer()
+    items._repr_pretty_(printer, False)
+    assert "".join(printer.out) == "DiscoItems (1)\n  conference.localhost (Rooms <&>)"
