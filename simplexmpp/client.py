@@ -855,11 +855,11 @@ class Client:
             return exc
         return DisconnectedError("the client is not connected; call connect() first")
 
-    def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
-                     subject: str | None = None, thread: str | None = None,
-                     timeout: float | None = None) -> str:
-        """Send a message; return its id. Carries an XEP-0359 origin-id equal to the id, by
-        which receivers drop duplicates after a reconnect."""
+    def new_message(self, to: JID | str, body: str | None, type: str = "chat", *,
+                    subject: str | None = None, thread: str | None = None) -> Message:
+        """A message ready for :meth:`send`: ``type`` and text checked, a fresh id, and an
+        XEP-0359 origin-id equal to the id, by which receivers drop duplicates after a
+        reconnect. Extensions add their payload to it before sending it."""
         recipient = to if isinstance(to, JID) else JID(to)
         if type not in ("chat", "normal", "headline", "groupchat"):
             raise ValueError(f"message type must be chat, normal, headline or groupchat, "
@@ -870,6 +870,13 @@ class Client:
         msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
                       id=new_id())
         ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        return msg
+
+    def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
+                     subject: str | None = None, thread: str | None = None,
+                     timeout: float | None = None) -> str:
+        """Send a message (see :meth:`new_message`); return its id."""
+        msg = self.new_message(to, body, type, subject=subject, thread=thread)
         self.send(msg, timeout)
         return msg.id or ""
 

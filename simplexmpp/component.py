@@ -32,14 +32,14 @@ from collections import OrderedDict
 from typing import Any
 
 from . import errors
-from .client import PING_NS, SID_NS, Client
+from .client import PING_NS, Client
 from .errors import AuthenticationError, InvalidStanzaError, StreamError
 from .jid import JID
 from .roster import Roster
-from .stanza import Iq, Message, Presence, Stanza, new_id
+from .stanza import Iq, Presence, Stanza
 from .stream import Authenticated, ClientStream, Event, Ready
 from .transport import Target, is_loopback
-from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, StreamParser, check_text, stream_header
+from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, StreamParser, stream_header
 
 __all__ = ["Component", "ComponentStream", "handshake_digest", "COMPONENT_NS",
            "COMPONENT_SKIPPED_EXTENSIONS"]
@@ -351,16 +351,8 @@ class Component(Client):
                      timeout: float | None = None, from_: JID | str | None = None) -> str:
         """Send a message from ``from_`` (default: the component's domain); return its id.
         Like :meth:`Client.send_message`, it carries an XEP-0359 origin-id equal to the id."""
-        recipient = to if isinstance(to, JID) else JID(to)
-        if type not in ("chat", "normal", "headline", "groupchat"):
-            raise ValueError(f"message type must be chat, normal, headline or groupchat, "
-                             f"not {type!r}")
-        for name, value in (("body", body), ("subject", subject), ("thread", thread)):
-            if value is not None:
-                check_text(value, f"message {name}")
-        msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
-                      id=new_id(), from_=self._sender(from_))
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        msg = self.new_message(to, body, type, subject=subject, thread=thread)
+        msg.from_ = self._sender(from_)
         self.send(msg, timeout)
         return msg.id or ""
 

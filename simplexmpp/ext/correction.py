@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from ..jid import JID
-from ..stanza import SID_NS, Message, new_id
+from ..stanza import Message
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
@@ -44,9 +44,8 @@ class Correction:
         return the new message's id."""
         if not replaces:
             raise ValueError("replaces: the id of the message to correct is required")
-        msg = Message(to=to, body=body, type=type, id=new_id())
+        msg = self._client.new_message(to, body, type)
         ET.SubElement(msg.xml, _REPLACE, id=replaces)
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
         self._client.send(msg, timeout)
         return msg.id or ""
 

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from ..jid import JID
-from ..stanza import SID_NS, Message, new_id
+from ..stanza import Message
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
@@ -38,9 +38,8 @@ class Markers:
     def send_markable(self, to: JID | str, body: str, type: str = "chat",
                       timeout: float | None = None) -> str:
         """Send a message that invites markers (§3); return its id."""
-        msg = Message(to=to, body=body, type=type, id=new_id())
+        msg = self._client.new_message(to, body, type)
         ET.SubElement(msg.xml, "{%s}markable" % MARKERS_NS)
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
         self._client.send(msg, timeout)
         return msg.id or ""
 

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from ..jid import JID
-from ..stanza import SID_NS, Message, new_id
+from ..stanza import Message
 from ..xml import check_text
 from .upload import CHUNK_SIZE, HTTPTransferError, Progress, check_http_url, http_session, \
     transfer_error
@@ -115,21 +115,16 @@ class OOB:
              type: str = "chat", timeout: float | None = None) -> str:
         """Send ``url`` (with ``desc``) to ``to``; the body is ``body``, else the URL itself.
         Returns the message id."""
-        recipient = to if isinstance(to, JID) else JID(to)
-        if type not in ("chat", "normal", "headline", "groupchat"):
-            raise ValueError(f"message type must be chat, normal, headline or groupchat, "
-                             f"not {type!r}")
         if not url or not url.strip():
             raise ValueError("the URL must not be empty")
-        for name, value in (("url", url), ("desc", desc), ("body", body)):
+        for name, value in (("url", url), ("desc", desc)):
             if value is not None:
                 check_text(value, f"out-of-band {name}")
-        msg = Message(to=recipient, type=type, body=url if body is None else body, id=new_id())
+        msg = self._client.new_message(to, url if body is None else body, type)
         x = ET.SubElement(msg.xml, _X)
         ET.SubElement(x, _URL).text = url
         if desc:
             ET.SubElement(x, _DESC).text = desc
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
         self._client.send(msg, timeout)
         return msg.id or ""
 

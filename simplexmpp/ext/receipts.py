@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .. import errors
 from ..jid import JID
-from ..stanza import SID_NS, Message, new_id
+from ..stanza import Message, new_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
@@ -45,9 +45,8 @@ class Receipts:
     def send(self, to: JID | str, body: str, type: str = "chat", *,
              timeout: float | None = None) -> str:
         """Send a message asking for a receipt (§5.1); return its id."""
-        msg = Message(to=to, body=body, type=type, id=new_id())
+        msg = self._client.new_message(to, body, type)
         ET.SubElement(msg.xml, _REQUEST)
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
         self._client.send(msg, timeout)
         return msg.id or ""
 
