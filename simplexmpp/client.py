@@ -1299,6 +1299,11 @@ class Client:
         for _, callback in self._handlers.get(event, ()):
             self._dispatch(callback, *args)
 
+    def has_callbacks(self, event: str) -> bool:
+        """Whether any callback is registered for ``event`` (queues that only callbacks
+        drain, like the inbox, are skipped when nobody reads them otherwise)."""
+        return bool(self._handlers.get(event))
+
     def emit(self, event: str, *args: object) -> None:
         """For extensions: run the callbacks of a declared ``event`` with ``args`` on the
         dispatcher thread (safe to call from the I/O thread)."""

@@ -220,4 +220,4 @@ class Avatar:
             log.debug("avatar metadata notification from %s without <metadata/>", jid)
             return
         stored = [i for i in infos if not i.url and i.id] or infos
-        self._client._emit("avatar_changed", jid, stored[0] if stored else None)
+        self._client.emit("avatar_changed", jid, stored[0] if stored else None)

@@ -601,9 +601,9 @@ class Room:
             if NICK_CHANGED in codes and item is not None and item.get("nick"):
                 # §7.6: the old nickname leaves with 303 and the new one; the new one's
                 # presence follows. Not a departure.
-                client._emit("muc_nick", self, nick, item.get("nick"))
+                client.emit("muc_nick", self, nick, item.get("nick"))
                 return
-            client._emit("muc_presence", self, occupant)
+            client.emit("muc_presence", self, occupant)
             if is_self:
                 self._removed(codes, destroy, item)
             return
@@ -632,7 +632,7 @@ class Room:
                     resolved = pending[2]
                     self._pending = None
                 self._cond.notify_all()
-        client._emit("muc_presence", self, occupant)
+        client.emit("muc_presence", self, occupant)
         if is_self:
             if resolved is not None:
                 resolved.set_result(codes)
@@ -641,7 +641,7 @@ class Room:
                 # room) and our re-join created it anew, locked (§10.1.1): set it up again.
                 client.dispatch(self._recreated)
             if previous in ("joining", "rejoining"):
-                client._emit("muc_joined", self)
+                client.emit("muc_joined", self)
 
     def _recreated(self) -> None:
         """Dispatcher thread: configure a room our re-join had to create again."""
@@ -718,14 +718,14 @@ class Room:
             self._subject_seen.set()
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-            client._emit("muc_subject", self, text, nick)
+            client.emit("muc_subject", self, text, nick)
             return
         if nick is None and element.find(_C + "body") is None:
             x = element.find(_USER_X)
             if x is not None:
                 codes = {int(s.get("code", "")) for s in x.iterfind(_STATUS)
                          if s.get("code", "").isdigit()}
-                client._emit("muc_status", self, codes)
+                client.emit("muc_status", self, codes)
                 return
         key = msg.stanza_id(self.jid)
         if key is None and msg.origin_id:
@@ -741,9 +741,9 @@ class Room:
                     self._seen.popitem(last=False)
             if self._last_seen is None or stamp > self._last_seen:
                 self._last_seen = stamp
-        if self._queue_used or not client._handlers.get("muc_message"):
+        if self._queue_used or not client.has_callbacks("muc_message"):
             self._queue.put(msg)
-        client._emit("muc_message", self, msg)
+        client.emit("muc_message", self, msg)
 
     def _on_error_message(self, msg: Message) -> bool:
         """An error bounce of our subject change: fail the waiter (claimed)."""
@@ -787,7 +787,7 @@ class Room:
             if not waiter.done():
                 waiter.set_exception(NotInRoomError(f"not in room {self.jid}", room=self.jid))
         if was_in:
-            self._client._emit("muc_left", self, code)
+            self._client.emit("muc_left", self, code)
 
     # -- display -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -1071,19 +1071,19 @@ class MUC:
                 if invite is not None:  # §7.8.2: from the room, on the inviter's behalf
                     who = invite.get("from")
                     inviter = JID(who) if who else None
-                    self._client._emit("muc_invite", room, inviter,
+                    self._client.emit("muc_invite", room, inviter,
                                        invite.findtext("{%s}reason" % USER_NS),
                                        x.findtext("{%s}password" % USER_NS))
                 elif decline is not None:
                     who = decline.get("from")
                     decliner = JID(who) if who else None
-                    self._client._emit("muc_decline", room, decliner,
+                    self._client.emit("muc_decline", room, decliner,
                                        decline.findtext("{%s}reason" % USER_NS))
                 return
             conference = element.find(_CONF_X)
             if conference is not None and conference.get("jid"):
                 # XEP-0249 §2: the invitation comes straight from the inviter.
-                self._client._emit("muc_invite", JID(conference.get("jid", "")).bare,
+                self._client.emit("muc_invite", JID(conference.get("jid", "")).bare,
                                    JID(sender), conference.get("reason"),
                                    conference.get("password"))
         except ValueError as exc:

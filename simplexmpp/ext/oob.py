@@ -146,7 +146,7 @@ class OOB:
                 self._seen[key] = None
                 while len(self._seen) > 1000:
                     self._seen.popitem(last=False)
-        self._client._emit("oob", msg, data)
+        self._client.emit("oob", msg, data)
         return False
 
     def download(self, url: str, path_or_dir: str | os.PathLike[str],

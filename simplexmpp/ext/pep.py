@@ -110,4 +110,4 @@ class PEP:
         # localpart. Notifications with items only (retractions stay on "pubsub_event").
         if service.local is None or not service.is_bare or not items:
             return
-        self._client._emit("pep_event", service, node, items)
+        self._client.emit("pep_event", service, node, items)

@@ -355,8 +355,8 @@ class PubSub:
             log.debug("ignoring a pubsub event without a node from %s", service)
             return
         if kind == "items":
-            self._client._emit("pubsub_event", service, node, items, retracted)
+            self._client.emit("pubsub_event", service, node, items, retracted)
         elif kind in ("delete", "purge", "configuration"):
-            self._client._emit("pubsub_node_changed", service, node, kind)
+            self._client.emit("pubsub_node_changed", service, node, kind)
         else:
             log.debug("ignoring a pubsub %s event from %s", kind, service)

@@ -44,7 +44,10 @@ class FakeClient:
         self._handlers.setdefault(event, []).append(callback)
         return 1
 
-    def _emit(self, name: str, *args: Any) -> None:
+    def has_callbacks(self, event: str) -> bool:
+        return bool(self._handlers.get(event))
+
+    def emit(self, name: str, *args: Any) -> None:
         self.events.append((name, *args))
 
     def send(self, stanza: Any, timeout: float | None = None) -> None:
