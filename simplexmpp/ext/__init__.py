@@ -42,11 +42,5 @@ def attach(client: "Client", skip: Collection[str] = ()) -> None:
         if attribute in skip:
             continue
         module_name, _, class_name = target.partition(":")
-        full_name = f"{__name__}.{module_name}"
-        try:
-            module = importlib.import_module(full_name)
-        except ModuleNotFoundError as exc:  # only while a module is being written
-            if exc.name != full_name:
-                raise
-            continue
+        module = importlib.import_module(f"{__name__}.{module_name}")
         setattr(client, attribute, getattr(module, class_name)(client))
