@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import tracemalloc
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
+from parse import run_pull  # noqa: E402  (the XMLPullParser ceiling, as bench/parse.py)
 from benchlib import HEADER, chunks, cpu_seconds, now, proc_status, ready  # noqa: E402
 
 from simplexmpp import Client, Pool  # noqa: E402
@@ -71,24 +71,6 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
     assert any(isinstance(e, Ready) for e in events), events
     client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
     return client, stream
-
-
-def run_pull(pieces: list[bytes]) -> int:
-    """ElementTree.XMLPullParser alone (the ceiling), as bench/parse.py."""
-    parser = ET.XMLPullParser(("start", "end"))
-    depth = 0
-    count = 0
-    for piece in pieces:
-        parser.feed(piece)
-        for event, elem in parser.read_events():
-            if event == "start":
-                depth += 1
-            else:
-                depth -= 1
-                if depth == 1:
-                    count += 1
-                    elem.clear()
-    return count
 
 
 def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
