@@ -284,8 +284,7 @@ def cmd_disco(client: Client, args: argparse.Namespace) -> int:
     target = args.target or client.account.domain
     info = client.disco.info(target, node=args.node, timeout=args.timeout)
     items = client.disco.items(target, node=args.node, timeout=args.timeout)
-    identities = [tuple(getattr(i, f, None) for f in ("category", "type", "name"))
-                  if not isinstance(i, tuple) else i[:3] for i in info.identities]
+    identities = [(i.category, i.type, i.name) for i in info.identities]
     if args.json:
         print(json.dumps({"jid": str(target), "identities": [list(i) for i in identities],
                           "features": sorted(info.features),

@@ -1,7 +1,9 @@
 """Extensions (XEPs), one module each, attached to every ``Client`` as attributes.
 
-An extension uses only the client's public API (``send``, ``iq``, ``send_iq``, ``on``,
-``register_iq_handler``, ``declare_event``), so users can write their own the same way.
+An extension uses only the client's public API (``send``, ``new_message``, ``iq``,
+``send_iq``, ``on``, ``register_iq_handler``, ``add_interceptor``, ``declare_event``,
+``emit``, ``has_callbacks``, ``dispatch``, ``deliver``, ``local_features``,
+``presence_decorators``), so users can write their own the same way.
 """
 
 from __future__ import annotations
