@@ -556,9 +556,7 @@ class Room:
 
     def info(self, timeout: float | None = None) -> DiscoInfo:
         """The room's disco#info (§6.4): name, features such as ``muc_passwordprotected``."""
-        disco: Any = getattr(self._client, "disco")
-        info: DiscoInfo = disco.info(self.jid, timeout=timeout)
-        return info
+        return self._client.disco.info(self.jid, timeout=timeout)
 
     # -- incoming (I/O thread: quick, no blocking) ----------------------------------------------
     def _on_presence(self, presence: Presence, nick: str | None) -> None:
@@ -1000,8 +998,7 @@ class MUC:
         """Our server's MUC service: the first disco item with identity conference/text
         (§6.1); raises :class:`MUCError` when there is none."""
         if self._service is None:
-            disco: Any = getattr(self._client, "disco")
-            found = disco.find("conference", "text", timeout=timeout)
+            found = self._client.disco.find("conference", "text", timeout=timeout)
             if not found or found[0].jid is None:
                 raise MUCError(f"{self._client.account.domain} offers no multi-user chat "
                                "service (no disco item with identity conference/text)",
@@ -1014,8 +1011,7 @@ class MUC:
         """The public rooms of a MUC service (§6.3), as disco items (``jid``, ``name``);
         default service: :meth:`service`."""
         target = JID(service) if service is not None else self.service(timeout)
-        disco: Any = getattr(self._client, "disco")
-        return list(disco.items(target, timeout=timeout))
+        return list(self._client.disco.items(target, timeout=timeout))
 
     # -- incoming (I/O thread) -----------------------------------------------------------------
     def _room_for(self, sender: str) -> tuple[Room | None, str | None]:
