@@ -35,7 +35,7 @@ from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
 from .stanza import Iq, Message, Presence, Stanza, new_id
 from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
                      SMState, StanzaReceived, StartTLS, StreamClosed)
-from .transport import (Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
+from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS, check_text, tostring
 
@@ -201,6 +201,16 @@ class Client:
         self._r_outstanding = False
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
+        #: Set by a Pool: the shared thread that takes over ready connections (see
+        #: transport.Hub); None = this client's I/O thread keeps its connection.
+        self._hub: Hub | None = None
+        self._in_hub = False           # the hub drives the current connection
+        self._done: threading.Event | None = None  # set by _finish: the client has stopped
+        self._attempt = 0              # reconnect attempts since the last session
+        self._sessions_before = 0
+        self._io_timeout = float(timeout)
+        self._sending = bytearray()    # taken from _outbuf, being written (I/O side only)
+        self._negotiation_deadline: float | None = None
         self._dispatch_thread: threading.Thread | None = None
         self._dispatch_lock = threading.Lock()
         self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
@@ -276,10 +286,10 @@ class Client:
             self._ready_future = concurrent.futures.Future()
             ready = self._ready_future
         self._join_threads(0)
-        self._io_thread = threading.Thread(target=self._io_main, args=(timeout,),
-                                           name=f"simplexmpp-io-{self.account.bare}",
-                                           daemon=True)
-        self._io_thread.start()
+        self._attempt = 0
+        self._sessions_before = self._sessions
+        self._done = threading.Event()
+        self._start_io_thread(timeout)
         try:
             ready.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -307,12 +317,13 @@ class Client:
             if self._stream is not None and self._state == "ready":
                 self._stream.close()
                 self._take_output()
-            self._state = "closing" if self._io_thread else "disconnected"
+            running = self._done is not None and not self._done.is_set()
+            self._state = "closing" if running else "disconnected"
             self._changed.notify_all()
         if self._wire is not None:
             self._wire.wake()
         self._join_threads(max(0.1, deadline - time.monotonic()))
-        if self._io_thread is not None and self._io_thread.is_alive():
+        if self._done is not None and not self._done.is_set():
             self._abort()
             self._join_threads(2)
         if unconfirmed:
@@ -462,6 +473,11 @@ class Client:
 
     def _join_threads(self, timeout: float) -> None:
         current = threading.current_thread()
+        done = self._done
+        hub = self._hub
+        if done is not None and current is not self._io_thread and \
+                not (hub is not None and hub.is_hub_thread()):
+            done.wait(timeout)  # covers a connection the hub drives (no I/O thread then)
         io = self._io_thread
         if io is not None and io is not current:
             io.join(timeout)
@@ -474,62 +490,82 @@ class Client:
                 if not dispatcher.is_alive() and self._dispatch_thread is dispatcher:
                     self._dispatch_thread = None
 
-    def _io_main(self, timeout: float) -> None:
-        """The I/O thread: connect, run, and reconnect until told to stop."""
-        attempt = 0
-        error: BaseException | None = None
-        sessions_before = self._sessions
+    def _start_io_thread(self, timeout: float, delay: float = 0.0) -> None:
+        self._io_thread = threading.Thread(target=self._io_main, args=(timeout, delay),
+                                           name=f"simplexmpp-io-{self.account.bare}",
+                                           daemon=True)
+        self._io_thread.start()
+
+    def _io_main(self, timeout: float, delay: float = 0.0) -> None:
+        """The I/O thread: connect, run, and reconnect until told to stop, or until a shared
+        :class:`~simplexmpp.transport.Hub` takes the ready connection over."""
         while True:
+            if delay and self._sleep_unless_closing(delay):
+                self._finish(None)
+                return
             try:
-                self._run_connection(timeout)
-                error = None
-            except XMPPError as exc:
-                error = exc
-            except OSError as exc:  # resets, broken pipes, TLS records cut short
-                error = errors.ConnectionError(f"connection to {self.account.domain} lost: "
-                                               f"{exc}")
+                if self._run_connection(timeout):
+                    return  # the hub drives the connection from now on
+                error: BaseException | None = None
             except BaseException as exc:  # noqa: BLE001 - reported, never lost
-                log.exception("unexpected failure in the I/O thread")
-                error = errors.ConnectionError(f"connection failed: {exc!r}")
-            finally:
-                with self._lock:
-                    if self._stream is not None:
-                        self._stream.connection_lost()
-                    if self._state == "ready":
-                        self._state = "reconnecting"
-                    self._changed.notify_all()
-                if self._wire is not None:
-                    self._wire.close()
-            if self._sessions != sessions_before:
-                attempt = 0  # this connection worked: start the backoff afresh
-            sessions_before = self._sessions
-            ready = self._ready_future
-            if ready is not None and not ready.done():
-                ready.set_exception(error or DisconnectedError("server closed the stream"))
-                break
-            if self._close_expected:
-                self._closing = True  # the server ended the stream as announced: no error
-            if self._closing or not self.reconnect or isinstance(error, _RECONNECT_FATAL):
-                break
-            if isinstance(error, StreamError) and error.condition == "conflict":
-                break  # another session took our resource: fighting back would loop forever
-            with self._lock:
+                error = self._io_error(exc)
+            next_delay = self._connection_ended(error)
+            if next_delay is None:
+                return
+            delay = next_delay
+
+    def _io_error(self, exc: BaseException) -> BaseException:
+        """What a failure of the connection is reported as."""
+        if isinstance(exc, XMPPError):
+            return exc
+        if isinstance(exc, OSError):  # resets, broken pipes, TLS records cut short
+            return errors.ConnectionError(f"connection to {self.account.domain} lost: {exc}")
+        log.exception("unexpected failure in the I/O thread", exc_info=exc)
+        return errors.ConnectionError(f"connection failed: {exc!r}")
+
+    def _connection_ended(self, error: BaseException | None) -> float | None:
+        """The connection is gone (cleanly when ``error`` is None). Returns the delay before
+        the next attempt, or None once the client has stopped for good (then it has run
+        ``_finish``). Runs on the I/O thread, or on the hub's thread for a hub connection."""
+        with self._lock:
+            if self._stream is not None:
+                self._stream.connection_lost()
+            if self._state == "ready":
                 self._state = "reconnecting"
-                self._changed.notify_all()
-            self._emit("reconnecting", error)
-            log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
-            if isinstance(error, StreamError) and error.other_host:
-                self.host, _, port = error.other_host.rpartition(":") if \
-                    error.other_host.count(":") == 1 else (error.other_host, "", "")
-                self.port = int(port) if port.isdigit() else self.port
-            # First retry at once (a quick resumption keeps the session); then exponential
-            # backoff with jitter, capped.
-            delay = 0.0 if attempt == 0 else min(
-                self.reconnect_max_delay, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
-            attempt = min(attempt + 1, 20)
-            if self._sleep_unless_closing(delay):
-                break
-        self._finish(error if not self._closing else None)
+            self._in_hub = False
+            self._changed.notify_all()
+        if self._wire is not None:
+            self._wire.close()
+        if self._sessions != self._sessions_before:
+            self._attempt = 0  # this connection worked: start the backoff afresh
+        self._sessions_before = self._sessions
+        ready = self._ready_future
+        if ready is not None and not ready.done():
+            ready.set_exception(error or DisconnectedError("server closed the stream"))
+            self._finish(error if not self._closing else None)
+            return None
+        if self._close_expected:
+            self._closing = True  # the server ended the stream as announced: no error
+        if self._closing or not self.reconnect or isinstance(error, _RECONNECT_FATAL) or (
+                # Another session took our resource: fighting back would loop forever.
+                isinstance(error, StreamError) and error.condition == "conflict"):
+            self._finish(error if not self._closing else None)
+            return None
+        with self._lock:
+            self._state = "reconnecting"
+            self._changed.notify_all()
+        self._emit("reconnecting", error)
+        log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
+        if isinstance(error, StreamError) and error.other_host:
+            self.host, _, port = error.other_host.rpartition(":") if \
+                error.other_host.count(":") == 1 else (error.other_host, "", "")
+            self.port = int(port) if port.isdigit() else self.port
+        # First retry at once (a quick resumption keeps the session); then exponential
+        # backoff with jitter, capped.
+        delay = 0.0 if self._attempt == 0 else min(
+            self.reconnect_max_delay, 0.25 * 2 ** (self._attempt - 1)) * random.uniform(0.5, 1)
+        self._attempt = min(self._attempt + 1, 20)
+        return delay
 
     def _sleep_unless_closing(self, delay: float) -> bool:
         with self._changed:
@@ -557,8 +593,12 @@ class Client:
         if self.jid is not None or error is not None:
             self._emit("disconnected", error)
         self._stop_dispatcher()
+        if self._done is not None:
+            self._done.set()
 
-    def _run_connection(self, timeout: float) -> None:
+    def _run_connection(self, timeout: float) -> bool:
+        """Connect and drive one connection on this thread until it ends (False), or until
+        it is ready and handed to the client's hub (True)."""
         targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout)
         sock = None
         target: Target | None = None
@@ -587,7 +627,7 @@ class Client:
         with self._lock:
             if self._closing:
                 wire.close()
-                return
+                return False
             self._wire = wire
             self._stream = stream
             self._outbuf.clear()
@@ -597,38 +637,77 @@ class Client:
         self._ping_sent_at = None
         self._stanza_started = None
         self._r_outstanding = False
-        negotiation_deadline: float | None = time.monotonic() + timeout
-        sending = bytearray()
+        self._io_timeout = timeout
+        self._negotiation_deadline = time.monotonic() + timeout
+        self._sending = bytearray()
+        readable = False
         while True:
-            now = time.monotonic()
-            if negotiation_deadline is not None and now > negotiation_deadline:
-                raise errors.TimeoutError(
-                    f"stream negotiation with {self.account.domain} did not finish within "
-                    f"{timeout:g} s (stuck while {stream.state})")
+            step = self._io_step(wire, stream, readable)
+            if step is None:
+                return False
+            hub = self._hub
+            if hub is not None and stream.state == "ready" and not self._closing:
+                with self._lock:
+                    self._in_hub = True
+                hub.adopt(self, wire)
+                return True
+            readable, _ = wire.wait(*step)
+
+    def _io_step(self, wire: Wire, stream: ClientStream,
+                 readable: bool) -> tuple[float, bool] | None:
+        """One turn of the I/O loop, after the socket was found readable (or not): read and
+        handle what arrived, write what is queued, run the timers. Returns how long to sleep
+        and whether to wait for the socket to take more, or None once the connection has
+        ended cleanly; raises when it failed. Called by this client's I/O thread, or by the
+        hub's thread once the hub drives the connection."""
+        if self._negotiation_deadline is not None and \
+                time.monotonic() > self._negotiation_deadline:
+            raise errors.TimeoutError(
+                f"stream negotiation with {self.account.domain} did not finish within "
+                f"{self._io_timeout:g} s (stuck while {stream.state})")
+        sending = self._sending
+        if readable:
+            if self._read(wire, stream):
+                return None  # the stream closed cleanly
+            if stream.state == "tls-handshake":
+                self._upgrade(wire, stream, self._io_timeout)
+            if stream.state == "ready":
+                self._negotiation_deadline = None
+        while True:
             with self._lock:
                 if self._outbuf:
                     sending += self._outbuf
                     self._outbuf.clear()
                     self._changed.notify_all()
-            readable, writable = wire.wait(self._tick(now), bool(sending))
-            if readable:
-                if self._read(wire, stream):
-                    return  # the stream closed cleanly
-                if stream.state == "tls-handshake":
-                    self._upgrade(wire, stream, timeout)
-                if stream.state == "ready":
-                    negotiation_deadline = None
-            while sending:
-                sent = wire.send(sending)
-                if not sent:
-                    break
-                if wire_log.isEnabledFor(logging.DEBUG):
-                    self._log_wire("SEND", bytes(sending[:sent]))
-                del sending[:sent]
-                self._last_send = time.monotonic()
-            if self._closing and stream.state == "closed" and not sending:
-                return
-            self._timers(stream)
+            if not sending:
+                break
+            sent = wire.send(sending)
+            if not sent:
+                break
+            if wire_log.isEnabledFor(logging.DEBUG):
+                self._log_wire("SEND", bytes(sending[:sent]))
+            del sending[:sent]
+            self._last_send = time.monotonic()
+        if self._closing and stream.state == "closed" and not sending:
+            return None
+        self._timers(stream)
+        if self._outbuf and not sending:
+            with self._lock:  # what the timers queued (an <r/>, a ping): written next turn
+                sending += self._outbuf
+                self._outbuf.clear()
+        return self._tick(time.monotonic()), bool(sending)
+
+    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
+        """One turn of the I/O loop on the hub's thread (see transport.Hub)."""
+        wire, stream = self._wire, self._stream
+        assert wire is not None and stream is not None
+        return self._io_step(wire, stream, readable)
+
+    def _hub_ended(self, exc: BaseException | None) -> None:
+        """The hub let go of our connection: stop, or reconnect on an I/O thread again."""
+        delay = self._connection_ended(None if exc is None else self._io_error(exc))
+        if delay is not None:
+            self._start_io_thread(self._io_timeout, delay)
 
     def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
         """The sans-IO stream machine for one connection (``Component`` supplies its own)."""

@@ -276,9 +276,9 @@ class Component(Client):
         return ComponentStream(self.account, self._password or "",
                                max_stanza_size=self.max_stanza_size, lang=self.lang)
 
-    def _run_connection(self, timeout: float) -> None:
+    def _run_connection(self, timeout: float) -> bool:
         try:
-            super()._run_connection(timeout)
+            return super()._run_connection(timeout)
         except StreamError as exc:
             ready, stream = self._ready_future, self._stream
             if exc.condition == "conflict" and ready is not None and ready.done() and \

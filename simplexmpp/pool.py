@@ -11,6 +11,8 @@
 Every account is a full :class:`~simplexmpp.Client` (``pool[jid]``) with the pool's shared
 settings (host, TLS, timeouts, reconnect policy) unless ``add()`` overrides them. Incoming
 messages of all accounts arrive in one stream, each tagged with the account that received it.
+Once connected, all accounts share one I/O thread (a :class:`~simplexmpp.transport.Hub`)
+instead of one thread each, unless ``shared_io=False``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from . import errors
 from .client import Client
 from .jid import JID
 from .stanza import Message
+from .transport import Hub
 
 __all__ = ["Pool"]
 
@@ -36,8 +39,13 @@ class _Closed:
 class Pool:
     """A set of accounts sharing settings, with a merged ``messages()`` stream."""
 
-    def __init__(self, **client_defaults: Any) -> None:
+    def __init__(self, *, shared_io: bool = True, **client_defaults: Any) -> None:
+        """``client_defaults`` are :class:`~simplexmpp.Client` keywords every account gets.
+        With ``shared_io`` (the default) one thread drives all the ready connections instead
+        of a thread per account (connecting and reconnecting still use a thread each, for as
+        long as that takes)."""
         self.defaults = client_defaults
+        self.hub: Hub | None = Hub("simplexmpp-pool-io") if shared_io else None
         self._clients: dict[JID, Client] = {}
         self._handles: dict[JID, int] = {}
         self._lock = threading.Lock()
@@ -48,6 +56,7 @@ class Pool:
         """Add an account (not connected yet); returns its Client."""
         options = {**self.defaults, **overrides}
         client = Client(jid, password, **options)
+        client._hub = self.hub
         key = client.account.bare
         with self._lock:
             if key in self._clients:

@@ -14,14 +14,16 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol
 
 from .errors import ConnectionError, TLSError, TimeoutError
 from .sasl import tls_server_end_point
 
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
-           "Wire", "is_loopback"]
+           "Wire", "Hub", "is_loopback"]
 
 log = logging.getLogger("simplexmpp.transport")
 
@@ -220,6 +222,8 @@ class Wire:
         self._registered_write = False
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
+        self._hub: Hub | None = None  # once a hub drives this wire, wake() goes to the hub
+        self._hub_conn: HubConnection | None = None
         self._use(sock)
 
     def _use(self, sock: socket.socket) -> None:
@@ -246,7 +250,12 @@ class Wire:
         return self.sock
 
     def wake(self) -> None:
-        """Make :meth:`wait` return soon; callable from any thread."""
+        """Make :meth:`wait` return soon (or the hub look at this connection); callable from
+        any thread."""
+        hub, conn = self._hub, self._hub_conn
+        if hub is not None and conn is not None:
+            hub.wake(conn)
+            return
         with self._wake_lock:
             if self._woken or self.closed:
                 return
@@ -327,3 +336,183 @@ class Wire:
         except OSError:
             pass
         self.wake()
+
+
+class HubConnection(Protocol):
+    """What a :class:`Hub` drives: a client whose connection is ready (see ``Client``)."""
+
+    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
+        """Read if ``readable``, write what is queued, run timers; returns (seconds until the
+        next timer, wants to write) or None once the connection ended cleanly. Raises when
+        the connection failed."""
+
+    def _hub_ended(self, exc: BaseException | None) -> None:
+        """The connection ended (``exc`` None: cleanly); the hub has let go of it."""
+
+
+class Hub:
+    """One thread driving the ready connections of many clients (a ``Pool``'s), with one
+    selector, instead of a thread per connection.
+
+    A client connects and negotiates on its own I/O thread as usual (blocking TLS handshake,
+    SASL, bind, XEP-0198), then hands the ready connection over with :meth:`adopt` and that
+    thread ends; when the connection is lost the client starts a thread again to reconnect.
+    The hub runs no user code either: callbacks still go to each client's dispatcher. Its
+    thread starts with the first connection and ends when the last one has gone.
+    """
+
+    def __init__(self, name: str = "simplexmpp-hub") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._adopting: list[tuple[HubConnection, Wire]] = []
+        self._dirty: set[HubConnection] = set()
+        self._woken = False
+        self._wake_w: socket.socket | None = None
+        # Owned by the hub's thread:
+        self._conns: dict[HubConnection, _HubEntry] = {}
+        self._next_due = float("inf")
+        self._again: set[HubConnection] = set()  # OpenSSL holds decrypted bytes for these
+
+    def __len__(self) -> int:
+        """Connections the hub drives now."""
+        return len(self._conns)
+
+    def is_hub_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def adopt(self, conn: HubConnection, wire: Wire) -> None:
+        """Take over ``wire`` (connected, ready); from now on only the hub's thread uses it."""
+        with self._lock:
+            wire._hub_conn = conn
+            wire._hub = self
+            self._adopting.append((conn, wire))
+            if self._thread is None:
+                self._wake_r, self._wake_w = socket.socketpair()
+                self._wake_r.setblocking(False)
+                self._wake_w.setblocking(False)
+                self._woken = False
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+                self._thread.start()
+                return
+        self._signal()
+
+    def wake(self, conn: HubConnection) -> None:
+        """``conn`` has something to write (any thread)."""
+        with self._lock:
+            self._dirty.add(conn)
+            if self._woken or threading.current_thread() is self._thread:
+                return
+            self._woken = True
+        self._signal()
+
+    def _signal(self) -> None:
+        wake_w = self._wake_w
+        if wake_w is not None:
+            try:
+                wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def _main(self) -> None:
+        selector = selectors.DefaultSelector()
+        wake_r = self._wake_r
+        selector.register(wake_r, selectors.EVENT_READ, None)
+        try:
+            self._loop(selector, wake_r)
+        except BaseException:  # noqa: BLE001 - a bug here must not pass silently
+            log.exception("the I/O hub failed; its connections are closed")
+            for conn in list(self._conns):
+                self._release(selector, conn, ConnectionError("the I/O hub failed"))
+        finally:
+            selector.close()
+
+    def _loop(self, selector: selectors.BaseSelector, wake_r: socket.socket) -> None:
+        while True:
+            with self._lock:
+                adopting, self._adopting = self._adopting, []
+                dirty, self._dirty = self._dirty, set()
+                if not adopting and not dirty and not self._conns:
+                    # The last connection has gone: the thread ends (adopt() starts another).
+                    self._thread = None
+                    wake_w, self._wake_w = self._wake_w, None
+                    for closer in (wake_r.close, wake_w.close if wake_w else None):
+                        if closer is not None:
+                            closer()
+                    return
+            for conn, wire in adopting:
+                selector.register(wire.sock, selectors.EVENT_READ, conn)
+                self._conns[conn] = _HubEntry(wire)
+                dirty.add(conn)
+            now = time.monotonic()
+            readable, self._again = self._again, set()
+            timeout = 0.0 if dirty or readable else min(max(self._next_due - now, 0.0), 60.0)
+            for key, mask in selector.select(timeout):
+                if key.data is None:
+                    # Drain, then clear the flag (the other order loses wake-ups: see Wire).
+                    try:
+                        while wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                    with self._lock:
+                        self._woken = False
+                        dirty |= self._dirty
+                        self._dirty = set()
+                elif mask & selectors.EVENT_READ:
+                    readable.add(key.data)
+                else:
+                    dirty.add(key.data)
+            now = time.monotonic()
+            if now >= self._next_due:
+                dirty.update(c for c, e in self._conns.items() if e.due <= now)
+                self._next_due = min((e.due for e in self._conns.values()),
+                                     default=float("inf"))
+            for conn in readable | dirty:
+                if conn in self._conns:
+                    self._step(selector, conn, conn in readable)
+
+    def _step(self, selector: selectors.BaseSelector, conn: HubConnection,
+              readable: bool) -> None:
+        entry = self._conns[conn]
+        try:
+            result = conn._hub_step(readable)
+        except BaseException as exc:  # noqa: BLE001 - handed to the client, which reports it
+            self._release(selector, conn, exc)
+            return
+        if result is None:
+            self._release(selector, conn, None)
+            return
+        sleep, want_write = result
+        entry.due = time.monotonic() + sleep
+        self._next_due = min(self._next_due, entry.due)
+        if want_write != entry.want_write:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            selector.modify(entry.wire.sock, events, conn)
+            entry.want_write = want_write
+        sock = entry.wire.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._again.add(conn)  # decrypted bytes wait in OpenSSL: read them next turn
+
+    def _release(self, selector: selectors.BaseSelector, conn: HubConnection,
+                 exc: BaseException | None) -> None:
+        entry = self._conns.pop(conn)
+        try:
+            selector.unregister(entry.wire.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        entry.wire._hub = None
+        entry.wire._hub_conn = None
+        try:
+            conn._hub_ended(exc)
+        except Exception:  # noqa: BLE001 - the hub carries on with the others
+            log.exception("ending a connection failed")
+
+
+class _HubEntry:
+    __slots__ = ("wire", "want_write", "due")
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.want_write = False
+        self.due = 0.0

@@ -7,11 +7,26 @@ import os
 import threading
 import time
 
+from collections.abc import Callable
+
 import pytest
 
 from simplexmpp import Pool
 
 from .conftest import Server
+
+
+def io_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("simplexmpp-io-")]
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def rss_mib() -> float:
@@ -35,6 +50,12 @@ def test_two_hundred_accounts_in_one_pool(server: Server) -> None:
     connect_seconds = time.monotonic() - started
     try:
         assert all(client.state == "ready" for client in pool.clients)
+        # Once ready, every connection is driven by the pool's one hub thread: the accounts'
+        # own I/O threads end after handing over.
+        assert pool.hub is not None
+        assert wait_until(lambda: len(pool.hub) == count and not io_threads()), \
+            (len(pool.hub), io_threads()[:5])
+        assert [t.name for t in threading.enumerate()].count("simplexmpp-pool-io") == 1
         threads_connected, rss_connected = threading.active_count(), rss_mib()
         pool[jids[-1]].send_presence()
         for sender in jids[:10]:
@@ -56,6 +77,53 @@ def test_two_hundred_accounts_in_one_pool(server: Server) -> None:
     while threading.active_count() > threads_before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert threading.active_count() <= threads_before, "threads outlived the pool"
+    assert len(pool.hub) == 0
+
+
+def test_pool_without_shared_io_keeps_a_thread_per_account(server: Server) -> None:
+    jids = [server.new_account("own") for _ in range(3)]
+    with Pool(host=server.host, port=server.port, ca_file=server.ca, shared_io=False) as pool:
+        assert pool.hub is None
+        for jid in jids:
+            pool.add(jid, server.password)
+        pool.connect()
+        assert len([n for n in io_threads() if n.split("-io-")[1] in map(str, jids)]) == 3
+        pool[jids[0]].send_presence()
+        pool.send_message(jids[1], jids[0], "own threads")
+        account, msg = next(pool.messages(timeout=20))
+        assert (account, msg.body) == (jids[0], "own threads")
+
+
+def test_hub_connections_keepalive_iq_and_disconnect(server: Server) -> None:
+    """Timers (keepalive pings, XEP-0198 acks), IQ round trips and a clean close all work on
+    the hub's thread; a client closed while others stay keeps the hub running."""
+    jids = [server.new_account("hub") for _ in range(3)]
+    pool = Pool(host=server.host, port=server.port, ca_file=server.ca, keepalive=1.5,
+                timeout=20)
+    for jid in jids:
+        pool.add(jid, server.password)
+    pool.connect()
+    try:
+        assert pool.hub is not None and wait_until(lambda: len(pool.hub) == 3)
+        first = pool[jids[0]]
+        sent_before = first._last_send
+        # Silence for longer than the keepalive: the hub must send a ping and get the answer
+        # (a client whose ping went unanswered would reconnect or fail).
+        assert wait_until(lambda: first._last_send > sent_before + 1.0, 10)
+        assert first.state == "ready" and first._sessions == 1
+        assert first.ping(timeout=10) >= 0
+        roster = pool[jids[1]].get_roster(timeout=10)
+        assert len(roster) == 0
+        pool.remove(jids[2], timeout=10)
+        assert wait_until(lambda: len(pool.hub) == 2)
+        pool[jids[0]].send_presence()
+        pool.send_message(jids[1], jids[0], "still here")
+        account, msg = next(pool.messages(timeout=20))
+        assert (account, msg.body) == (jids[0], "still here")
+    finally:
+        pool.disconnect(timeout=20)
+    assert wait_until(lambda: not [t for t in threading.enumerate()
+                                   if t.name == "simplexmpp-pool-io"])
 
 
 def test_pool_reports_failures_per_account(server: Server) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from simplexmpp import Client
+from simplexmpp.transport import Hub
 
 from .conftest import PROSODY_UP, Server, start_server
 from .proxy import FaultProxy
@@ -34,6 +35,20 @@ def proxy(durable: Server) -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy(durable.port)
     yield fault_proxy
     fault_proxy.close()
+
+
+@pytest.fixture(params=["own-thread", "hub"])
+def io_mode(request: pytest.FixtureRequest) -> str | Hub:
+    """Each connection on its client's own I/O thread, or all of the test's connections on
+    one shared hub thread (what a Pool does)."""
+    return Hub("test-hub") if request.param == "hub" else request.param
+
+
+def connected(server: Server, io_mode: str | Hub, **kwargs: object) -> Client:
+    client = server.client(server.new_account(), **kwargs)
+    if isinstance(io_mode, Hub):
+        client._hub = io_mode
+    return client.connect()
 
 
 def collect(client: Client, expected: int, idle: float = 20) -> list[str]:
@@ -73,10 +88,10 @@ def cut_repeatedly(proxy: FaultProxy, times: int,
     return cuts, thread
 
 
-def test_sender_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy) -> None:
-    bob = durable.client(durable.new_account()).connect()
-    alice = durable.client(durable.new_account(), port=proxy.port, timeout=30,
-                          reconnect_max_delay=1.0).connect()
+def test_sender_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy,
+                                               io_mode: str | Hub) -> None:
+    bob = connected(durable, io_mode)
+    alice = connected(durable, io_mode, port=proxy.port, timeout=30, reconnect_max_delay=1.0)
     try:
         bob.send_presence()
         stop = threading.Event()
@@ -97,10 +112,10 @@ def test_sender_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProx
         bob.disconnect()
 
 
-def test_receiver_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy) -> None:
-    bob = durable.client(durable.new_account(), port=proxy.port, timeout=30,
-                        reconnect_max_delay=1.0).connect()
-    alice = durable.client(durable.new_account()).connect()
+def test_receiver_cut_twenty_times_loses_nothing(durable: Server, proxy: FaultProxy,
+                                                 io_mode: str | Hub) -> None:
+    bob = connected(durable, io_mode, port=proxy.port, timeout=30, reconnect_max_delay=1.0)
+    alice = connected(durable, io_mode)
     try:
         bob.send_presence()
         stop = threading.Event()
@@ -160,11 +175,10 @@ def test_prosody_restart_mid_session_loses_and_duplicates_nothing(
             pass
 
 
-def test_stalled_connection_is_detected_and_recovered(durable: Server,
-                                                      proxy: FaultProxy) -> None:
-    alice = durable.client(durable.new_account(), port=proxy.port, keepalive=1,
-                          timeout=2).connect()
-    bob = durable.client(durable.new_account()).connect()
+def test_stalled_connection_is_detected_and_recovered(durable: Server, proxy: FaultProxy,
+                                                      io_mode: str | Hub) -> None:
+    alice = connected(durable, io_mode, port=proxy.port, keepalive=1, timeout=2)
+    bob = connected(durable, io_mode)
     try:
         bob.send_presence()  # available, so chat messages reach this session (RFC 6121 §8.5.2)
         lost = threading.Event()
