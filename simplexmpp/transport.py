@@ -249,6 +249,15 @@ class Wire:
         self.sock.settimeout(timeout)
         return self.sock
 
+    def release_own_wakeup(self) -> None:
+        """Close the wire's own selector and wake-up pair: a hub waits for it from now on
+        (three file descriptors fewer per connection)."""
+        for closer in (self._selector.close, self._wake_r.close, self._wake_w.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
     def wake(self) -> None:
         """Make :meth:`wait` return soon (or the hub look at this connection); callable from
         any thread."""
@@ -383,6 +392,7 @@ class Hub:
 
     def adopt(self, conn: HubConnection, wire: Wire) -> None:
         """Take over ``wire`` (connected, ready); from now on only the hub's thread uses it."""
+        wire.release_own_wakeup()
         with self._lock:
             wire._hub_conn = conn
             wire._hub = self
