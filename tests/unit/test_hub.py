@@ -1,0 +1,80 @@
+"""transport.Hub: one thread driving many ready connections, against the in-process
+FakeServer (the real-server tests are in tests/integration/test_pool.py and
+test_reliability.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from simplexmpp import Client, errors
+from simplexmpp.testing import running_server
+from simplexmpp.transport import Hub
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def thread_names(prefix: str) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def test_hub_takes_over_ready_connections_and_ends_with_the_last() -> None:
+    users = {f"u{i}": "password" for i in range(6)}
+    hub = Hub("test-hub")
+    with running_server(users=users) as server:
+        clients: list[Client] = []
+        for name in users:
+            client = server.client(name)
+            client._hub = hub
+            clients.append(client.connect())
+        # Each client negotiated on its own I/O thread, handed over, and that thread ended.
+        assert wait_until(lambda: len(hub) == 6 and not thread_names("simplexmpp-io-u"))
+        assert thread_names("test-hub") == ["test-hub"]
+        server.make_contacts("u0", "u1")
+        clients[1].send_presence()
+        for sender in clients[2:]:
+            sender.send_message(clients[1].account, f"from {sender.account.local}")
+        got = sorted((clients[1].next_message(timeout=5).body or "") for _ in range(4))
+        assert got == [f"from u{i}" for i in range(2, 6)]
+        # IQ round trips resolve their futures from the hub's thread.
+        assert clients[0].get_roster(timeout=5).get(clients[1].account) is not None
+        assert clients[3].ping(timeout=5) >= 0
+        for client in clients[:5]:
+            client.disconnect(timeout=5)
+            assert client.state == "disconnected"
+        assert wait_until(lambda: len(hub) == 1)
+        clients[5].send_message(clients[1].account, "nobody listens")  # still served
+        clients[5].disconnect(timeout=5)
+    assert wait_until(lambda: not thread_names("test-hub")), "the hub thread outlived its work"
+
+
+def test_server_going_away_ends_every_hub_connection_with_an_error() -> None:
+    hub = Hub("test-hub")
+    ended: list[BaseException | None] = []
+    with running_server() as server:
+        clients = []
+        for name in ("alice", "bob"):
+            client = server.client(name)  # reconnect=False
+            client._hub = hub
+            client.on("disconnected", ended.append)
+            clients.append(client.connect())
+        assert wait_until(lambda: len(hub) == 2)
+        server.stop()
+        for client in clients:
+            with pytest.raises(errors.DisconnectedError):
+                for _ in client.messages(timeout=5):
+                    pass
+                client.send_message("carol@localhost", "too late", timeout=1)
+        assert wait_until(lambda: len(ended) == 2)
+        assert all(isinstance(exc, errors.XMPPError) for exc in ended), ended
+    assert wait_until(lambda: len(hub) == 0 and not thread_names("test-hub"))
