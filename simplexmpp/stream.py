@@ -20,7 +20,7 @@ import binascii
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import ClassVar, Mapping, Union, cast
 
 from . import sasl
 from .errors import (STREAM_ERROR_CONDITIONS, AuthenticationError, InvalidStanzaError,
@@ -31,7 +31,7 @@ from .xml import (CLIENT_NS, STREAM_FOOTER, STREAM_NS, StreamEnd, StreamHeader, 
                   stream_header, tostring)
 
 __all__ = [
-    "ClientStream", "StartTLS", "Authenticated", "Ready", "Resumed", "StanzaReceived",
+    "ClientStream", "StartTLS", "Authenticated", "Ready", "Resumed",
     "NonzaReceived", "AckReceived", "StreamClosed", "Event", "SMState",
     "TLS_NS", "SASL_NS", "BIND_NS", "SESSION_NS", "SM_NS", "STREAM_ERRORS_NS",
 ]
@@ -87,12 +87,6 @@ class Resumed:
     resend: list[ET.Element]
 
 
-@dataclass(slots=True)
-class StanzaReceived:
-    """A ``message``, ``presence`` or ``iq`` from the peer."""
-    element: ET.Element
-
-
 @dataclass
 class NonzaReceived:
     """Any other top-level element once the session is ready (for extensions)."""
@@ -111,7 +105,9 @@ class StreamClosed:
     """The peer closed the stream (and we have answered with our own footer)."""
 
 
-Event = Union[StartTLS, Authenticated, Ready, Resumed, StanzaReceived, NonzaReceived,
+#: A ``message``, ``presence`` or ``iq`` from the peer is reported as its element itself,
+#: without a wrapper object: that is the hot path of a running session.
+Event = Union[StartTLS, Authenticated, Ready, Resumed, ET.Element, NonzaReceived,
               AckReceived, StreamClosed]
 
 
@@ -184,6 +180,11 @@ class ClientStream:
     ``authenticated=False``, for XEP-0077 in-band registration (§3.1).
     """
 
+    #: Whether received stanzas are reported exactly as parsed, which lets
+    #: :meth:`receive_data` skip :meth:`_element` for them (a subclass that rewrites
+    #: stanzas in ``_element`` sets it False).
+    _stanzas_as_parsed: ClassVar[bool] = True
+
     def __init__(self, jid: JID, password: str | None, *, tls: str = "starttls",
                  resource: str | None = None, sm: bool = True, sm_state: SMState | None = None,
                  mechanisms: list[str] | None = None, max_stanza_size: int = 1 << 20,
@@ -253,19 +254,22 @@ class ClientStream:
         events: list[Event] = []
         try:
             items = self._parser.feed(data)
-            sm = self.sm
-            if self.state == "ready" and sm is not None:
-                # Hot path of a running session: stanzas counted (XEP-0198) and handed on;
-                # anything else (acks, errors, the stream end) goes the general way below.
-                first_other = len(items)
-                for index, item in enumerate(items):
-                    if type(item) is _ELEMENT and item.tag in _STANZA_TAGS:
-                        events.append(StanzaReceived(item))
-                    else:
-                        first_other = index
+            if self.state == "ready" and self._stanzas_as_parsed:
+                # Hot path of a running session: the leading stanzas are counted (XEP-0198)
+                # and handed on in the parser's own list; anything else (acks, errors, the
+                # stream end) goes the general way below.
+                count = 0
+                for item in items:
+                    if type(item) is not _ELEMENT or item.tag not in _STANZA_TAGS:
                         break
-                sm.inbound = (sm.inbound + len(events)) % (1 << 32)
-                items = items[first_other:]
+                    count += 1
+                sm = self.sm
+                if sm is not None and count:
+                    sm.inbound = (sm.inbound + count) % (1 << 32)
+                if count == len(items):
+                    return cast("list[Event]", items)
+                events = cast("list[Event]", items[:count])
+                items = items[count:]
             for item in items:
                 if isinstance(item, ET.Element):
                     self._element(item, events)
@@ -368,7 +372,7 @@ class ClientStream:
             if tag in _STANZA_TAGS:
                 if self.sm is not None:
                     self.sm.inbound = (self.sm.inbound + 1) % (1 << 32)
-                events.append(StanzaReceived(el))
+                events.append(el)
             elif tag == "{%s}r" % SM_NS and self.sm is not None:
                 self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
             elif tag == "{%s}a" % SM_NS and self.sm is not None:
