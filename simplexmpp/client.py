@@ -117,6 +117,12 @@ def _handle_of(entry: _Interceptor) -> int:
     return entry[0]
 
 
+def _wrap_message(element: ET.Element) -> Message:
+    msg: Message = _new_message(Message)  # the tag is known: skip __init__'s checks
+    msg.xml = element
+    return msg
+
+
 def _message_type(element: ET.Element) -> str:
     """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
     type_ = element.get("type")
@@ -147,9 +153,7 @@ class _Inbox:
     def get(self, block: bool = True, timeout: float | None = None) -> Message | _Closed:
         item = self._get(block, timeout)
         if type(item) is _ELEMENT:
-            msg: Message = _new_message(Message)
-            msg.xml = item
-            return msg
+            return _wrap_message(item)
         return item  # type: ignore[return-value]  # _Closed (mypy cannot narrow on type(...) is)
 
 
@@ -1061,9 +1065,8 @@ class Client:
         tag = element.tag
         if tag == _MESSAGE:
             # Hot path (every message): one scan of the children finds both the interceptors
-            # that asked for a child's tag and the XEP-0359 ids the duplicate check reads.
-            msg = _new_message(Message)  # the tag is known: skip __init__'s checks
-            msg.xml = element
+            # that asked for a child's tag and the XEP-0359 ids the duplicate check reads;
+            # the Message wrapper is made only for whoever gets to see it.
             index = self._interceptor_index.get("message")
             by_tag = _NO_INTERCEPTORS if index is None else index[1]
             matched = origin = None
@@ -1077,14 +1080,16 @@ class Client:
                 found = by_tag.get(child_tag)
                 if found is not None:
                     matched = found if matched is None else matched + found
+            type_ = element.get("type")
+            msg = None
             if index is not None:
-                type_ = element.get("type")
-                if type_ is None or type_ not in _MESSAGE_TYPES:
-                    type_ = "normal"  # RFC 6121 §5.2.2
-                if (matched is not None or index[0] or type_ in index[2]) and \
-                        self._run_interceptors(msg, index, matched, type_):
-                    return
-            self._accept_message(msg, origin, stanza_ids)
+                known_type = type_ if type_ in _MESSAGE_TYPES else "normal"  # RFC 6121 §5.2.2
+                if matched is not None or index[0] or known_type in index[2]:
+                    msg = _new_message(Message)  # the tag is known: skip __init__'s checks
+                    msg.xml = element
+                    if self._run_interceptors(msg, index, matched, known_type):
+                        return
+            self._accept_message(element, type_, origin, stanza_ids, msg)
         elif tag == _PRESENCE:
             presence = Presence(element)
             if not self._intercepted("presence", presence):
@@ -1185,8 +1190,8 @@ class Client:
         that unwrap messages (carbons, archives)."""
         self._incoming_message(msg)
 
-    def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None,
-                      stanza_ids: bool) -> bool:
+    def _is_duplicate(self, element: ET.Element, type_: str | None,
+                      origin_el: ET.Element | None, stanza_ids: bool) -> bool:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
         resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
@@ -1196,7 +1201,7 @@ class Client:
         collector."""
         origin = None if origin_el is None else origin_el.get("id")
         archived = None
-        if stanza_ids:
+        if stanza_ids and type_ != "groupchat":
             own = self._own_bare
             for child in element:
                 if child.tag == _STANZA_ID and child.get("by") == own:
@@ -1217,23 +1222,28 @@ class Client:
                 prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
             key_o = prefix + origin
             duplicate = key_o in seen
-        if archived and element.get("type") != "groupchat":
+        if archived:
             key_a = "\0" + archived
             self.last_stanza_id = archived
             duplicate = duplicate or key_a in seen
-        if key_o is None and key_a is None:
+        elif key_o is None:
             return False
         order = self._seen_order
-        if key_o is not None and key_o not in seen:
-            seen.add(key_o)
-            order.append(key_o)
-        if key_a is not None and key_a not in seen:
-            seen.add(key_a)
-            order.append(key_a)
         if duplicate:
+            for key in (key_o, key_a):
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    order.append(key)
             self.duplicates_dropped += 1
             return True
-        while len(order) > self.duplicate_window:
+        if key_o is not None:
+            seen.add(key_o)
+            order.append(key_o)
+        if key_a is not None and key_a != key_o:
+            seen.add(key_a)
+            order.append(key_a)
+        window = self.duplicate_window
+        while len(order) > window:
             seen.discard(order.popleft())
         return False
 
@@ -1323,33 +1333,35 @@ class Client:
         self._send_reply(reply)
 
     def _incoming_message(self, msg: Message) -> None:
+        element = msg.xml
         origin = None
         stanza_ids = False
-        for child in msg.xml:
+        for child in element:
             tag = child.tag
             if tag == _ORIGIN_ID:
                 origin = child
             elif tag == _STANZA_ID:
                 stanza_ids = True
-        self._accept_message(msg, origin, stanza_ids)
+        self._accept_message(element, element.get("type"), origin, stanza_ids, msg)
 
-    def _accept_message(self, msg: Message, origin: ET.Element | None,
-                        stanza_ids: bool) -> None:
-        """A message no interceptor claimed: the inbox and "message" callbacks, unless it is
-        an error or a repeat (see _is_duplicate for the arguments)."""
-        element = msg.xml
-        if element.get("type") == "error":
-            self._emit("message_error", msg)
+    def _accept_message(self, element: ET.Element, type_: str | None,
+                        origin: ET.Element | None, stanza_ids: bool,
+                        msg: Message | None) -> None:
+        """A message no interceptor claimed (its ``type`` attribute, its last origin-id
+        child, whether it has stanza-ids, and its wrapper if one was made already): to the
+        inbox and "message" callbacks, unless it is an error or a repeat."""
+        if type_ == "error":
+            self._emit("message_error", msg or _wrap_message(element))
             return
         if (origin is not None or stanza_ids) and \
-                self._is_duplicate(element, origin, stanza_ids):
-            log.debug("dropping a repeated message %s", msg.id)
+                self._is_duplicate(element, type_, origin, stanza_ids):
+            log.debug("dropping a repeated message %s", element.get("id"))
             return
         handlers = self._handlers.get("message")
         if not handlers or self._inbox_used:
             self._inbox.put(element)
         if handlers:
-            self._emit("message", msg)
+            self._emit("message", msg or _wrap_message(element))
 
     def _incoming_presence(self, presence: Presence) -> None:
         kind = presence.type

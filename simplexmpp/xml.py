@@ -252,37 +252,73 @@ class StreamParser:
                 self._take_header_events(out)
                 return
             # After the header only "end" events are asked for (see _start_stream; comments
-            # and PIs raise in the TreeBuilder). The open top-level element is always the
-            # first child of the root not yet taken (completed ones are removed below), so
-            # an element that ends while being it is a complete stanza. This is the hottest
-            # loop of the library: one identity test per element.
-            elements = self._elements
-            limit = self.max_depth
-            tops = iter(root)
-            top = next(tops, None)
-            done = 0
-            for _, elem in events:
-                elements += 1
-                if elem is top:
-                    done += 1
-                    if elements > limit:  # only then can it be too deep
-                        _check_depth(elem, limit)  # type: ignore[arg-type]
-                    elements = 0
-                    if elem.tag[0] != "{":  # type: ignore[union-attr]
-                        raise StreamError("invalid-namespace",
-                                          "top-level element in no namespace")
-                    out.append(elem)  # type: ignore[arg-type]
-                    top = next(tops, None)
-                elif elem is root:
-                    self._ended = True
-                    out.append(StreamEnd())
-                    break
-            self._elements = elements
-            if done:
-                del root[:done]  # bounded memory: the stream keeps nothing
-                self._stanza_bytes = 0
+            # and PIs raise in the TreeBuilder). Completed top-level elements are removed
+            # from the root after every slice, and expat starts a top-level element only
+            # after the one before it has ended: so all children of the root but the last
+            # are complete stanzas, and the last one is complete if it ended last.
+            last = events[-1][1]
+            count = len(root)
+            if last is root or not count:
+                self._take_ends(out)  # the stream's end
+                return
+            done = count if last is root[-1] else count - 1
+            if not done:
+                self._elements += len(events)  # all inside the open stanza
+                return
+            # Depth limit: a stanza holds at most (its elements' end events) levels, and
+            # each of the other completed stanzas took one event at least. When that bound
+            # may exceed the limit, count exactly, event by event.
+            if self._elements + len(events) - (done - 1) > self.max_depth:
+                self._take_ends(out)
+                return
+            if done == count:
+                self._elements = 0
+            else:
+                # End events after the last complete stanza's belong to the open one.
+                previous = root[done - 1]
+                index = len(events) - 1
+                while events[index][1] is not previous:
+                    index -= 1
+                self._elements = len(events) - 1 - index
+            stanzas = root[:done]
+            del root[:done]  # bounded memory: the stream keeps nothing
+            self._stanza_bytes = 0
+            for elem in stanzas:
+                if elem.tag[0] != "{":
+                    raise StreamError("invalid-namespace", "top-level element in no namespace")
+            out.extend(stanzas)
         finally:
             events.clear()
+
+    def _take_ends(self, out: list[StreamItem]) -> None:
+        """The "end" events of a slice one by one (when the stream ends, or a stanza may be
+        nested too deeply)."""
+        root = self._root
+        assert root is not None
+        elements = self._elements
+        limit = self.max_depth
+        tops = iter(root)
+        top = next(tops, None)
+        done = 0
+        for _, elem in self._events:
+            elements += 1
+            if elem is top:
+                done += 1
+                if elements > limit:  # only then can it be too deep
+                    _check_depth(elem, limit)  # type: ignore[arg-type]
+                elements = 0
+                if elem.tag[0] != "{":  # type: ignore[union-attr]
+                    raise StreamError("invalid-namespace", "top-level element in no namespace")
+                out.append(elem)  # type: ignore[arg-type]
+                top = next(tops, None)
+            elif elem is root:
+                self._ended = True
+                out.append(StreamEnd())
+                break
+        self._elements = elements
+        if done:
+            del root[:done]
+            self._stanza_bytes = 0
 
     def _take_header_events(self, out: list[StreamItem]) -> None:
         # Until the header has been seen "start" and "start-ns" events come too; the events
