@@ -1190,37 +1190,26 @@ class Client:
         that unwrap messages (carbons, archives)."""
         self._incoming_message(msg)
 
-    def _is_duplicate(self, element: ET.Element, type_: str | None,
-                      origin_el: ET.Element | None, stanza_ids: bool) -> bool:
+    def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
         resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
-        the message's last origin-id child, ``stanza_ids`` whether it has a stanza-id.
-
-        The window holds str keys: unlike tuples, str are not tracked by the garbage
-        collector."""
+        the message's last origin-id child. (Messages without stanza-ids are checked in
+        _accept_message, the same way.)"""
         origin = None if origin_el is None else origin_el.get("id")
         archived = None
-        if stanza_ids and type_ != "groupchat":
-            own = self._own_bare
-            for child in element:
-                if child.tag == _STANZA_ID and child.get("by") == own:
-                    archived = child.get("id")
-                    if archived is not None:
-                        break
+        own = self._own_bare
+        for child in element:
+            if child.tag == _STANZA_ID and child.get("by") == own:
+                archived = child.get("id")
+                if archived is not None:
+                    break
         seen = self._seen_ids
         key_o = key_a = None
         duplicate = False
         if origin:
-            # The sender's bare JID, lowercased, then NUL (which XML cannot carry, so the
-            # two parts stay apart), then the origin-id. Our archive's stanza-ids use "".
             sender = element.get("from", "")
-            prefix = self._sender_keys.get(sender)
-            if prefix is None:
-                if len(self._sender_keys) >= 1024:
-                    self._sender_keys.clear()
-                prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
-            key_o = prefix + origin
+            key_o = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin
             duplicate = key_o in seen
         if archived:
             key_a = "\0" + archived
@@ -1242,10 +1231,21 @@ class Client:
         if key_a is not None and key_a != key_o:
             seen.add(key_a)
             order.append(key_a)
-        window = self.duplicate_window
+        self._forget_oldest()
+        return False
+
+    def _sender_key(self, sender: str) -> str:
+        """The key prefix of a message from ``sender`` (see _is_duplicate), remembered."""
+        if len(self._sender_keys) >= 1024:
+            self._sender_keys.clear()
+        prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
+        return prefix
+
+    def _forget_oldest(self) -> None:
+        """Shrink the duplicate window to ``duplicate_window`` keys, oldest out first."""
+        seen, order, window = self._seen_ids, self._seen_order, self.duplicate_window
         while len(order) > window:
             seen.discard(order.popleft())
-        return False
 
     def _incoming_iq(self, iq: Iq) -> None:
         kind = iq.xml.get("type")
@@ -1349,14 +1349,37 @@ class Client:
                         msg: Message | None) -> None:
         """A message no interceptor claimed (its ``type`` attribute, its last origin-id
         child, whether it has stanza-ids, and its wrapper if one was made already): to the
-        inbox and "message" callbacks, unless it is an error or a repeat."""
+        inbox and "message" callbacks, unless it is an error or a repeat (XEP-0359).
+
+        The window of ids seen holds str keys (unlike tuples, str are not tracked by the
+        garbage collector): the sender's bare JID, lowercased, then NUL (which XML cannot
+        carry, so the two parts stay apart), then the origin-id; our archive's stanza-ids
+        (see _is_duplicate) have an empty sender."""
         if type_ == "error":
             self._emit("message_error", msg or _wrap_message(element))
             return
-        if (origin is not None or stanza_ids) and \
-                self._is_duplicate(element, type_, origin, stanza_ids):
-            log.debug("dropping a repeated message %s", element.get("id"))
-            return
+        if stanza_ids and type_ != "groupchat":
+            if self._is_duplicate(element, origin):
+                log.debug("dropping a repeated message %s", element.get("id"))
+                return
+        elif origin is not None:
+            # Hot path (every message with an origin-id): _is_duplicate without stanza-ids.
+            origin_id = origin.get("id")
+            if origin_id:
+                sender = element.get("from", "")
+                key = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
+                seen = self._seen_ids
+                if key in seen:
+                    self.duplicates_dropped += 1
+                    log.debug("dropping a repeated message %s", element.get("id"))
+                    return
+                seen.add(key)
+                order = self._seen_order
+                order.append(key)
+                if len(order) > self.duplicate_window:
+                    seen.discard(order.popleft())
+                    if len(order) > self.duplicate_window:  # the window was made smaller
+                        self._forget_oldest()
         handlers = self._handlers.get("message")
         if not handlers or self._inbox_used:
             self._inbox.put(element)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 
 _STANZA_TAGS = frozenset("{%s}%s" % (CLIENT_NS, n) for n in ("message", "presence", "iq"))
+_TAG, _NO_TAG = itertools.repeat("tag"), itertools.repeat("")  # getattr(item, "tag", "")
 _PRESENCE = "{%s}presence" % CLIENT_NS
-_ELEMENT = ET.Element
 _FEATURES = "{%s}features" % STREAM_NS
 _STREAM_ERROR = "{%s}error" % STREAM_NS
 
@@ -254,22 +255,15 @@ class ClientStream:
         events: list[Event] = []
         try:
             items = self._parser.feed(data)
-            if self.state == "ready" and self._stanzas_as_parsed:
-                # Hot path of a running session: the leading stanzas are counted (XEP-0198)
-                # and handed on in the parser's own list; anything else (acks, errors, the
-                # stream end) goes the general way below.
-                count = 0
-                for item in items:
-                    if type(item) is not _ELEMENT or item.tag not in _STANZA_TAGS:
-                        break
-                    count += 1
+            if self.state == "ready" and self._stanzas_as_parsed and \
+                    _STANZA_TAGS.issuperset(map(getattr, items, _TAG, _NO_TAG)):
+                # Hot path of a running session: the parser's list holds only stanzas (as
+                # checked in C above: only elements have a tag), so it is handed on as it
+                # is, counted for XEP-0198. Acks, errors, the stream end go the general way.
                 sm = self.sm
-                if sm is not None and count:
-                    sm.inbound = (sm.inbound + count) % (1 << 32)
-                if count == len(items):
-                    return cast("list[Event]", items)
-                events = cast("list[Event]", items[:count])
-                items = items[count:]
+                if sm is not None:
+                    sm.inbound = (sm.inbound + len(items)) % (1 << 32)
+                return cast("list[Event]", items)
             for item in items:
                 if isinstance(item, ET.Element):
                     self._element(item, events)
