@@ -737,10 +737,13 @@ class Client:
                 finally:
                     self._take_output()
             closed = False
-            incoming = self._incoming
+            incoming, message = self._incoming, self._incoming_message
             for event in events:
                 if type(event) is _ELEMENT:  # a stanza (see stream.Event)
-                    incoming(event)
+                    if event.tag == _MESSAGE:
+                        message(event)
+                    else:
+                        incoming(event)
                 elif isinstance(event, AckReceived):
                     with self._lock:
                         self._r_outstanding = False
@@ -1064,32 +1067,7 @@ class Client:
     def _incoming(self, element: ET.Element) -> None:
         tag = element.tag
         if tag == _MESSAGE:
-            # Hot path (every message): one scan of the children finds both the interceptors
-            # that asked for a child's tag and the XEP-0359 ids the duplicate check reads;
-            # the Message wrapper is made only for whoever gets to see it.
-            index = self._interceptor_index.get("message")
-            by_tag = _NO_INTERCEPTORS if index is None else index[1]
-            matched = origin = None
-            stanza_ids = False
-            for child in element:
-                child_tag = child.tag
-                if child_tag == _ORIGIN_ID:
-                    origin = child
-                elif child_tag == _STANZA_ID:
-                    stanza_ids = True
-                found = by_tag.get(child_tag)
-                if found is not None:
-                    matched = found if matched is None else matched + found
-            type_ = element.get("type")
-            msg = None
-            if index is not None:
-                known_type = type_ if type_ in _MESSAGE_TYPES else "normal"  # RFC 6121 §5.2.2
-                if matched is not None or index[0] or known_type in index[2]:
-                    msg = _new_message(Message)  # the tag is known: skip __init__'s checks
-                    msg.xml = element
-                    if self._run_interceptors(msg, index, matched, known_type):
-                        return
-            self._accept_message(element, type_, origin, stanza_ids, msg)
+            self._incoming_message(element)
         elif tag == _PRESENCE:
             presence = Presence(element)
             if not self._intercepted("presence", presence):
@@ -1188,14 +1166,14 @@ class Client:
     def deliver(self, msg: Message) -> None:
         """Hand a message to the normal path (inbox and "message" events), for extensions
         that unwrap messages (carbons, archives)."""
-        self._incoming_message(msg)
+        self._incoming_message(msg.xml, msg, intercept=False)
 
     def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
         resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
         the message's last origin-id child. (Messages without stanza-ids are checked in
-        _accept_message, the same way.)"""
+        _incoming_message, the same way.)"""
         origin = None if origin_el is None else origin_el.get("id")
         archived = None
         own = self._own_bare
@@ -1332,29 +1310,40 @@ class Client:
                 reply = iq.result(answer if isinstance(answer, ET.Element) else None)
         self._send_reply(reply)
 
-    def _incoming_message(self, msg: Message) -> None:
-        element = msg.xml
-        origin = None
+    def _incoming_message(self, element: ET.Element, msg: Message | None = None,
+                          intercept: bool = True) -> None:
+        """A received message (``msg`` its wrapper if one was made already; ``intercept``
+        False for what deliver() hands over): the interceptors, then the inbox and
+        "message" callbacks, unless it is an error or a repeat (XEP-0359).
+
+        Hot path (every message), so all in one function: one scan of the children finds
+        both the interceptors that asked for a child's tag and the XEP-0359 ids; the
+        Message wrapper is made only for whoever gets to see it. The window of ids seen
+        holds str keys (unlike tuples, str are not tracked by the garbage collector): the
+        sender's bare JID, lowercased, then NUL (which XML cannot carry, so the two parts
+        stay apart), then the origin-id; our archive's stanza-ids (see _is_duplicate) have
+        an empty sender."""
+        index = self._interceptor_index.get("message") if intercept else None
+        by_tag = _NO_INTERCEPTORS if index is None else index[1]
+        matched = origin = None
         stanza_ids = False
         for child in element:
-            tag = child.tag
-            if tag == _ORIGIN_ID:
+            child_tag = child.tag
+            if child_tag == _ORIGIN_ID:
                 origin = child
-            elif tag == _STANZA_ID:
+            elif child_tag == _STANZA_ID:
                 stanza_ids = True
-        self._accept_message(element, element.get("type"), origin, stanza_ids, msg)
-
-    def _accept_message(self, element: ET.Element, type_: str | None,
-                        origin: ET.Element | None, stanza_ids: bool,
-                        msg: Message | None) -> None:
-        """A message no interceptor claimed (its ``type`` attribute, its last origin-id
-        child, whether it has stanza-ids, and its wrapper if one was made already): to the
-        inbox and "message" callbacks, unless it is an error or a repeat (XEP-0359).
-
-        The window of ids seen holds str keys (unlike tuples, str are not tracked by the
-        garbage collector): the sender's bare JID, lowercased, then NUL (which XML cannot
-        carry, so the two parts stay apart), then the origin-id; our archive's stanza-ids
-        (see _is_duplicate) have an empty sender."""
+            found = by_tag.get(child_tag)
+            if found is not None:
+                matched = found if matched is None else matched + found
+        type_ = element.get("type")
+        if index is not None:
+            known_type = type_ if type_ in _MESSAGE_TYPES else "normal"  # RFC 6121 §5.2.2
+            if matched is not None or index[0] or known_type in index[2]:
+                if msg is None:
+                    msg = _wrap_message(element)
+                if self._run_interceptors(msg, index, matched, known_type):
+                    return
         if type_ == "error":
             self._emit("message_error", msg or _wrap_message(element))
             return
@@ -1363,7 +1352,6 @@ class Client:
                 log.debug("dropping a repeated message %s", element.get("id"))
                 return
         elif origin is not None:
-            # Hot path (every message with an origin-id): _is_duplicate without stanza-ids.
             origin_id = origin.get("id")
             if origin_id:
                 sender = element.get("from", "")
