@@ -23,7 +23,7 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +34,7 @@ from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
 from .stanza import Iq, Message, Presence, Stanza, new_id
 from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
-                     SMState, StanzaReceived, StartTLS, StreamClosed)
+                     SMState, StartTLS, StreamClosed)
 from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS, check_text, tostring
@@ -71,6 +71,7 @@ PING_NS = "urn:xmpp:ping"
 SID_NS = "urn:xmpp:sid:0"
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
 _new_message = object.__new__
+_ELEMENT = ET.Element
 _STANZA_ID = "{%s}stanza-id" % SID_NS
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
@@ -99,8 +100,33 @@ _REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-#: (handle, interceptor, child tags it wants or None for all) — see add_interceptor().
-_Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None"]
+#: (handle, interceptor, child tags it wants, types it wants; None: all) — see
+#: add_interceptor().
+_Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None",
+                     "frozenset[str] | None"]
+#: Per kind: (interceptors for all, by child tag, by type) — see _index_interceptors().
+_InterceptorIndex = tuple[list[_Interceptor], dict[str, list[_Interceptor]],
+                          dict[str, list[_Interceptor]]]
+_NO_INTERCEPTORS: dict[str, list[_Interceptor]] = {}
+
+
+_MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
+
+
+def _handle_of(entry: _Interceptor) -> int:
+    return entry[0]
+
+
+def _wrap_message(element: ET.Element) -> Message:
+    msg: Message = _new_message(Message)  # the tag is known: skip __init__'s checks
+    msg.xml = element
+    return msg
+
+
+def _message_type(element: ET.Element) -> str:
+    """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
+    type_ = element.get("type")
+    return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
 class _Closed:
@@ -108,6 +134,27 @@ class _Closed:
 
 
 _CLOSED = _Closed()
+
+
+class _Inbox:
+    """The messages waiting for ``messages()``/``next_message()``: a ``SimpleQueue`` of their
+    elements, which ``get()`` wraps in :class:`Message` as they are taken. A wrapper is one
+    slot, so making it late costs nothing, and each waiting message is one object fewer for
+    the garbage collector to walk again and again while thousands of them wait."""
+
+    __slots__ = ("put", "qsize", "_get")
+
+    def __init__(self) -> None:
+        q: queue.SimpleQueue[ET.Element | _Closed] = queue.SimpleQueue()
+        self.put = q.put          # the queue's own (C) methods: no Python frame per message
+        self.qsize = q.qsize
+        self._get = q.get
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Message | _Closed:
+        item = self._get(block, timeout)
+        if type(item) is _ELEMENT:
+            return _wrap_message(item)
+        return item  # type: ignore[return-value]  # _Closed (mypy cannot narrow on type(...) is)
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -221,14 +268,16 @@ class Client:
         self._event_names = set(EVENTS)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
         self._interceptors: dict[str, list[_Interceptor]] = {}
-        self._interceptor_index: dict[str, tuple[list[_Interceptor],
-                                                 dict[str, list[_Interceptor]]]] = {}
-        self._seen_origin_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._interceptor_index: dict[str, _InterceptorIndex] = {}
+        # XEP-0359 duplicate window (_is_duplicate): the keys, and the same in arrival order.
+        self._seen_ids: set[str] = set()
+        self._seen_order: deque[str] = deque()
+        self._sender_keys: dict[str, str] = {}   # 'from' attribute -> its key prefix
         #: The stanza-id our own archive gave the last message received (XEP-0359).
         self.last_stanza_id: str | None = None
         self.duplicate_window = 10000
         self.duplicates_dropped = 0
-        self._inbox: queue.SimpleQueue[Message | _Closed] = queue.SimpleQueue()
+        self._inbox = _Inbox()
         self._inbox_used = False
         self._roster = Roster()
         self._roster_loaded = False
@@ -767,9 +816,13 @@ class Client:
                 finally:
                     self._take_output()
             closed = False
+            incoming, message = self._incoming, self._incoming_message
             for event in events:
-                if isinstance(event, StanzaReceived):
-                    self._incoming(event.element)
+                if type(event) is _ELEMENT:  # a stanza (see stream.Event)
+                    if event.tag == _MESSAGE:
+                        message(event)
+                    else:
+                        incoming(event)
                 elif isinstance(event, AckReceived):
                     with self._lock:
                         self._r_outstanding = False
@@ -1093,10 +1146,7 @@ class Client:
     def _incoming(self, element: ET.Element) -> None:
         tag = element.tag
         if tag == _MESSAGE:
-            msg = _new_message(Message)  # the tag is known: skip __init__'s checks
-            msg.xml = element
-            if not self._intercepted("message", msg):
-                self._incoming_message(msg)
+            self._incoming_message(element)
         elif tag == _PRESENCE:
             presence = Presence(element)
             if not self._intercepted("presence", presence):
@@ -1105,21 +1155,36 @@ class Client:
             self._incoming_iq(Iq(element))
 
     def _intercepted(self, kind: str, stanza: Stanza) -> bool:
+        """Whether an interceptor claimed ``stanza`` (a ``kind``: message or presence)."""
         index = self._interceptor_index.get(kind)
         if index is None:
             return False
-        entries, by_tag = index
+        matched = None
+        by_tag = index[1]
         if by_tag:
-            # Hot path: interceptors that named their child tags are looked up per child
-            # (usually none match), the rest are always asked.
-            matched = None
             for child in stanza.xml:
                 found = by_tag.get(child.tag)
-                if found:
+                if found is not None:
                     matched = found if matched is None else matched + found
-            if matched:
-                entries = sorted(set(entries).union(matched), key=lambda e: e[0])
-        for _, interceptor, _tags in entries:
+        type_ = _message_type(stanza.xml) if kind == "message" else \
+            stanza.xml.get("type") or "available"
+        return self._run_interceptors(stanza, index, matched, type_)
+
+    def _run_interceptors(self, stanza: Stanza, index: _InterceptorIndex,
+                          matched: list[_Interceptor] | None, type_: str) -> bool:
+        """Ask the interceptors that want ``stanza`` (all of them, those for its type
+        ``type_``, and ``matched``: those for one of its children's tags), oldest first."""
+        always, _by_tag, by_type = index
+        typed = by_type.get(type_) if by_type else None
+        if matched is None and typed is None:
+            entries = always
+        elif matched is None and not always:
+            entries = typed  # type: ignore[assignment]  # not None here
+        else:
+            entries = sorted(set(always).union(typed or (), matched or ()), key=_handle_of)
+        for _, interceptor, _tags, types in entries:
+            if types is not None and type_ not in types:
+                continue  # it named child tags and types: both must match
             try:
                 if interceptor(stanza):
                     return True
@@ -1132,20 +1197,27 @@ class Client:
         thread never needs the lock)."""
         always = []
         by_tag: dict[str, list[_Interceptor]] = {}
+        by_type: dict[str, list[_Interceptor]] = {}
         for entry in self._interceptors.get(kind, ()):
-            if entry[2] is None:
-                always.append(entry)
-            else:
+            if entry[2] is not None:
                 for tag in entry[2]:
                     by_tag.setdefault(tag, []).append(entry)
-        self._interceptor_index[kind] = (always, by_tag)
+            elif entry[3] is not None:
+                for type_ in entry[3]:
+                    by_type.setdefault(type_, []).append(entry)
+            else:
+                always.append(entry)
+        self._interceptor_index[kind] = (always, by_tag, by_type)
 
     def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
-                        tags: Iterable[str] | None = None) -> int:
+                        tags: Iterable[str] | None = None,
+                        types: Iterable[str] | None = None) -> int:
         """For extensions: ``interceptor(stanza)`` sees every received ``"message"`` or
         ``"presence"`` before the client handles it, and returns True to claim it. With
         ``tags`` (Clark names of child elements) it sees only stanzas with such a child,
-        which keeps the receive path fast.
+        with ``types`` only stanzas of those types (a message without a type, or with one
+        not in RFC 6121, is ``"normal"``; a presence without one is ``"available"``); both
+        keep the receive path fast.
 
         It runs on the I/O thread, so it must be quick and must not block or call blocking
         client methods; hand work to a queue or ``client.dispatch()`` instead."""
@@ -1153,8 +1225,10 @@ class Client:
             raise ValueError("kind must be 'message' or 'presence'")
         handle = next(self._handle_ids)
         tagset = frozenset(tags) if tags is not None else None
+        typeset = frozenset(types) if types is not None else None
         with self._lock:
-            self._interceptors.setdefault(kind, []).append((handle, interceptor, tagset))
+            self._interceptors.setdefault(kind, []).append(
+                (handle, interceptor, tagset, typeset))
             self._index_interceptors(kind)
         return handle
 
@@ -1171,45 +1245,64 @@ class Client:
     def deliver(self, msg: Message) -> None:
         """Hand a message to the normal path (inbox and "message" events), for extensions
         that unwrap messages (carbons, archives)."""
-        self._incoming_message(msg)
+        self._incoming_message(msg.xml, msg, intercept=False)
 
-    def _is_duplicate(self, msg: Message) -> bool:
+    def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
-        resumption, an archive catch-up); drop it. The window is bounded.
-
-        Hot path (every message): one scan of the children, no ElementPath."""
-        origin = archived = None
-        element = msg.xml
+        resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
+        the message's last origin-id child. (Messages without stanza-ids are checked in
+        _incoming_message, the same way.)"""
+        origin = None if origin_el is None else origin_el.get("id")
+        archived = None
+        own = self._own_bare
         for child in element:
-            tag = child.tag
-            if tag == _ORIGIN_ID:
-                origin = child.get("id")
-            elif tag == _STANZA_ID and archived is None and \
-                    child.get("by") == self._own_bare:
+            if child.tag == _STANZA_ID and child.get("by") == own:
                 archived = child.get("id")
-        seen = self._seen_origin_ids
+                if archived is not None:
+                    break
+        seen = self._seen_ids
         key_o = key_a = None
         duplicate = False
         if origin:
-            key_o = (element.get("from", "").partition("/")[0].lower(), origin)
+            sender = element.get("from", "")
+            key_o = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin
             duplicate = key_o in seen
-        if archived and element.get("type") != "groupchat":
-            key_a = ("", archived)
+        if archived:
+            key_a = "\0" + archived
             self.last_stanza_id = archived
             duplicate = duplicate or key_a in seen
-        if key_o is None and key_a is None:
+        elif key_o is None:
             return False
-        if key_o is not None:
-            seen[key_o] = None
-        if key_a is not None:
-            seen[key_a] = None
+        order = self._seen_order
         if duplicate:
+            for key in (key_o, key_a):
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    order.append(key)
             self.duplicates_dropped += 1
             return True
-        while len(seen) > self.duplicate_window:
-            seen.popitem(last=False)
+        if key_o is not None:
+            seen.add(key_o)
+            order.append(key_o)
+        if key_a is not None and key_a != key_o:
+            seen.add(key_a)
+            order.append(key_a)
+        self._forget_oldest()
         return False
+
+    def _sender_key(self, sender: str) -> str:
+        """The key prefix of a message from ``sender`` (see _is_duplicate), remembered."""
+        if len(self._sender_keys) >= 1024:
+            self._sender_keys.clear()
+        prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
+        return prefix
+
+    def _forget_oldest(self) -> None:
+        """Shrink the duplicate window to ``duplicate_window`` keys, oldest out first."""
+        seen, order, window = self._seen_ids, self._seen_order, self.duplicate_window
+        while len(order) > window:
+            seen.discard(order.popleft())
 
     def _incoming_iq(self, iq: Iq) -> None:
         kind = iq.xml.get("type")
@@ -1296,16 +1389,69 @@ class Client:
                 reply = iq.result(answer if isinstance(answer, ET.Element) else None)
         self._send_reply(reply)
 
-    def _incoming_message(self, msg: Message) -> None:
-        if msg.xml.get("type") == "error":
-            self._emit("message_error", msg)
+    def _incoming_message(self, element: ET.Element, msg: Message | None = None,
+                          intercept: bool = True) -> None:
+        """A received message (``msg`` its wrapper if one was made already; ``intercept``
+        False for what deliver() hands over): the interceptors, then the inbox and
+        "message" callbacks, unless it is an error or a repeat (XEP-0359).
+
+        Hot path (every message), so all in one function: one scan of the children finds
+        both the interceptors that asked for a child's tag and the XEP-0359 ids; the
+        Message wrapper is made only for whoever gets to see it. The window of ids seen
+        holds str keys (unlike tuples, str are not tracked by the garbage collector): the
+        sender's bare JID, lowercased, then NUL (which XML cannot carry, so the two parts
+        stay apart), then the origin-id; our archive's stanza-ids (see _is_duplicate) have
+        an empty sender."""
+        index = self._interceptor_index.get("message") if intercept else None
+        by_tag = _NO_INTERCEPTORS if index is None else index[1]
+        matched = origin = None
+        stanza_ids = False
+        for child in element:
+            child_tag = child.tag
+            if child_tag == _ORIGIN_ID:
+                origin = child
+            elif child_tag == _STANZA_ID:
+                stanza_ids = True
+            found = by_tag.get(child_tag)
+            if found is not None:
+                matched = found if matched is None else matched + found
+        type_ = element.get("type")
+        if index is not None:
+            known_type = type_ if type_ in _MESSAGE_TYPES else "normal"  # RFC 6121 §5.2.2
+            if matched is not None or index[0] or known_type in index[2]:
+                if msg is None:
+                    msg = _wrap_message(element)
+                if self._run_interceptors(msg, index, matched, known_type):
+                    return
+        if type_ == "error":
+            self._emit("message_error", msg or _wrap_message(element))
             return
-        if self._is_duplicate(msg):
-            log.debug("dropping a repeated message %s", msg.id)
-            return
-        if not self._handlers.get("message") or self._inbox_used:
-            self._inbox.put(msg)
-        self._emit("message", msg)
+        if stanza_ids and type_ != "groupchat":
+            if self._is_duplicate(element, origin):
+                log.debug("dropping a repeated message %s", element.get("id"))
+                return
+        elif origin is not None:
+            origin_id = origin.get("id")
+            if origin_id:
+                sender = element.get("from", "")
+                key = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
+                seen = self._seen_ids
+                if key in seen:
+                    self.duplicates_dropped += 1
+                    log.debug("dropping a repeated message %s", element.get("id"))
+                    return
+                seen.add(key)
+                order = self._seen_order
+                order.append(key)
+                if len(order) > self.duplicate_window:
+                    seen.discard(order.popleft())
+                    if len(order) > self.duplicate_window:  # the window was made smaller
+                        self._forget_oldest()
+        handlers = self._handlers.get("message")
+        if not handlers or self._inbox_used:
+            self._inbox.put(element)
+        if handlers:
+            self._emit("message", msg or _wrap_message(element))
 
     def _incoming_presence(self, presence: Presence) -> None:
         kind = presence.type

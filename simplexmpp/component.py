@@ -104,11 +104,13 @@ class ComponentStream(ClientStream):
     The same interface as :class:`~simplexmpp.stream.ClientStream`: ``start()``,
     ``receive_data()`` returning events (:class:`~simplexmpp.stream.Authenticated` with
     mechanism ``"handshake"``, :class:`~simplexmpp.stream.Ready`,
-    :class:`~simplexmpp.stream.StanzaReceived` …), ``data_to_send()``, ``send()``, ``close()``.
+    and the received stanzas' elements …), ``data_to_send()``, ``send()``, ``close()``.
     No TLS, no SASL, no stream management. A rejected secret raises
     :class:`~simplexmpp.errors.AuthenticationError`; an unknown domain raises
     :class:`~simplexmpp.errors.StreamError` ``host-unknown``.
     """
+
+    _stanzas_as_parsed = False  # _element renames them into jabber:client
 
     def __init__(self, jid: JID, secret: str, *, max_stanza_size: int = 1 << 20,
                  lang: str = "en") -> None:

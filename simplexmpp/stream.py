@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import ClassVar, Mapping, Union, cast
 
 from . import sasl
 from .errors import (STREAM_ERROR_CONDITIONS, AuthenticationError, InvalidStanzaError,
@@ -31,7 +32,7 @@ from .xml import (CLIENT_NS, STREAM_FOOTER, STREAM_NS, StreamEnd, StreamHeader, 
                   stream_header, tostring)
 
 __all__ = [
-    "ClientStream", "StartTLS", "Authenticated", "Ready", "Resumed", "StanzaReceived",
+    "ClientStream", "StartTLS", "Authenticated", "Ready", "Resumed",
     "NonzaReceived", "AckReceived", "StreamClosed", "Event", "SMState",
     "TLS_NS", "SASL_NS", "BIND_NS", "SESSION_NS", "SM_NS", "STREAM_ERRORS_NS",
 ]
@@ -45,8 +46,8 @@ SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 
 _STANZA_TAGS = frozenset("{%s}%s" % (CLIENT_NS, n) for n in ("message", "presence", "iq"))
+_TAG, _NO_TAG = itertools.repeat("tag"), itertools.repeat("")  # getattr(item, "tag", "")
 _PRESENCE = "{%s}presence" % CLIENT_NS
-_ELEMENT = ET.Element
 _FEATURES = "{%s}features" % STREAM_NS
 _STREAM_ERROR = "{%s}error" % STREAM_NS
 
@@ -87,12 +88,6 @@ class Resumed:
     resend: list[ET.Element]
 
 
-@dataclass(slots=True)
-class StanzaReceived:
-    """A ``message``, ``presence`` or ``iq`` from the peer."""
-    element: ET.Element
-
-
 @dataclass
 class NonzaReceived:
     """Any other top-level element once the session is ready (for extensions)."""
@@ -111,7 +106,9 @@ class StreamClosed:
     """The peer closed the stream (and we have answered with our own footer)."""
 
 
-Event = Union[StartTLS, Authenticated, Ready, Resumed, StanzaReceived, NonzaReceived,
+#: A ``message``, ``presence`` or ``iq`` from the peer is reported as its element itself,
+#: without a wrapper object: that is the hot path of a running session.
+Event = Union[StartTLS, Authenticated, Ready, Resumed, ET.Element, NonzaReceived,
               AckReceived, StreamClosed]
 
 
@@ -184,6 +181,11 @@ class ClientStream:
     ``authenticated=False``, for XEP-0077 in-band registration (§3.1).
     """
 
+    #: Whether received stanzas are reported exactly as parsed, which lets
+    #: :meth:`receive_data` skip :meth:`_element` for them (a subclass that rewrites
+    #: stanzas in ``_element`` sets it False).
+    _stanzas_as_parsed: ClassVar[bool] = True
+
     def __init__(self, jid: JID, password: str | None, *, tls: str = "starttls",
                  resource: str | None = None, sm: bool = True, sm_state: SMState | None = None,
                  mechanisms: list[str] | None = None, max_stanza_size: int = 1 << 20,
@@ -253,19 +255,15 @@ class ClientStream:
         events: list[Event] = []
         try:
             items = self._parser.feed(data)
-            sm = self.sm
-            if self.state == "ready" and sm is not None:
-                # Hot path of a running session: stanzas counted (XEP-0198) and handed on;
-                # anything else (acks, errors, the stream end) goes the general way below.
-                first_other = len(items)
-                for index, item in enumerate(items):
-                    if type(item) is _ELEMENT and item.tag in _STANZA_TAGS:
-                        events.append(StanzaReceived(item))
-                    else:
-                        first_other = index
-                        break
-                sm.inbound = (sm.inbound + len(events)) % (1 << 32)
-                items = items[first_other:]
+            if self.state == "ready" and self._stanzas_as_parsed and \
+                    _STANZA_TAGS.issuperset(map(getattr, items, _TAG, _NO_TAG)):
+                # Hot path of a running session: the parser's list holds only stanzas (as
+                # checked in C above: only elements have a tag), so it is handed on as it
+                # is, counted for XEP-0198. Acks, errors, the stream end go the general way.
+                sm = self.sm
+                if sm is not None:
+                    sm.inbound = (sm.inbound + len(items)) % (1 << 32)
+                return cast("list[Event]", items)
             for item in items:
                 if isinstance(item, ET.Element):
                     self._element(item, events)
@@ -368,7 +366,7 @@ class ClientStream:
             if tag in _STANZA_TAGS:
                 if self.sm is not None:
                     self.sm.inbound = (self.sm.inbound + 1) % (1 << 32)
-                events.append(StanzaReceived(el))
+                events.append(el)
             elif tag == "{%s}r" % SM_NS and self.sm is not None:
                 self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
             elif tag == "{%s}a" % SM_NS and self.sm is not None:

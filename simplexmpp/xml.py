@@ -78,6 +78,18 @@ _ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _PROLOG_LIMIT = 4096
 
 
+class _Refused(Exception):
+    """A comment or processing instruction in the stream (raised inside expat's feed)."""
+
+
+def _refuse_comment(text: str | None) -> ET.Element:
+    raise _Refused
+
+
+def _refuse_pi(target: str, text: str | None = None) -> ET.Element:
+    raise _Refused
+
+
 def _check_depth(elem: ET.Element, limit: int) -> None:
     """policy-violation when ``elem`` nests deeper than ``limit`` (iterative: no recursion)."""
     stack = [(elem, 2)]  # the stream is level 1, a stanza level 2
@@ -105,9 +117,14 @@ class StreamParser:
         # Slices fed to expat at once: limits how far past max_stanza_size one feed can reach.
         self._chunk = max(256, min(chunk_size, max_stanza_size // 4 or 256))
         self._events: list[tuple[str, object]] = []
-        self._parser = ET.XMLParser(target=ET.TreeBuilder(), encoding="utf-8")
+        # RFC 6120 §11.1: comments and PIs are refused by their factories, which raise as
+        # expat meets them (insert_* makes the TreeBuilder call them at all); so the events
+        # list never has to be searched for them.
+        builder = ET.TreeBuilder(comment_factory=_refuse_comment, pi_factory=_refuse_pi,
+                                 insert_comments=True, insert_pis=True)
+        self._parser = ET.XMLParser(target=builder, encoding="utf-8")
         self._parser._setevents(  # type: ignore[attr-defined]  # what XMLPullParser uses
-            self._events, ("start", "end", "start-ns", "comment", "pi"))
+            self._events, ("start", "end", "start-ns"))
         self._prolog: bytes | None = b""   # bytes before the stream header; None once past it
         self._root: ET.Element | None = None
         self._default_ns: str | None = None
@@ -198,6 +215,10 @@ class StreamParser:
     def _feed_slice(self, data: bytes, out: list[StreamItem]) -> None:
         try:
             self._parser.feed(data)
+        except _Refused:
+            self._events.clear()
+            raise StreamError("restricted-xml",
+                              "comments and processing instructions are not allowed") from None
         except ET.ParseError as exc:
             self._events.clear()
             if exc.code == _EXPAT_UNDEFINED_ENTITY:
@@ -224,43 +245,110 @@ class StreamParser:
                                   f"stanza larger than {self.max_stanza_size} bytes")
 
     def _take_events(self, out: list[StreamItem]) -> None:
-        # After the header only "end" events are asked for (see _start_stream): the open
-        # top-level element is always root[0] (completed ones are removed), so an element
-        # that ends while being root[0] is a complete stanza. Half the events of tracking
-        # depth from "start" events, in the hottest loop of the library.
         events = self._events
         root = self._root
         try:
-            for kind, elem in events:
-                if kind == "end":
-                    assert root is not None
-                    self._elements += 1
-                    if elem is root:
-                        self._ended = True
-                        out.append(StreamEnd())
-                        break
-                    if root[0] is elem:
-                        del root[0]  # bounded memory: the stream keeps nothing
-                        self._stanza_bytes = 0
-                        count, self._elements = self._elements, 0
-                        if count > self.max_depth:  # only then can it be too deep
-                            _check_depth(elem, self.max_depth)
-                        if elem.tag[0] != "{":
-                            raise StreamError("invalid-namespace",
-                                              "top-level element in no namespace")
-                        out.append(elem)
-                elif kind == "start":
-                    if root is None:
-                        self._start_stream(elem, out)  # type: ignore[arg-type]
-                        root = self._root
-                elif kind == "start-ns":
-                    if root is None and elem[0] == "":  # type: ignore[index]
-                        self._default_ns = elem[1]  # type: ignore[index]
-                else:  # comment or pi
-                    raise StreamError("restricted-xml",
-                                      "comments and processing instructions are not allowed")
+            if root is None:
+                self._take_header_events(out)
+                return
+            # After the header only "end" events are asked for (see _start_stream; comments
+            # and PIs raise in the TreeBuilder). Completed top-level elements are removed
+            # from the root after every slice, and expat starts a top-level element only
+            # after the one before it has ended: so all children of the root but the last
+            # are complete stanzas, and the last one is complete if it ended last.
+            last = events[-1][1]
+            count = len(root)
+            if last is root or not count:
+                self._take_ends(out)  # the stream's end
+                return
+            done = count if last is root[-1] else count - 1
+            if not done:
+                self._elements += len(events)  # all inside the open stanza
+                return
+            # Depth limit: a stanza holds at most (its elements' end events) levels, and
+            # each of the other completed stanzas took one event at least. When that bound
+            # may exceed the limit, count exactly, event by event.
+            if self._elements + len(events) - (done - 1) > self.max_depth:
+                self._take_ends(out)
+                return
+            if done == count:
+                self._elements = 0
+            else:
+                # End events after the last complete stanza's belong to the open one.
+                previous = root[done - 1]
+                index = len(events) - 1
+                while events[index][1] is not previous:
+                    index -= 1
+                self._elements = len(events) - 1 - index
+            stanzas = root[:done]
+            del root[:done]  # bounded memory: the stream keeps nothing
+            self._stanza_bytes = 0
+            for elem in stanzas:
+                if elem.tag[0] != "{":
+                    raise StreamError("invalid-namespace", "top-level element in no namespace")
+            out.extend(stanzas)
         finally:
             events.clear()
+
+    def _take_ends(self, out: list[StreamItem]) -> None:
+        """The "end" events of a slice one by one (when the stream ends, or a stanza may be
+        nested too deeply)."""
+        root = self._root
+        assert root is not None
+        elements = self._elements
+        limit = self.max_depth
+        tops = iter(root)
+        top = next(tops, None)
+        done = 0
+        for _, elem in self._events:
+            elements += 1
+            if elem is top:
+                done += 1
+                if elements > limit:  # only then can it be too deep
+                    _check_depth(elem, limit)  # type: ignore[arg-type]
+                elements = 0
+                if elem.tag[0] != "{":  # type: ignore[union-attr]
+                    raise StreamError("invalid-namespace", "top-level element in no namespace")
+                out.append(elem)  # type: ignore[arg-type]
+                top = next(tops, None)
+            elif elem is root:
+                self._ended = True
+                out.append(StreamEnd())
+                break
+        self._elements = elements
+        if done:
+            del root[:done]
+            self._stanza_bytes = 0
+
+    def _take_header_events(self, out: list[StreamItem]) -> None:
+        # Until the header has been seen "start" and "start-ns" events come too; the events
+        # after the header's in the same slice are handled here as well.
+        root = self._root
+        for kind, elem in self._events:
+            if kind == "end":
+                assert root is not None
+                self._elements += 1
+                if elem is root:
+                    self._ended = True
+                    out.append(StreamEnd())
+                    break
+                if root[0] is elem:
+                    del root[0]
+                    self._stanza_bytes = 0
+                    count, self._elements = self._elements, 0
+                    if count > self.max_depth:
+                        _check_depth(elem, self.max_depth)
+                    if elem.tag[0] != "{":
+                        raise StreamError("invalid-namespace",
+                                          "top-level element in no namespace")
+                    out.append(elem)
+            elif kind == "start":
+                if root is None:
+                    self._start_stream(elem, out)  # type: ignore[arg-type]
+                    root = self._root
+            elif kind == "start-ns":
+                if root is None and elem[0] == "":  # type: ignore[index]
+                    self._default_ns = elem[1]  # type: ignore[index]
 
     def _start_stream(self, root: ET.Element, out: list[StreamItem]) -> None:
         if root.tag != _STREAM_TAG:
@@ -270,7 +358,7 @@ class StreamParser:
         # Namespace declarations only matter on the header (the stream's default namespace);
         # stop reporting them, which saves an event per xmlns in every stanza.
         self._parser._setevents(  # type: ignore[attr-defined]
-            self._events, ("end", "comment", "pi"))
+            self._events, ("end",))
         attrs = {("xml:lang" if k == "{%s}lang" % XML_NS else k): v for k, v in root.attrib.items()}
         out.append(StreamHeader(attrs, self._default_ns))
 

@@ -851,7 +851,9 @@ class MUC:
                       "muc_joined", "muc_left", "muc_invite", "muc_decline"):
             client.declare_event(event)
         client.add_interceptor("presence", self._intercept_presence)
-        client.add_interceptor("message", self._intercept_message)
+        # Chat and headline messages are never the room's (see _intercept_message).
+        client.add_interceptor("message", self._intercept_message,
+                               types=("groupchat", "error", "normal"))
         client.on("reconnecting", self._on_reconnecting)
         client.on("resumed", self._on_resumed)
         client.on("connected", self._on_connected)

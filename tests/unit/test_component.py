@@ -12,7 +12,7 @@ from simplexmpp.component import ComponentStream, handshake_digest, to_client_na
 from simplexmpp.errors import AuthenticationError, InvalidStanzaError, JIDError, StreamError
 from simplexmpp.jid import JID
 from simplexmpp.stanza import Presence
-from simplexmpp.stream import Authenticated, Ready, StanzaReceived, StreamClosed
+from simplexmpp.stream import Authenticated, Ready, StreamClosed
 from simplexmpp.xml import StreamParser
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
@@ -155,8 +155,8 @@ def test_received_stanzas_are_renamed_to_jabber_client() -> None:
                       "<body>hi</body><x xmlns='urn:example'><y/></x>"
                       "<error type='cancel'><gone xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
                       "</error></message>")
-    assert len(events) == 1 and isinstance(events[0], StanzaReceived)
-    element = events[0].element
+    assert len(events) == 1 and isinstance(events[0], ET.Element)
+    element = events[0]
     assert element.tag == "{jabber:client}message"
     assert [c.tag for c in element] == ["{jabber:client}body", "{urn:example}x",
                                         "{jabber:client}error"]

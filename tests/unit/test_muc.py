@@ -36,7 +36,7 @@ class FakeClient:
     def declare_event(self, name: str) -> None:
         pass
 
-    def add_interceptor(self, kind: str, fn: Callable[[Any], bool]) -> int:
+    def add_interceptor(self, kind: str, fn: Callable[[Any], bool], **filters: Any) -> int:
         self.interceptors.setdefault(kind, []).append(fn)
         return 1
 
