@@ -345,6 +345,7 @@ class Client:
         if stream is not None and stream.sm is not None:
             with self._lock:
                 stream.request_ack()
+                self._r_outstanding = True
                 self._take_output()
             self._wake()
             with self._changed:
@@ -354,8 +355,12 @@ class Client:
                     if left <= 0:
                         break
                     self._changed.wait(min(left, 0.5))
-                    if stream.sm.unacked and not self._r_outstanding:
+                    # One <r/> at a time: ask again only once the last one was answered (every
+                    # wake-up here, an output taken included, used to send another).
+                    if stream.sm.unacked and not self._r_outstanding and \
+                            self._stream is stream and self._state == "ready":
                         stream.request_ack()
+                        self._r_outstanding = True
                         self._take_output()
                         self._wake()
             return self._unacked_ids()
