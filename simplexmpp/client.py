@@ -71,6 +71,11 @@ PING_NS = "urn:xmpp:ping"
 SID_NS = "urn:xmpp:sid:0"
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
 _new_message = object.__new__
+_ELEMENT = ET.Element
+_SUB_ELEMENT = ET.SubElement
+_BODY = "{%s}body" % CLIENT_NS
+_SUBJECT = "{%s}subject" % CLIENT_NS
+_THREAD = "{%s}thread" % CLIENT_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
@@ -872,9 +877,19 @@ class Client:
         for name, value in (("body", body), ("subject", subject), ("thread", thread)):
             if value is not None:
                 check_text(value, f"message {name}")
-        msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
-                      id=new_id())
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        # Built directly (hot path): the same element Message(to=, type=, id=, subject=,
+        # body=, thread=) builds, children in that order, then the origin-id.
+        stanza_id = new_id()
+        element = _ELEMENT(_MESSAGE, {"to": str(recipient), "type": type, "id": stanza_id})
+        if subject is not None:
+            _SUB_ELEMENT(element, _SUBJECT).text = subject
+        if body is not None:
+            _SUB_ELEMENT(element, _BODY).text = body
+        if thread is not None:
+            _SUB_ELEMENT(element, _THREAD).text = thread
+        _SUB_ELEMENT(element, _ORIGIN_ID, {"id": stanza_id})
+        msg: Message = _new_message(Message)
+        msg.xml = element
         return msg
 
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
