@@ -204,6 +204,7 @@ class Client:
         self._error: BaseException | None = None
         self._sm_state: SMState | None = None
         self._r_outstanding = False
+        self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
         self._dispatch_thread: threading.Thread | None = None
@@ -615,12 +616,9 @@ class Client:
                 raise errors.TimeoutError(
                     f"stream negotiation with {self.account.domain} did not finish within "
                     f"{timeout:g} s (stuck while {stream.state})")
-            with self._lock:
-                if self._outbuf:
-                    sending += self._outbuf
-                    self._outbuf.clear()
-                    self._changed.notify_all()
+            self._collect_output(sending, idle=True)
             readable, writable = wire.wait(self._tick(now), bool(sending))
+            self._io_idle = False
             if readable:
                 if self._read(wire, stream):
                     return  # the stream closed cleanly
@@ -628,6 +626,7 @@ class Client:
                     self._upgrade(wire, stream, timeout)
                 if stream.state == "ready":
                     negotiation_deadline = None
+            self._collect_output(sending, idle=False)  # what came while waiting or reading
             while sending:
                 sent = wire.send(sending)
                 if not sent:
@@ -778,9 +777,24 @@ class Client:
             if data:
                 self._outbuf += data
 
+    def _collect_output(self, sending: bytearray, idle: bool) -> None:
+        """I/O thread: move what other threads queued into ``sending``. With ``idle`` it is
+        about to wait: output queued after this must wake it (see :meth:`_wake`)."""
+        with self._lock:
+            if self._outbuf:
+                sending += self._outbuf
+                self._outbuf.clear()
+                self._changed.notify_all()
+            self._io_idle = idle
+
     def _wake(self) -> None:
+        """After queueing output (under the lock, before this call): wake the I/O thread if
+        it may be waiting. While it is busy it collects everything queued before it next
+        waits, so a burst of sends costs one wake-up, not one per stanza."""
         wire = self._wire
-        if wire is not None and threading.current_thread() is not self._io_thread:
+        if wire is not None and self._io_idle and \
+                threading.current_thread() is not self._io_thread:
+            self._io_idle = False
             wire.wake()
 
     def _log_wire(self, direction: str, data: bytes) -> None:

@@ -218,6 +218,7 @@ class Wire:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._registered_write = False
+        self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
         self._use(sock)
@@ -227,6 +228,7 @@ class Wire:
         self.sock = sock
         self._selector.register(sock, selectors.EVENT_READ, "sock")
         self._registered_write = False
+        self._blocked = False
 
     def replace_socket(self, sock: socket.socket) -> None:
         """After a TLS upgrade, the wrapped socket takes the old one's place."""
@@ -260,19 +262,26 @@ class Wire:
         """Block until readable/writable/woken; returns (readable, writable)."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True, False
+        writable = False
+        if want_write and not self._blocked:
+            # Output is ready and the socket took the last write: only look for input (no
+            # sleep, and no switching the registration to EVENT_WRITE and back each time).
+            timeout = 0
+            want_write = False
+            writable = True
         if want_write != self._registered_write:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             self._selector.modify(self.sock, events, "sock")
             self._registered_write = want_write
-        readable = writable = False
+        readable = False
         for key, mask in self._selector.select(timeout):
             if key.data == "wake":
                 # Drain first, then clear the flag: cleared first, a wake() in between would
                 # send a byte that this drain swallows while leaving _woken set, and every
-                # later wake() would then be skipped (a lost wake-up).
+                # later wake() would then be skipped (a lost wake-up). While _woken is set no
+                # other byte is sent, so one recv() empties the channel.
                 try:
-                    while self._wake_r.recv(4096):
-                        pass
+                    self._wake_r.recv(4096)
                 except OSError:
                     pass
                 with self._wake_lock:
@@ -300,13 +309,18 @@ class Wire:
                 sent = self.sock.send(self._inflight)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError,
                     InterruptedError):
+                self._blocked = True
                 return 0
+            self._blocked = False
             self._inflight = self._inflight[sent:]
             return sent
         try:
-            return self.sock.send(buffer)
+            sent = self.sock.send(buffer)
         except (BlockingIOError, InterruptedError):
+            self._blocked = True
             return 0
+        self._blocked = sent < len(buffer)
+        return sent
 
     def close(self) -> None:
         """Close socket and wake channel; idempotent."""
