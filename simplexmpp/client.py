@@ -204,6 +204,7 @@ class Client:
         self._error: BaseException | None = None
         self._sm_state: SMState | None = None
         self._r_outstanding = False
+        self._ack_pending_since: float | None = None
         self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
@@ -424,6 +425,9 @@ class Client:
 
     # ------------------------------------------------------------------------------------
     # Threads
+
+    #: Longest a XEP-0198 ``<a/>`` waits for other output to ride along with (seconds).
+    ack_delay = 0.05
 
     #: Seconds the dispatcher thread waits for work before it ends; the next callback
     #: starts a new one. Idle clients (a Pool of them, say) then hold only their I/O thread.
@@ -669,6 +673,8 @@ class Client:
         sm = stream.sm
         if sm is not None and sm.unacked and not self._r_outstanding:
             due = min(due, self._last_send + 1.0)
+        if stream.ack_pending:
+            due = min(due, (self._ack_pending_since or now) + self.ack_delay)
         return min(max(due - now, 0.005), 60.0)
 
     def _read(self, wire: Wire, stream: ClientStream) -> bool:
@@ -747,6 +753,16 @@ class Client:
             self._stanza_started = None
         if stream.state != "ready":
             return
+        if not stream.ack_pending:
+            self._ack_pending_since = None
+        elif self._ack_pending_since is None:
+            self._ack_pending_since = now
+        elif now - self._ack_pending_since >= self.ack_delay:
+            # Nothing went out that could carry the <a/>: send it alone (bounded delay).
+            with self._lock:
+                stream.send_ack()
+                self._take_output()
+            self._ack_pending_since = None
         if stream.sm is not None and not self._r_outstanding and (
                 len(stream.sm.unacked) >= self.ack_every
                 or (stream.sm.unacked and now - self._last_send > 1.0)):
