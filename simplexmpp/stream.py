@@ -314,8 +314,9 @@ class ClientStream:
 
     def send_ack(self) -> None:
         """XEP-0198 §4: answer the server's pending ``<r/>`` now, with the number of stanzas
-        handled so far (answering later is allowed; the owner bounds the delay)."""
-        if self.ack_pending and self.sm is not None and self.state in ("ready", "closing"):
+        handled so far (answering later is allowed; the owner bounds the delay). Never after
+        our closing footer: :meth:`close` answers first."""
+        if self.ack_pending and self.sm is not None and self.state == "ready":
             self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
         self.ack_pending = False
 

@@ -221,6 +221,16 @@ def test_a_pending_ack_goes_out_before_our_closing_footer() -> None:
     assert t.stream.data_to_send().decode() == '<a xmlns="urn:xmpp:sm:3" h="1"/></stream:stream>'
 
 
+def test_nothing_is_sent_after_our_closing_footer_not_even_an_ack() -> None:
+    t = ready_stream()
+    t.stream.close()
+    assert t.stream.data_to_send() == b"</stream:stream>"
+    t.server("<r xmlns='urn:xmpp:sm:3'/>")
+    assert t.sent == ""
+    t.stream.send_ack()
+    assert t.stream.data_to_send() == b""
+
+
 def test_ack_for_more_than_was_sent_is_a_stream_error() -> None:
     t = ready_stream()
     with pytest.raises(StreamError):
