@@ -72,6 +72,10 @@ SID_NS = "urn:xmpp:sid:0"
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
 _new_message = object.__new__
 _ELEMENT = ET.Element
+_SUB_ELEMENT = ET.SubElement
+_BODY = "{%s}body" % CLIENT_NS
+_SUBJECT = "{%s}subject" % CLIENT_NS
+_THREAD = "{%s}thread" % CLIENT_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
@@ -246,6 +250,8 @@ class Client:
         self._error: BaseException | None = None
         self._sm_state: SMState | None = None
         self._r_outstanding = False
+        self._ack_pending_since: float | None = None
+        self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
         #: Set by a Pool: the shared thread that takes over ready connections (see
@@ -405,6 +411,7 @@ class Client:
         if stream is not None and stream.sm is not None:
             with self._lock:
                 stream.request_ack()
+                self._r_outstanding = True
                 self._take_output()
             self._wake()
             with self._changed:
@@ -414,8 +421,12 @@ class Client:
                     if left <= 0:
                         break
                     self._changed.wait(min(left, 0.5))
-                    if stream.sm.unacked and not self._r_outstanding:
+                    # One <r/> at a time: ask again only once the last one was answered (every
+                    # wake-up here, an output taken included, used to send another).
+                    if stream.sm.unacked and not self._r_outstanding and \
+                            self._stream is stream and self._state == "ready":
                         stream.request_ack()
+                        self._r_outstanding = True
                         self._take_output()
                         self._wake()
             return self._unacked_ids()
@@ -473,6 +484,9 @@ class Client:
 
     # ------------------------------------------------------------------------------------
     # Threads
+
+    #: Longest a XEP-0198 ``<a/>`` waits for other output to ride along with (seconds).
+    ack_delay = 0.05
 
     #: Seconds the dispatcher thread waits for work before it ends; the next callback
     #: starts a new one. Idle clients (a Pool of them, say) then hold only their I/O thread.
@@ -709,6 +723,7 @@ class Client:
         and whether to wait for the socket to take more, or None once the connection has
         ended cleanly; raises when it failed. Called by this client's I/O thread, or by the
         hub's thread once the hub drives the connection."""
+        self._io_idle = False  # the wait is over (see _collect_output)
         if self._negotiation_deadline is not None and \
                 time.monotonic() > self._negotiation_deadline:
             raise errors.TimeoutError(
@@ -722,14 +737,8 @@ class Client:
                 self._upgrade(wire, stream, self._io_timeout)
             if stream.state == "ready":
                 self._negotiation_deadline = None
-        while True:
-            with self._lock:
-                if self._outbuf:
-                    sending += self._outbuf
-                    self._outbuf.clear()
-                    self._changed.notify_all()
-            if not sending:
-                break
+        self._collect_output(sending, idle=False)  # what came while waiting or reading
+        while sending:
             sent = wire.send(sending)
             if not sent:
                 break
@@ -740,10 +749,9 @@ class Client:
         if self._closing and stream.state == "closed" and not sending:
             return None
         self._timers(stream)
-        if self._outbuf and not sending:
-            with self._lock:  # what the timers queued (an <r/>, a ping): written next turn
-                sending += self._outbuf
-                self._outbuf.clear()
+        # About to wait: output queued from now on must wake us (see _wake); what was queued
+        # meanwhile (the timers' <r/> or ping too) is written on the next turn.
+        self._collect_output(sending, idle=True)
         return self._tick(time.monotonic()), bool(sending)
 
     def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
@@ -788,6 +796,8 @@ class Client:
         sm = stream.sm
         if sm is not None and sm.unacked and not self._r_outstanding:
             due = min(due, self._last_send + 1.0)
+        if stream.ack_pending:
+            due = min(due, (self._ack_pending_since or now) + self.ack_delay)
         return min(max(due - now, 0.005), 60.0)
 
     def _read(self, wire: Wire, stream: ClientStream) -> bool:
@@ -870,6 +880,16 @@ class Client:
             self._stanza_started = None
         if stream.state != "ready":
             return
+        if not stream.ack_pending:
+            self._ack_pending_since = None
+        elif self._ack_pending_since is None:
+            self._ack_pending_since = now
+        elif now - self._ack_pending_since >= self.ack_delay:
+            # Nothing went out that could carry the <a/>: send it alone (bounded delay).
+            with self._lock:
+                stream.send_ack()
+                self._take_output()
+            self._ack_pending_since = None
         if stream.sm is not None and not self._r_outstanding and (
                 len(stream.sm.unacked) >= self.ack_every
                 or (stream.sm.unacked and now - self._last_send > 1.0)):
@@ -900,9 +920,24 @@ class Client:
             if data:
                 self._outbuf += data
 
+    def _collect_output(self, sending: bytearray, idle: bool) -> None:
+        """I/O thread: move what other threads queued into ``sending``. With ``idle`` it is
+        about to wait: output queued after this must wake it (see :meth:`_wake`)."""
+        with self._lock:
+            if self._outbuf:
+                sending += self._outbuf
+                self._outbuf.clear()
+                self._changed.notify_all()
+            self._io_idle = idle
+
     def _wake(self) -> None:
+        """After queueing output (under the lock, before this call): wake the I/O thread if
+        it may be waiting. While it is busy it collects everything queued before it next
+        waits, so a burst of sends costs one wake-up, not one per stanza."""
         wire = self._wire
-        if wire is not None and threading.current_thread() is not self._io_thread:
+        if wire is not None and self._io_idle and \
+                threading.current_thread() is not self._io_thread:
+            self._io_idle = False
             wire.wake()
 
     def _log_wire(self, direction: str, data: bytes) -> None:
@@ -999,9 +1034,19 @@ class Client:
         for name, value in (("body", body), ("subject", subject), ("thread", thread)):
             if value is not None:
                 check_text(value, f"message {name}")
-        msg = Message(to=recipient, body=body, type=type, subject=subject, thread=thread,
-                      id=new_id())
-        ET.SubElement(msg.xml, "{%s}origin-id" % SID_NS, id=msg.id or "")
+        # Built directly (hot path): the same element Message(to=, type=, id=, subject=,
+        # body=, thread=) builds, children in that order, then the origin-id.
+        stanza_id = new_id()
+        element = _ELEMENT(_MESSAGE, {"to": str(recipient), "type": type, "id": stanza_id})
+        if subject is not None:
+            _SUB_ELEMENT(element, _SUBJECT).text = subject
+        if body is not None:
+            _SUB_ELEMENT(element, _BODY).text = body
+        if thread is not None:
+            _SUB_ELEMENT(element, _THREAD).text = thread
+        _SUB_ELEMENT(element, _ORIGIN_ID, {"id": stanza_id})
+        msg: Message = _new_message(Message)
+        msg.xml = element
         return msg
 
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,

@@ -8,8 +8,9 @@ read, which keeps wrapping a received element nearly free.
 
 from __future__ import annotations
 
+import base64
+import os
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
@@ -62,9 +63,29 @@ def format_datetime(value: datetime) -> str:
     return text + "Z"
 
 
+_ID_BYTES = 12      # 96 random bits: 16 URL-safe base64 characters per id
+_ID_BATCH = 256     # ids drawn from one os.urandom() call
+_ids: list[str] = []
+if hasattr(os, "register_at_fork"):  # a forked child must not hand out its parent's ids
+    os.register_at_fork(after_in_child=_ids.clear)
+
+
 def new_id() -> str:
-    """A fresh stanza id: unique and unpredictable (RFC 6120 §8.1.3 and §13.10)."""
-    return secrets.token_urlsafe(12)
+    """A fresh stanza id: unique and unpredictable (RFC 6120 §8.1.3 and §13.10).
+
+    96 bits from ``os.urandom`` (as ``secrets.token_urlsafe(12)``), read for many ids at once:
+    one system call per 256 ids instead of one per id. ``list.pop`` is atomic, so threads
+    never share an id."""
+    try:
+        return _ids.pop()
+    except IndexError:
+        raw = base64.urlsafe_b64encode(os.urandom(_ID_BYTES * _ID_BATCH)).decode("ascii")
+        # 12 bytes encode to exactly 16 characters, so every 16-character slice is an
+        # independent 12-byte token.
+        batch = [raw[i:i + 16] for i in range(0, len(raw), 16)]
+        mine = batch.pop()
+        _ids.extend(batch)
+        return mine
 
 
 class Stanza:

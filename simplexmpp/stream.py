@@ -216,6 +216,9 @@ class ClientStream:
         self._out: list[str] = []
         self._parser = StreamParser(max_stanza_size=max_stanza_size)
         self._closing = False
+        #: The server asked for an ack (XEP-0198 ``<r/>``) that is not answered yet: the
+        #: ``<a/>`` goes out with our next output, or when the owner calls :meth:`send_ack`.
+        self.ack_pending = False
         #: Events of the last ``receive_data`` call that raised :class:`StreamError`, parsed
         #: from the same bytes before the error (a reply, then a stream error, in one read).
         self.events_before_error: list[Event] = []
@@ -234,6 +237,8 @@ class ClientStream:
         """Everything queued for the peer, as bytes; empties the queue."""
         if not self._out:
             return b""
+        if self.ack_pending:
+            self.send_ack()   # rides along: no write of its own
         data = "".join(self._out).encode("utf-8")
         self._out.clear()
         return data
@@ -290,6 +295,7 @@ class ClientStream:
         state (``sm``, ``unacked``) is kept for resumption."""
         self.state = "closed"
         self._out.clear()
+        self.ack_pending = False
 
     def send(self, element: ET.Element, text: str | None = None) -> None:
         """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198.
@@ -304,6 +310,14 @@ class ClientStream:
         """Queue already-serialised XML (whitespace keepalives, pre-built stanzas)."""
         self._out.append(text)
 
+    def send_ack(self) -> None:
+        """XEP-0198 §4: answer the server's pending ``<r/>`` now, with the number of stanzas
+        handled so far (answering later is allowed; the owner bounds the delay). Never after
+        our closing footer: :meth:`close` answers first."""
+        if self.ack_pending and self.sm is not None and self.state == "ready":
+            self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
+        self.ack_pending = False
+
     def request_ack(self) -> None:
         """XEP-0198 §4: ask the server how many of our stanzas it has handled."""
         if self.sm is not None and self.state == "ready":
@@ -312,6 +326,7 @@ class ClientStream:
     def close(self) -> None:
         """Queue our closing footer (RFC 6120 §4.4); the peer answers with its own."""
         if self.state not in ("closing", "closed", "init"):
+            self.send_ack()  # before the footer: the server must not think them unhandled
             self._out.append(STREAM_FOOTER)
             self.state = "closing"
 
@@ -353,6 +368,7 @@ class ClientStream:
 
     def _peer_closed(self, events: list[Event]) -> None:
         if self.state != "closing":
+            self.send_ack()
             self._out.append(STREAM_FOOTER)
         self.state = "closed"
         events.append(StreamClosed())
@@ -368,7 +384,10 @@ class ClientStream:
                     self.sm.inbound = (self.sm.inbound + 1) % (1 << 32)
                 events.append(el)
             elif tag == "{%s}r" % SM_NS and self.sm is not None:
-                self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
+                # Answered with our next output (see data_to_send), so a request after a
+                # reply costs no write of its own; the owner sends it alone if nothing else
+                # goes out soon (Client: ack_delay).
+                self.ack_pending = True
             elif tag == "{%s}a" % SM_NS and self.sm is not None:
                 h = self._h(el)
                 events.append(AckReceived(h, self.sm.ack(h)))

@@ -220,6 +220,7 @@ class Wire:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._registered_write = False
+        self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
         self._hub: Hub | None = None  # once a hub drives this wire, wake() goes to the hub
@@ -231,6 +232,7 @@ class Wire:
         self.sock = sock
         self._selector.register(sock, selectors.EVENT_READ, "sock")
         self._registered_write = False
+        self._blocked = False
 
     def replace_socket(self, sock: socket.socket) -> None:
         """After a TLS upgrade, the wrapped socket takes the old one's place."""
@@ -248,6 +250,11 @@ class Wire:
             pass
         self.sock.settimeout(timeout)
         return self.sock
+
+    @property
+    def blocked(self) -> bool:
+        """The last write would have blocked: wait until the socket is writable."""
+        return self._blocked
 
     def release_own_wakeup(self) -> None:
         """Close the wire's own selector and wake-up pair: a hub waits for it from now on
@@ -278,19 +285,26 @@ class Wire:
         """Block until readable/writable/woken; returns (readable, writable)."""
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True, False
+        writable = False
+        if want_write and not self._blocked:
+            # Output is ready and the socket took the last write: only look for input (no
+            # sleep, and no switching the registration to EVENT_WRITE and back each time).
+            timeout = 0
+            want_write = False
+            writable = True
         if want_write != self._registered_write:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             self._selector.modify(self.sock, events, "sock")
             self._registered_write = want_write
-        readable = writable = False
+        readable = False
         for key, mask in self._selector.select(timeout):
             if key.data == "wake":
                 # Drain first, then clear the flag: cleared first, a wake() in between would
                 # send a byte that this drain swallows while leaving _woken set, and every
-                # later wake() would then be skipped (a lost wake-up).
+                # later wake() would then be skipped (a lost wake-up). While _woken is set no
+                # other byte is sent, so one recv() empties the channel.
                 try:
-                    while self._wake_r.recv(4096):
-                        pass
+                    self._wake_r.recv(4096)
                 except OSError:
                     pass
                 with self._wake_lock:
@@ -318,13 +332,18 @@ class Wire:
                 sent = self.sock.send(self._inflight)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError,
                     InterruptedError):
+                self._blocked = True
                 return 0
+            self._blocked = False
             self._inflight = self._inflight[sent:]
             return sent
         try:
-            return self.sock.send(buffer)
+            sent = self.sock.send(buffer)
         except (BlockingIOError, InterruptedError):
+            self._blocked = True
             return 0
+        self._blocked = sent < len(buffer)
+        return sent
 
     def close(self) -> None:
         """Close socket and wake channel; idempotent."""
@@ -382,6 +401,7 @@ class Hub:
         self._conns: dict[HubConnection, _HubEntry] = {}
         self._next_due = float("inf")
         self._again: set[HubConnection] = set()  # OpenSSL holds decrypted bytes for these
+        self._soon: set[HubConnection] = set()   # queued more output while writing
 
     def __len__(self) -> int:
         """Connections the hub drives now."""
@@ -456,6 +476,8 @@ class Hub:
                 dirty.add(conn)
             now = time.monotonic()
             readable, self._again = self._again, set()
+            dirty |= self._soon
+            self._soon = set()
             timeout = 0.0 if dirty or readable else min(max(self._next_due - now, 0.0), 60.0)
             for key, mask in selector.select(timeout):
                 if key.data is None:
@@ -494,6 +516,12 @@ class Hub:
             self._release(selector, conn, None)
             return
         sleep, want_write = result
+        if want_write and not entry.wire.blocked:
+            # Output was queued while we wrote and the socket took everything so far: write
+            # it on the next turn (after a look at the others) instead of waiting for
+            # writability, which a socket with room reports at once anyway.
+            self._soon.add(conn)
+            want_write = False
         entry.due = time.monotonic() + sleep
         self._next_due = min(self._next_due, entry.due)
         if want_write != entry.want_write:

@@ -381,10 +381,13 @@ def check_text(text: str, what: str = "text") -> str:
     return text
 
 
+# One search finds both what must be escaped and what cannot be sent: most text has neither.
+_SPECIAL = re.compile("[&<>\"\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_special = _SPECIAL.search
+
+
 def _escape(text: str) -> str:
-    if _NEEDS_ESCAPE.search(text) is None:
-        if _INVALID_CHARS.search(text):
-            check_text(text)
+    if _special(text) is None:
         return text
     check_text(text)
     return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], text)
@@ -397,6 +400,23 @@ def _split(tag: str) -> tuple[str | None, str]:
     return None, tag
 
 
+#: tag -> (namespace, "<local", '<local xmlns="ns"', "</local>"): the pieces of a tag,
+#: worked out once per tag (bounded: a program sends few distinct tags).
+_TagParts = tuple[Union[str, None], str, str, str]
+_TAGS: dict[str, _TagParts] = {}
+_TAGS_MAX = 2048
+
+
+def _tag_parts(tag: object) -> _TagParts:
+    if not isinstance(tag, str):  # Comment/PI objects are never sent (RFC 6120 §11.1)
+        raise InvalidStanzaError("comments and processing instructions cannot be sent")
+    ns, local = _split(tag)
+    parts = (ns, "<" + local, '<%s xmlns="%s"' % (local, _escape(ns or "")), "</%s>" % local)
+    if len(_TAGS) < _TAGS_MAX:
+        _TAGS[tag] = parts
+    return parts
+
+
 def tostring(elem: ET.Element, default_ns: str | None = CLIENT_NS) -> str:
     """Serialize ``elem`` as it goes on the wire inside a stream whose default namespace is
     ``default_ns``: an ``xmlns`` wherever the namespace changes, never an ``ns0:`` prefix."""
@@ -406,40 +426,45 @@ def tostring(elem: ET.Element, default_ns: str | None = CLIENT_NS) -> str:
 
 
 def _write(elem: ET.Element, parent_ns: str | None, parts: list[str]) -> None:
+    append = parts.append
     tag = elem.tag
-    if not isinstance(tag, str):  # Comment/PI objects are never sent (RFC 6120 §11.1)
-        raise InvalidStanzaError("comments and processing instructions cannot be sent")
-    ns, local = _split(tag)
-    parts.append("<" + local)
-    if ns != parent_ns:
-        parts.append(' xmlns="%s"' % _escape(ns or ""))
-    if elem.attrib:
-        prefixes: dict[str, str] = {}
-        for key, value in elem.attrib.items():
+    try:
+        ns, start, start_ns, end = _TAGS[tag]
+    except (KeyError, TypeError):
+        ns, start, start_ns, end = _tag_parts(tag)
+    append(start if ns == parent_ns else start_ns)
+    attrib = elem.attrib
+    if attrib:
+        prefixes: dict[str, str] | None = None
+        for key, value in attrib.items():
             if key[0] == "{":
                 ans, aname = _split(key)
                 if ans == XML_NS:
                     key = "xml:" + aname
                 else:
                     assert ans is not None
+                    if prefixes is None:
+                        prefixes = {}
                     prefix = prefixes.get(ans)
                     if prefix is None:
                         prefix = prefixes[ans] = "ns%d" % len(prefixes)
-                        parts.append(' xmlns:%s="%s"' % (prefix, _escape(ans)))
+                        append(' xmlns:%s="%s"' % (prefix, _escape(ans)))
                     key = prefix + ":" + aname
-            parts.append(' %s="%s"' % (key, _escape(value)))
+            append(' %s="%s"' % (key, value if _special(value) is None else _escape(value)))
     text = elem.text
-    if len(elem) or text:
-        parts.append(">")
+    if text or len(elem):
         if text:
-            parts.append(_escape(text))
+            append(">" + (text if _special(text) is None else _escape(text)))
+        else:
+            append(">")
         for child in elem:
             _write(child, ns, parts)
-            if child.tail:
-                parts.append(_escape(child.tail))
-        parts.append("</%s>" % local)
+            tail = child.tail
+            if tail:
+                append(tail if _special(tail) is None else _escape(tail))
+        append(end)
     else:
-        parts.append("/>")
+        append("/>")
 
 
 def stream_header(to: str, *, from_: str | None = None, lang: str | None = "en",

@@ -113,8 +113,8 @@ class HostileServer:
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc
         finally:
+            conn.close()     # before done: the fixtures count open descriptors after done
             self.done.set()
-            conn.close()
 
     def close(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -161,6 +162,37 @@ def test_thousand_messages_arrive_complete_and_in_order(connect_any) -> None:
     assert [m.body for m in received] == [f"message {i}" for i in range(1000)]
     assert [m.id for m in received] == ids
     assert all(m.from_ == alice.jid for m in received)
+
+
+def test_ack_request_is_answered_while_the_client_sends_nothing(connect) -> None:
+    """XEP-0198: the <a/> for the server's <r/> rides along with our next output; with none
+    it still goes out on its own (after Client.ack_delay), so no request stays unanswered."""
+    import logging
+
+    alice, bob = connect(), connect()
+    sent: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.args and record.args[0] == bob.account.bare and record.args[1] == "SEND":
+                sent.append(str(record.args[2]))
+
+    wire = logging.getLogger("simplexmpp.wire")
+    handler, level = Capture(), wire.level
+    wire.addHandler(handler)
+    wire.setLevel(logging.DEBUG)
+    try:
+        alice.send_message(bob.jid, "ack me")
+        assert bob.next_message(timeout=10).body == "ack me"
+        deadline = time.monotonic() + 10
+        while not any("<a xmlns" in text for text in sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        wire.removeHandler(handler)
+        wire.setLevel(level)
+    acks = [text for text in sent if "<a xmlns" in text]
+    assert acks and 'h="1"' in acks[0], sent
+    assert bob._stream is not None and not bob._stream.ack_pending
 
 
 def test_message_fields_survive_the_trip(connect_any) -> None:

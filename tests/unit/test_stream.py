@@ -186,7 +186,11 @@ def test_stanzas_are_counted_and_acknowledged_per_xep_0198() -> None:
     events = t.server("<message from='bob@localhost/x'><body>1</body></message>"
                       "<presence from='bob@localhost/x'/><r xmlns='urn:xmpp:sm:3'/>")
     assert [e.tag for e in events] == ["{jabber:client}message", "{jabber:client}presence"]
-    assert t.sent == '<a xmlns="urn:xmpp:sm:3" h="2"/>'
+    assert t.sent == ""          # the answer waits for other output, or for send_ack()
+    assert t.stream.ack_pending
+    t.stream.send_ack()
+    assert t.stream.data_to_send().decode() == '<a xmlns="urn:xmpp:sm:3" h="2"/>'
+    assert not t.stream.ack_pending
     import xml.etree.ElementTree as ET
     for i in range(3):
         t.stream.send(ET.Element("{jabber:client}message", id=f"m{i}"))
@@ -195,6 +199,36 @@ def test_stanzas_are_counted_and_acknowledged_per_xep_0198() -> None:
     assert isinstance(events[0], AckReceived)
     assert [e.get("id") for e in events[0].acked] == ["m0", "m1"]
     assert [e.get("id") for e in t.stream.unacked] == ["m2"]
+
+
+def test_a_pending_ack_rides_along_with_the_next_output() -> None:
+    import xml.etree.ElementTree as ET
+    t = ready_stream()
+    t.server("<message from='bob@localhost/x'><body>1</body></message><r xmlns='urn:xmpp:sm:3'/>"
+             "<message from='bob@localhost/x'><body>2</body></message>")
+    assert t.sent == ""
+    t.stream.send(ET.Element("{jabber:client}message", id="m0"))
+    # h counts every stanza handled by the time it is sent (2), not only those before <r/>.
+    assert t.stream.data_to_send().decode() == (
+        '<message id="m0"/><a xmlns="urn:xmpp:sm:3" h="2"/>')
+    assert t.stream.data_to_send() == b""   # answered once
+
+
+def test_a_pending_ack_goes_out_before_our_closing_footer() -> None:
+    t = ready_stream()
+    t.server("<message from='bob@localhost/x'><body>1</body></message><r xmlns='urn:xmpp:sm:3'/>")
+    t.stream.close()
+    assert t.stream.data_to_send().decode() == '<a xmlns="urn:xmpp:sm:3" h="1"/></stream:stream>'
+
+
+def test_nothing_is_sent_after_our_closing_footer_not_even_an_ack() -> None:
+    t = ready_stream()
+    t.stream.close()
+    assert t.stream.data_to_send() == b"</stream:stream>"
+    t.server("<r xmlns='urn:xmpp:sm:3'/>")
+    assert t.sent == ""
+    t.stream.send_ack()
+    assert t.stream.data_to_send() == b""
 
 
 def test_ack_for_more_than_was_sent_is_a_stream_error() -> None:
