@@ -124,5 +124,23 @@ def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
     return {"received": received, "t_first": t_first, "t_last": t_last, "cpu": cpu}
 
 
+def bench_ping(a: dict[str, Any]) -> dict[str, Any]:
+    """Sequential XEP-0199 pings written and awaited by hand on one thread: the floor that
+    the server, the kernel and the machine's scheduling put under any library's round trip."""
+    session = RawSession(a, a["jid"])
+    rtts = []
+    for i in range(a.get("warmup", 20) + a["count"]):
+        pattern = f"id=.p{i}.".encode()
+        start = now()
+        session.send(f"<iq type='get' id='p{i}' to='{session.domain}'>"
+                     f"<ping xmlns='urn:xmpp:ping'/></iq>".encode())
+        session.expect(pattern)
+        if i >= a.get("warmup", 20):
+            rtts.append(now() - start)
+    session.send(b"</stream:stream>")
+    session.sock.close()
+    return benchlib.latency_summary(rtts)
+
+
 if __name__ == "__main__":
-    benchlib.main({"e2e-send": bench_e2e_send, "e2e-recv": bench_e2e_recv})
+    benchlib.main({"e2e-send": bench_e2e_send, "e2e-recv": bench_e2e_recv, "ping": bench_ping})
