@@ -737,6 +737,7 @@ class Client:
                 self._upgrade(wire, stream, self._io_timeout)
             if stream.state == "ready":
                 self._negotiation_deadline = None
+                wire.quickack = False
         self._collect_output(sending, idle=False)  # what came while waiting or reading
         while sending:
             sent = wire.send(sending)

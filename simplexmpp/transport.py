@@ -223,6 +223,9 @@ class Wire:
         self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
+        #: Acknowledge received data at once (see _ack_now); the client turns it off once
+        #: the stream is ready.
+        self.quickack = True
         self._hub: Hub | None = None  # once a hub drives this wire, wake() goes to the hub
         self._hub_conn: HubConnection | None = None
         self._use(sock)
@@ -322,6 +325,21 @@ class Wire:
             return None
         except ssl.SSLZeroReturnError:
             return b""
+        finally:
+            if self.quickack:
+                self._ack_now()
+
+    def _ack_now(self) -> None:
+        # Linux clears TCP_QUICKACK on its own; set after a read it also sends at once an ACK
+        # the kernel was delaying. While the stream is negotiated every exchange is a small
+        # write answered by a small write: a server with Nagle on (Prosody) holds its next
+        # reply until our ACK of the previous segment (its TLS 1.3 session tickets, say),
+        # which Linux delays ~40 ms when we have nothing to send back at that moment.
+        if hasattr(socket, "TCP_QUICKACK"):
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            except OSError:
+                self.quickack = False
 
     def send(self, buffer: bytearray) -> int:
         """Write what the socket takes now from the front of ``buffer``; the count sent."""
