@@ -139,6 +139,9 @@ class _Closed:
 
 _CLOSED = _Closed()
 
+#: Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
+_HUB_READS_PER_TURN = 16
+
 
 class _Inbox:
     """The messages waiting for ``messages()``/``next_message()``: a ``SimpleQueue`` of their
@@ -731,7 +734,9 @@ class Client:
                 f"{self._io_timeout:g} s (stuck while {stream.state})")
         sending = self._sending
         if readable:
-            if self._read(wire, stream):
+            # On a hub, a connection the server floods must not starve the others: it reads
+            # at most 1 MiB per turn (the selector reports the rest as readable next turn).
+            if self._read(wire, stream, _HUB_READS_PER_TURN if self._in_hub else None):
                 return None  # the stream closed cleanly
             if stream.state == "tls-handshake":
                 self._upgrade(wire, stream, self._io_timeout)
@@ -801,9 +806,12 @@ class Client:
             due = min(due, (self._ack_pending_since or now) + self.ack_delay)
         return min(max(due - now, 0.005), 60.0)
 
-    def _read(self, wire: Wire, stream: ClientStream) -> bool:
-        """Read and handle everything available; True once the stream has closed."""
-        while True:
+    def _read(self, wire: Wire, stream: ClientStream, max_reads: int | None = None) -> bool:
+        """Read and handle everything available, or ``max_reads`` socket reads of it; True
+        once the stream has closed."""
+        reads = 0
+        while max_reads is None or reads < max_reads:
+            reads += 1
             data = wire.recv()
             if data is None:
                 return False
@@ -857,6 +865,7 @@ class Client:
                 if not self._closing:
                     raise errors.ConnectionError("the server closed the stream")
                 return True
+        return False  # more may be waiting: the caller comes back (the hub, next turn)
 
     def _upgrade(self, wire: Wire, stream: ClientStream, timeout: float) -> None:
         sock = wire.detach_for_blocking(timeout)
