@@ -127,9 +127,8 @@ def _wrap_message(element: ET.Element) -> Message:
     return msg
 
 
-def _message_type(element: ET.Element) -> str:
+def _message_type(type_: str | None) -> str:
     """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
-    type_ = element.get("type")
     return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
@@ -1055,9 +1054,7 @@ class Client:
         if thread is not None:
             _SUB_ELEMENT(element, _THREAD).text = thread
         _SUB_ELEMENT(element, _ORIGIN_ID, {"id": stanza_id})
-        msg: Message = _new_message(Message)
-        msg.xml = element
-        return msg
+        return _wrap_message(element)
 
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                      subject: str | None = None, thread: str | None = None,
@@ -1221,7 +1218,7 @@ class Client:
                 found = by_tag.get(child.tag)
                 if found is not None:
                     matched = found if matched is None else matched + found
-        type_ = _message_type(stanza.xml) if kind == "message" else \
+        type_ = _message_type(stanza.xml.get("type")) if kind == "message" else \
             stanza.xml.get("type") or "available"
         return self._run_interceptors(stanza, index, matched, type_)
 
@@ -1306,8 +1303,8 @@ class Client:
         """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
         stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
         resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
-        the message's last origin-id child. (Messages without stanza-ids are checked in
-        _incoming_message, the same way.)"""
+        the message's last origin-id child. (_incoming_message checks a message without
+        stanza-ids itself, with the same _origin_key and _remember.)"""
         origin = None if origin_el is None else origin_el.get("id")
         archived = None
         own = self._own_bare
@@ -1316,34 +1313,40 @@ class Client:
                 archived = child.get("id")
                 if archived is not None:
                     break
-        seen = self._seen_ids
         key_o = key_a = None
-        duplicate = False
         if origin:
-            sender = element.get("from", "")
-            key_o = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin
-            duplicate = key_o in seen
+            key_o = self._origin_key(element, origin)
         if archived:
             key_a = "\0" + archived
             self.last_stanza_id = archived
-            duplicate = duplicate or key_a in seen
         elif key_o is None:
             return False
-        order = self._seen_order
+        # Both keys are remembered, whichever of them was seen before.
+        duplicate = key_o is not None and self._remember(key_o)
+        if key_a is not None and key_a != key_o and self._remember(key_a):
+            duplicate = True
         if duplicate:
-            for key in (key_o, key_a):
-                if key is not None and key not in seen:
-                    seen.add(key)
-                    order.append(key)
             self.duplicates_dropped += 1
+        return duplicate
+
+    def _origin_key(self, element: ET.Element, origin_id: str) -> str:
+        """The window key of a message's XEP-0359 origin-id (see _incoming_message)."""
+        sender = element.get("from", "")
+        return (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
+
+    def _remember(self, key: str) -> bool:
+        """True if ``key`` is in the duplicate window; otherwise add it, dropping the oldest
+        keys beyond ``duplicate_window``."""
+        seen = self._seen_ids
+        if key in seen:
             return True
-        if key_o is not None:
-            seen.add(key_o)
-            order.append(key_o)
-        if key_a is not None and key_a != key_o:
-            seen.add(key_a)
-            order.append(key_a)
-        self._forget_oldest()
+        seen.add(key)
+        order = self._seen_order
+        order.append(key)
+        if len(order) > self.duplicate_window:
+            seen.discard(order.popleft())
+            if len(order) > self.duplicate_window:  # the window was made smaller
+                self._forget_oldest()
         return False
 
     def _sender_key(self, sender: str) -> str:
@@ -1472,7 +1475,7 @@ class Client:
                 matched = found if matched is None else matched + found
         type_ = element.get("type")
         if index is not None:
-            known_type = type_ if type_ in _MESSAGE_TYPES else "normal"  # RFC 6121 §5.2.2
+            known_type = _message_type(type_)
             if matched is not None or index[0] or known_type in index[2]:
                 if msg is None:
                     msg = _wrap_message(element)
@@ -1487,21 +1490,10 @@ class Client:
                 return
         elif origin is not None:
             origin_id = origin.get("id")
-            if origin_id:
-                sender = element.get("from", "")
-                key = (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
-                seen = self._seen_ids
-                if key in seen:
-                    self.duplicates_dropped += 1
-                    log.debug("dropping a repeated message %s", element.get("id"))
-                    return
-                seen.add(key)
-                order = self._seen_order
-                order.append(key)
-                if len(order) > self.duplicate_window:
-                    seen.discard(order.popleft())
-                    if len(order) > self.duplicate_window:  # the window was made smaller
-                        self._forget_oldest()
+            if origin_id and self._remember(self._origin_key(element, origin_id)):
+                self.duplicates_dropped += 1
+                log.debug("dropping a repeated message %s", element.get("id"))
+                return
         handlers = self._handlers.get("message")
         if not handlers or self._inbox_used:
             self._inbox.put(element)
