@@ -44,6 +44,14 @@ def big_stanza(size: int) -> bytes:
             b"id='big'><body>" + b"x" * size + b"</body></message>")
 
 
+def take_all(get: Any, count: int) -> tuple[Any, float]:
+    """Take ``count`` items with ``get()`` (a receive benchmark's queue): the first item
+    and the seconds it took, the items kept alive until all are taken."""
+    start = time.perf_counter()
+    taken = [get() for _ in range(count)]
+    return taken[0], time.perf_counter() - start
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
