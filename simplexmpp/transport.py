@@ -23,7 +23,7 @@ from .errors import ConnectionError, TLSError, TimeoutError
 from .sasl import tls_server_end_point
 
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
-           "Wire", "Hub", "is_loopback"]
+           "Wire", "Hub", "is_loopback", "quickack"]
 
 log = logging.getLogger("simplexmpp.transport")
 
@@ -171,13 +171,23 @@ def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
         raise TLSError(f"TLS handshake with {server_name} failed: {exc}") from None
     # After a TLS 1.3 handshake the server writes its session tickets and then its reply; a
     # server with Nagle on holds the reply until we ACK the tickets, which the kernel delays
-    # (~40 ms). Acknowledge at once (Linux; measured by bench/run's "connect": 55 -> 12 ms).
-    if hasattr(socket, "TCP_QUICKACK"):
-        try:
-            tls_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except OSError:
-            pass
+    # (~40 ms). Acknowledge at once (Linux; measured by bench/run's "connect": 55 -> 12 ms;
+    # Wire re-arms it after every read until the stream is ready).
+    quickack(tls_sock)
     return tls_sock
+
+
+def quickack(sock: socket.socket) -> bool:
+    """Set TCP_QUICKACK (Linux): ACK received data at once, and send now an ACK the kernel
+    was delaying. Linux clears the option by itself, so it must be set again after reads.
+    False where the option is missing or refused."""
+    if not hasattr(socket, "TCP_QUICKACK"):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except OSError:
+        return False
+    return True
 
 
 def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
@@ -223,8 +233,8 @@ class Wire:
         self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
-        #: Acknowledge received data at once (see _ack_now); the client turns it off once
-        #: the stream is ready.
+        #: Acknowledge received data at once (see recv()); the client turns it off once the
+        #: stream is ready.
         self.quickack = True
         self._hub: Hub | None = None  # once a hub drives this wire, wake() goes to the hub
         self._hub_conn: HubConnection | None = None
@@ -326,20 +336,12 @@ class Wire:
         except ssl.SSLZeroReturnError:
             return b""
         finally:
+            # While the stream is negotiated every exchange is a small write answered by a
+            # small write: a server with Nagle on (Prosody) holds its next reply until our
+            # ACK of the previous segment (its TLS 1.3 session tickets, say), which Linux
+            # delays ~40 ms when we have nothing to send back at that moment.
             if self.quickack:
-                self._ack_now()
-
-    def _ack_now(self) -> None:
-        # Linux clears TCP_QUICKACK on its own; set after a read it also sends at once an ACK
-        # the kernel was delaying. While the stream is negotiated every exchange is a small
-        # write answered by a small write: a server with Nagle on (Prosody) holds its next
-        # reply until our ACK of the previous segment (its TLS 1.3 session tickets, say),
-        # which Linux delays ~40 ms when we have nothing to send back at that moment.
-        if hasattr(socket, "TCP_QUICKACK"):
-            try:
-                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            except OSError:
-                self.quickack = False
+                self.quickack = quickack(self.sock)
 
     def send(self, buffer: bytearray) -> int:
         """Write what the socket takes now from the front of ``buffer``; the count sent."""
