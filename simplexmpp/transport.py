@@ -211,6 +211,49 @@ def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
     return out
 
 
+class _Waker:
+    """A socket pair another thread writes to, to end a ``selectors`` wait (``r`` is what
+    the waiting thread registers). At most one byte is ever in flight: :meth:`wake` sends
+    only while no earlier wake-up is pending, and :meth:`clear` drains the byte first and
+    then marks none pending. In the other order a wake() in between would send a byte that
+    the drain swallows while leaving the mark set, and every later wake() would then be
+    skipped (a lost wake-up)."""
+
+    def __init__(self) -> None:
+        self.r, self._w = socket.socketpair()
+        self.r.setblocking(False)
+        self._w.setblocking(False)
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def wake(self) -> None:
+        """Any thread: make the waiting thread's select() return."""
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        try:
+            self._w.send(b"\0")
+        except OSError:
+            pass  # closed: nobody waits any more
+
+    def clear(self) -> None:
+        """The waiting thread, when ``r`` was readable."""
+        try:
+            self.r.recv(4096)
+        except OSError:
+            pass
+        with self._lock:
+            self._pending = False
+
+    def close(self) -> None:
+        for sock in (self.r, self._w):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
 class Wire:
     """A connected socket in non-blocking mode plus a wake-up channel, for one I/O thread.
 
@@ -222,13 +265,9 @@ class Wire:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._wake_lock = threading.Lock()
-        self._woken = False
+        self._waker = _Waker()
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._selector.register(self._waker.r, selectors.EVENT_READ, "wake")
         self._registered_write = False
         self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
@@ -272,11 +311,11 @@ class Wire:
     def release_own_wakeup(self) -> None:
         """Close the wire's own selector and wake-up pair: a hub waits for it from now on
         (three file descriptors fewer per connection)."""
-        for closer in (self._selector.close, self._wake_r.close, self._wake_w.close):
-            try:
-                closer()
-            except OSError:
-                pass
+        try:
+            self._selector.close()
+        except OSError:
+            pass
+        self._waker.close()
 
     def wake(self) -> None:
         """Make :meth:`wait` return soon (or the hub look at this connection); callable from
@@ -285,14 +324,8 @@ class Wire:
         if hub is not None and conn is not None:
             hub.wake(conn)
             return
-        with self._wake_lock:
-            if self._woken or self.closed:
-                return
-            self._woken = True
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass
+        if not self.closed:
+            self._waker.wake()
 
     def wait(self, timeout: float | None, want_write: bool) -> tuple[bool, bool]:
         """Block until readable/writable/woken; returns (readable, writable)."""
@@ -312,16 +345,7 @@ class Wire:
         readable = False
         for key, mask in self._selector.select(timeout):
             if key.data == "wake":
-                # Drain first, then clear the flag: cleared first, a wake() in between would
-                # send a byte that this drain swallows while leaving _woken set, and every
-                # later wake() would then be skipped (a lost wake-up). While _woken is set no
-                # other byte is sent, so one recv() empties the channel.
-                try:
-                    self._wake_r.recv(4096)
-                except OSError:
-                    pass
-                with self._wake_lock:
-                    self._woken = False
+                self._waker.clear()
             else:
                 readable = readable or bool(mask & selectors.EVENT_READ)
                 writable = writable or bool(mask & selectors.EVENT_WRITE)
@@ -370,8 +394,7 @@ class Wire:
         if self.closed:
             return
         self.closed = True
-        for closer in (self._selector.close, self.sock.close, self._wake_r.close,
-                       self._wake_w.close):
+        for closer in (self._selector.close, self.sock.close, self._waker.close):
             try:
                 closer()
             except OSError:
@@ -415,8 +438,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._adopting: list[tuple[HubConnection, Wire]] = []
         self._dirty: set[HubConnection] = set()
-        self._woken = False
-        self._wake_w: socket.socket | None = None
+        self._waker: _Waker | None = None  # while the thread runs
         # Owned by the hub's thread:
         self._conns: dict[HubConnection, _HubEntry] = {}
         self._next_due = float("inf")
@@ -437,39 +459,26 @@ class Hub:
             wire._hub_conn = conn
             wire._hub = self
             self._adopting.append((conn, wire))
-            if self._thread is None:
-                self._wake_r, self._wake_w = socket.socketpair()
-                self._wake_r.setblocking(False)
-                self._wake_w.setblocking(False)
-                self._woken = False
-                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+            if self._waker is None:
+                self._waker = _Waker()
+                self._thread = threading.Thread(target=self._main, args=(self._waker,),
+                                                name=self.name, daemon=True)
                 self._thread.start()
-                return
-        self._signal()
+            else:
+                self._waker.wake()
 
     def wake(self, conn: HubConnection) -> None:
         """``conn`` has something to write (any thread)."""
         with self._lock:
             self._dirty.add(conn)
-            if self._woken or threading.current_thread() is self._thread:
-                return
-            self._woken = True
-        self._signal()
+            if self._waker is not None and threading.current_thread() is not self._thread:
+                self._waker.wake()
 
-    def _signal(self) -> None:
-        wake_w = self._wake_w
-        if wake_w is not None:
-            try:
-                wake_w.send(b"\0")
-            except OSError:
-                pass
-
-    def _main(self) -> None:
+    def _main(self, waker: _Waker) -> None:
         selector = selectors.DefaultSelector()
-        wake_r = self._wake_r
-        selector.register(wake_r, selectors.EVENT_READ, None)
+        selector.register(waker.r, selectors.EVENT_READ, None)
         try:
-            self._loop(selector, wake_r)
+            self._loop(selector, waker)
         except BaseException:  # noqa: BLE001 - a bug here must not pass silently
             log.exception("the I/O hub failed; its connections are closed")
             for conn in list(self._conns):
@@ -477,18 +486,15 @@ class Hub:
         finally:
             selector.close()
 
-    def _loop(self, selector: selectors.BaseSelector, wake_r: socket.socket) -> None:
+    def _loop(self, selector: selectors.BaseSelector, waker: _Waker) -> None:
         while True:
             with self._lock:
                 adopting, self._adopting = self._adopting, []
                 dirty, self._dirty = self._dirty, set()
                 if not adopting and not dirty and not self._conns:
                     # The last connection has gone: the thread ends (adopt() starts another).
-                    self._thread = None
-                    wake_w, self._wake_w = self._wake_w, None
-                    for closer in (wake_r.close, wake_w.close if wake_w else None):
-                        if closer is not None:
-                            closer()
+                    self._thread = self._waker = None
+                    waker.close()
                     return
             for conn, wire in adopting:
                 selector.register(wire.sock, selectors.EVENT_READ, conn)
@@ -501,14 +507,8 @@ class Hub:
             timeout = 0.0 if dirty or readable else min(max(self._next_due - now, 0.0), 60.0)
             for key, mask in selector.select(timeout):
                 if key.data is None:
-                    # Drain, then clear the flag (the other order loses wake-ups: see Wire).
-                    try:
-                        while wake_r.recv(4096):
-                            pass
-                    except OSError:
-                        pass
+                    waker.clear()  # then take what the wake-ups were for
                     with self._lock:
-                        self._woken = False
                         dirty |= self._dirty
                         self._dirty = set()
                 elif mask & selectors.EVENT_READ:
