@@ -33,7 +33,7 @@ from .xml import (CLIENT_NS, STREAM_FOOTER, STREAM_NS, StreamEnd, StreamHeader, 
 
 __all__ = [
     "ClientStream", "StartTLS", "Authenticated", "Ready", "Resumed",
-    "NonzaReceived", "AckReceived", "StreamClosed", "Event", "SMState",
+    "NonzaReceived", "AckReceived", "StreamClosed", "Event", "SMState", "stanza_from_text",
     "TLS_NS", "SASL_NS", "BIND_NS", "SESSION_NS", "SM_NS", "STREAM_ERRORS_NS",
 ]
 
@@ -83,9 +83,10 @@ class Ready:
 @dataclass
 class Resumed:
     """XEP-0198 §5: the previous session was resumed. ``resend`` are the stanzas the server
-    had not acknowledged, to be sent again (the machine has already queued them)."""
+    had not acknowledged, serialised as they first went out, to be sent again (the machine
+    has already queued them; :func:`stanza_from_text` turns one back into an element)."""
     jid: JID
-    resend: list[ET.Element]
+    resend: list[str]
 
 
 @dataclass
@@ -96,9 +97,10 @@ class NonzaReceived:
 
 @dataclass
 class AckReceived:
-    """XEP-0198 ``<a h=.../>``: ``acked`` are the stanzas it confirmed, oldest first."""
+    """XEP-0198 ``<a h=.../>``: ``acked`` are the stanzas it confirmed, oldest first, as
+    serialised when sent."""
     h: int
-    acked: list[ET.Element]
+    acked: list[str]
 
 
 @dataclass
@@ -126,13 +128,16 @@ class SMState:
     inbound: int = 0           # stanzas received since enabling (our h)
     outbound: int = 0          # stanzas sent since enabling
     acked: int = 0             # the server's last h
-    unacked: deque[ET.Element] = field(default_factory=deque)
+    #: Sent, not yet acknowledged: each stanza's text exactly as it went out, so a resend
+    #: repeats what was sent even if the caller changed the element since (and text takes
+    #: a fraction of the memory of the element trees a busy sender would keep).
+    unacked: deque[str] = field(default_factory=deque)
 
-    def record_sent(self, element: ET.Element) -> None:
+    def record_sent(self, text: str) -> None:
         self.outbound += 1
-        self.unacked.append(element)
+        self.unacked.append(text)
 
-    def ack(self, h: int) -> list[ET.Element]:
+    def ack(self, h: int) -> list[str]:
         """Drop the stanzas the server's ``h`` confirms (counted modulo 2**32, §4)."""
         count = (h - self.acked) % (1 << 32)
         if count > len(self.unacked):
@@ -145,6 +150,13 @@ class SMState:
 
 
 # ---------------------------------------------------------------------------------------------
+
+def stanza_from_text(text: str) -> ET.Element:
+    """The element of a stanza serialised by :func:`~simplexmpp.xml.tostring` (as kept for
+    XEP-0198 resends): the stream's default namespace is put back around it. Only our own
+    output comes here, never the peer's bytes."""
+    return ET.fromstring('<s xmlns="%s">%s</s>' % (CLIENT_NS, text))[0]
+
 
 def _b64(data: bytes | None) -> str:
     # RFC 6120 §6.4.2: an empty initial response is sent as "=".
@@ -302,9 +314,17 @@ class ClientStream:
         ``text`` is ``tostring(element)`` when the caller has it already."""
         if self.state != "ready":
             raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
-        self._out.append(tostring(element) if text is None else text)
+        if text is None:
+            text = tostring(element)
+        self._out.append(text)
         if self.sm is not None and element.tag in _STANZA_TAGS:
-            self.sm.record_sent(element)
+            self.sm.record_sent(text)
+
+    def _send_again(self, text: str) -> None:
+        """Queue a stanza recorded as unacknowledged in an earlier session (XEP-0198)."""
+        self._out.append(text)
+        if self.sm is not None:
+            self.sm.record_sent(text)
 
     def send_raw(self, text: str) -> None:
         """Queue already-serialised XML (whitespace keepalives, pre-built stanzas)."""
@@ -607,8 +627,8 @@ class ClientStream:
             resend = list(old.unacked)
             old.unacked.clear()
             old.outbound = old.acked  # the resent ones are counted again as they go out
-            for stanza in resend:
-                self.send(stanza)
+            for text in resend:
+                self._send_again(text)
             events.append(Resumed(self.jid, resend))
             return
         if el.tag == "{%s}failed" % SM_NS:
@@ -636,10 +656,12 @@ class ClientStream:
             # XEP-0359 origin-id.
             # Broadcast presence is session state, not a message: the owner of the stream
             # sends the current one on the new session, so old copies are not repeated.
-            for stanza in old.unacked:
-                if stanza.tag == _PRESENCE and stanza.get("to") is None:
-                    continue
-                self.send(stanza)
+            for text in old.unacked:
+                if text.startswith("<presence"):
+                    stanza = stanza_from_text(text)
+                    if stanza.tag == _PRESENCE and stanza.get("to") is None:
+                        continue
+                self._send_again(text)
 
     @staticmethod
     def _h(el: ET.Element) -> int:
@@ -653,6 +675,7 @@ class ClientStream:
 
     @property
     def unacked(self) -> list[ET.Element]:
-        """Stanzas sent but not yet acknowledged by the server (XEP-0198), oldest first."""
+        """Stanzas sent but not yet acknowledged by the server (XEP-0198), oldest first, as
+        elements parsed again from what was sent (each call parses them all)."""
         sm = self.sm if self.sm is not None else self._resume
-        return list(sm.unacked) if sm is not None else []
+        return [stanza_from_text(text) for text in sm.unacked] if sm is not None else []

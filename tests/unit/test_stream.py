@@ -10,7 +10,8 @@ import pytest
 from simplexmpp.errors import AuthenticationError, StreamError, TLSError
 from simplexmpp.jid import JID
 from simplexmpp.stream import (AckReceived, Authenticated, ClientStream, Ready, Resumed,
-                               SMState, StartTLS, StreamClosed)
+                               SMState, StartTLS, StreamClosed, stanza_from_text)
+from simplexmpp.xml import tostring
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' from='localhost' id='s1' "
@@ -197,8 +198,9 @@ def test_stanzas_are_counted_and_acknowledged_per_xep_0198() -> None:
     assert len(t.stream.unacked) == 3
     events = t.server("<a xmlns='urn:xmpp:sm:3' h='2'/>")
     assert isinstance(events[0], AckReceived)
-    assert [e.get("id") for e in events[0].acked] == ["m0", "m1"]
+    assert events[0].acked == ['<message id="m0"/>', '<message id="m1"/>']
     assert [e.get("id") for e in t.stream.unacked] == ["m2"]
+    assert t.stream.unacked[0].tag == "{jabber:client}message"
 
 
 def test_a_pending_ack_rides_along_with_the_next_output() -> None:
@@ -241,7 +243,7 @@ def sm_state_with_unacked() -> SMState:
     import xml.etree.ElementTree as ET
     state = SMState(id="sm-1", jid=JID("alice@localhost/phone"), resumable=True, inbound=7)
     for i in range(3):
-        state.record_sent(ET.Element("{jabber:client}message", id=f"m{i}"))
+        state.record_sent(tostring(ET.Element("{jabber:client}message", id=f"m{i}")))
     return state
 
 
@@ -251,7 +253,7 @@ def test_resumption_resends_exactly_what_the_server_did_not_acknowledge() -> Non
     assert t.sent == '<resume xmlns="urn:xmpp:sm:3" h="7" previd="sm-1"/>'
     events = t.server("<resumed xmlns='urn:xmpp:sm:3' h='1' previd='sm-1'/>")
     assert isinstance(events[0], Resumed) and events[0].jid == "alice@localhost/phone"
-    assert [e.get("id") for e in events[0].resend] == ["m1", "m2"]
+    assert [stanza_from_text(text).get("id") for text in events[0].resend] == ["m1", "m2"]
     assert 'id="m1"' in t.sent and 'id="m2"' in t.sent and 'id="m0"' not in t.sent
     assert t.stream.state == "ready"
 
@@ -265,6 +267,44 @@ def test_failed_resumption_binds_anew_and_resends_unacknowledged_stanzas() -> No
     events = finish(t)
     assert isinstance(events[0], Ready)
     assert 'id="m2"' in t.sent and 'id="m1"' not in t.sent
+
+
+def test_a_resend_repeats_what_was_sent_not_what_the_element_became() -> None:
+    import xml.etree.ElementTree as ET
+    t = ready_stream()
+    message = ET.Element("{jabber:client}message", id="m0", to="bob@localhost")
+    ET.SubElement(message, "{jabber:client}body").text = "first"
+    t.stream.send(message)
+    message.find("{jabber:client}body").text = "changed after sending"  # type: ignore
+    state = t.stream.sm
+    assert state is not None
+    state.resumable, state.id = True, "sm-9"
+    t.stream.connection_lost()
+    again = negotiate_to_bind(sm_state=state)
+    again.server("<resumed xmlns='urn:xmpp:sm:3' h='0' previd='sm-9'/>")
+    assert "<body>first</body>" in again.sent and "changed" not in again.sent
+
+
+def test_failed_resumption_resends_directed_presence_but_not_broadcast_presence() -> None:
+    import xml.etree.ElementTree as ET
+    state = SMState(id="sm-1", jid=JID("alice@localhost/phone"), resumable=True)
+    for attrs in ({"id": "p-broadcast"}, {"id": "p-directed", "to": "room@muc.localhost/me"},
+                  {"id": "p-sub", "to": "bob@localhost", "type": "subscribe"}):
+        state.record_sent(tostring(ET.Element("{jabber:client}presence", attrs)))
+    t = negotiate_to_bind(sm_state=state)
+    t.server("<failed xmlns='urn:xmpp:sm:3'/>")
+    finish(t)
+    assert 'id="p-directed"' in t.sent and 'id="p-sub"' in t.sent
+    assert "p-broadcast" not in t.sent
+
+
+def test_stanza_from_text_puts_back_the_stream_namespace() -> None:
+    import xml.etree.ElementTree as ET
+    message = ET.Element("{jabber:client}message", id="x")
+    ET.SubElement(message, "{urn:xmpp:sid:0}origin-id", id="x")
+    back = stanza_from_text(tostring(message))
+    assert back.tag == "{jabber:client}message"
+    assert back[0].tag == "{urn:xmpp:sid:0}origin-id" and back[0].get("id") == "x"
 
 
 def test_peer_closing_the_stream_is_answered_with_our_footer() -> None:
