@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import requests
-
 from ..jid import JID
 from ..stanza import Message
 from ..xml import check_text
@@ -165,6 +163,7 @@ class OOB:
         seconds = self._client.timeout if timeout is None else timeout
         target = Path(path_or_dir)
         what = f"downloading {url}"
+        import requests  # here, not at the top: see upload.http_session()
         with http_session(self._client) as session:
             try:
                 response = session.get(url, stream=True, timeout=seconds)

@@ -97,3 +97,19 @@ def test_oob_of_reads_url_and_desc() -> None:
 ])
 def test_download_names_stay_inside_the_directory(url: str, name: str) -> None:
     assert _safe_name(url) == name
+
+
+def test_requests_is_imported_only_when_a_file_is_transferred() -> None:
+    # requests (with urllib3, charset_normalizer, http.cookiejar) adds ~16 MB and ~75 ms to
+    # every process; a client that never uploads or downloads must not pay for it.
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from simplexmpp import Client, Pool\n"
+            "client = Client('bob@localhost', 'secret')\n"
+            "client.upload, client.oob\n"
+            "assert 'requests' not in sys.modules, 'imported at start'\n"
+            "from simplexmpp.ext.upload import http_session\n"
+            "http_session(client).close()\n"
+            "assert 'requests' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
