@@ -38,6 +38,7 @@ from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Re
 from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS, check_text, tostring
+from .xml import escape as _escape
 
 if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers and IDEs
     from .ext.avatar import Avatar
@@ -77,6 +78,8 @@ _BODY = "{%s}body" % CLIENT_NS
 _SUBJECT = "{%s}subject" % CLIENT_NS
 _THREAD = "{%s}thread" % CLIENT_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
+_STANZA_TAGS = frozenset((_IQ, _MESSAGE, _PRESENCE))
+_SENDABLE_MESSAGE_TYPES = frozenset(("chat", "normal", "headline", "groupchat"))
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
 #: Every event name :meth:`Client.on` accepts (extensions add theirs with ``declare_event``).
@@ -119,6 +122,19 @@ _MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
 
 def _handle_of(entry: _Interceptor) -> int:
     return entry[0]
+
+
+def _checked_message(to: JID | str, body: str | None, type: str, subject: str | None,
+                     thread: str | None) -> JID:
+    """new_message()/send_message(): the recipient as a JID, once type and texts are checked."""
+    recipient = to if isinstance(to, JID) else JID(to)
+    if type not in _SENDABLE_MESSAGE_TYPES:
+        raise ValueError(f"message type must be chat, normal, headline or groupchat, "
+                         f"not {type!r}")
+    for name, value in (("body", body), ("subject", subject), ("thread", thread)):
+        if value is not None:
+            check_text(value, f"message {name}")
+    return recipient
 
 
 def _wrap_message(element: ET.Element) -> Message:
@@ -992,14 +1008,21 @@ class Client:
         back; once disconnected it raises :class:`~errors.DisconnectedError`.
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
-        text = tostring(element)  # validates characters before anything is queued
+        # Serialised here, once (it validates the characters before anything is queued).
+        self._send_text(tostring(element), element.tag in _STANZA_TAGS, timeout)
+
+    def _send_text(self, text: str, stanza: bool, timeout: float | None) -> None:
+        """Queue serialised XML (see :meth:`send`): a stanza, or a nonza if not ``stanza``."""
         if len(text) > self.max_stanza_size:
             raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
                                      f"({self.max_stanza_size})")
-        with self._changed:
-            self._wait_ready(self._timeout(timeout))
-            assert self._stream is not None
-            self._stream.send(element, text)  # serialised once, above
+        with self._lock:  # the lock of self._changed, so waiting on it below is allowed
+            stream = self._stream
+            if self._state != "ready" or stream is None or stream.state != "ready":
+                self._wait_ready(self._timeout(timeout))
+                stream = self._stream
+                assert stream is not None
+            stream.send_text(text, stanza)
             self._take_output()
             if len(self._outbuf) > 8 << 20:
                 # Back-pressure: a sender far ahead of the socket waits for it to drain.
@@ -1036,13 +1059,7 @@ class Client:
         """A message ready for :meth:`send`: ``type`` and text checked, a fresh id, and an
         XEP-0359 origin-id equal to the id, by which receivers drop duplicates after a
         reconnect. Extensions add their payload to it before sending it."""
-        recipient = to if isinstance(to, JID) else JID(to)
-        if type not in ("chat", "normal", "headline", "groupchat"):
-            raise ValueError(f"message type must be chat, normal, headline or groupchat, "
-                             f"not {type!r}")
-        for name, value in (("body", body), ("subject", subject), ("thread", thread)):
-            if value is not None:
-                check_text(value, f"message {name}")
+        recipient = _checked_message(to, body, type, subject, thread)
         # Built directly (hot path): the same element Message(to=, type=, id=, subject=,
         # body=, thread=) builds, children in that order, then the origin-id.
         stanza_id = new_id()
@@ -1060,9 +1077,20 @@ class Client:
                      subject: str | None = None, thread: str | None = None,
                      timeout: float | None = None) -> str:
         """Send a message (see :meth:`new_message`); return its id."""
-        msg = self.new_message(to, body, type, subject=subject, thread=thread)
-        self.send(msg, timeout)
-        return msg.id or ""
+        recipient = _checked_message(to, body, type, subject, thread)
+        stanza_id = new_id()
+        # Hot path: written directly, byte for byte what tostring(new_message(...).xml) gives
+        # (tests/unit/test_stanza.py compares them), without building the element first.
+        parts = ['<message to="', _escape(str(recipient)), '" type="', type, '" id="',
+                 stanza_id, '">']
+        for value, start, end in ((subject, "<subject", "</subject>"),
+                                  (body, "<body", "</body>"),
+                                  (thread, "<thread", "</thread>")):
+            if value is not None:
+                parts += (start, ">", _escape(value), end) if value else (start, "/>")
+        parts += ('<origin-id xmlns="', SID_NS, '" id="', stanza_id, '"/></message>')
+        self._send_text("".join(parts), True, timeout)
+        return stanza_id
 
     def send_presence(self, show: str | None = None, status: str | None = None,
                       priority: int = 0, to: JID | str | None = None, *,

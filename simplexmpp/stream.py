@@ -314,16 +314,17 @@ class ClientStream:
         ``text`` is ``tostring(element)`` when the caller has it already."""
         if self.state != "ready":
             raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
-        if text is None:
-            text = tostring(element)
-        self._out.append(text)
-        if self.sm is not None and element.tag in _STANZA_TAGS:
-            self.sm.record_sent(text)
+        self.send_text(tostring(element) if text is None else text,
+                       element.tag in _STANZA_TAGS)
 
-    def _send_again(self, text: str) -> None:
-        """Queue a stanza recorded as unacknowledged in an earlier session (XEP-0198)."""
+    def send_text(self, text: str, stanza: bool = True) -> None:
+        """Queue serialised XML: a stanza (counted and kept until acknowledged, XEP-0198) or,
+        with ``stanza`` False, a nonza. The caller vouches that ``text`` is one well-formed
+        element in the stream's default namespace, as :func:`tostring` writes it."""
+        if self.state != "ready":
+            raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
         self._out.append(text)
-        if self.sm is not None:
+        if stanza and self.sm is not None:
             self.sm.record_sent(text)
 
     def send_raw(self, text: str) -> None:
@@ -628,7 +629,7 @@ class ClientStream:
             old.unacked.clear()
             old.outbound = old.acked  # the resent ones are counted again as they go out
             for text in resend:
-                self._send_again(text)
+                self.send_text(text)
             events.append(Resumed(self.jid, resend))
             return
         if el.tag == "{%s}failed" % SM_NS:
@@ -661,7 +662,7 @@ class ClientStream:
                     stanza = stanza_from_text(text)
                     if stanza.tag == _PRESENCE and stanza.get("to") is None:
                         continue
-                self._send_again(text)
+                self.send_text(text)
 
     @staticmethod
     def _h(el: ET.Element) -> int:

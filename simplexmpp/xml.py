@@ -34,6 +34,7 @@ from .errors import InvalidStanzaError, StreamError
 __all__ = [
     "STREAM_NS", "CLIENT_NS", "COMPONENT_NS", "XML_NS", "StreamParser", "StreamHeader",
     "StreamEnd", "StreamItem", "tostring", "stream_header", "STREAM_FOOTER", "check_text",
+    "escape",
 ]
 
 STREAM_NS = "http://etherx.jabber.org/streams"
@@ -386,11 +387,17 @@ _SPECIAL = re.compile("[&<>\"\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uff
 _special = _SPECIAL.search
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """``text`` as :func:`tostring` writes it in character data or a double-quoted attribute
+    value (unchanged when nothing needs escaping); raises :class:`InvalidStanzaError` for a
+    character XML cannot carry. For code that writes a stanza's XML directly."""
     if _special(text) is None:
         return text
     check_text(text)
     return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], text)
+
+
+_escape = escape
 
 
 def _split(tag: str) -> tuple[str | None, str]:

@@ -207,3 +207,52 @@ def test_rich_reprs_for_notebooks() -> None:
     printer = _Printer()
     roster._repr_pretty_(printer, False)
     assert printer.out == "x@y (X) [to] G"
+
+
+# Characters XML can carry, the escaped ones and "]]>" included.
+_XML_TEXT = st.text(st.characters(blacklist_categories=("Cs",),
+                                  blacklist_characters="\x00\ufffe\uffff"
+                                  + "".join(map(chr, range(1, 32)))) | st.sampled_from(
+                                      "&<>\"'\r\n\t]"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(resource=_XML_TEXT.filter(lambda r: r.strip() != "" and r == r.strip()),
+       body=st.none() | _XML_TEXT, subject=st.none() | _XML_TEXT,
+       thread=st.none() | _XML_TEXT,
+       type=st.sampled_from(["chat", "normal", "headline", "groupchat"]))
+def test_send_message_writes_exactly_what_new_message_serialises_to(
+        resource: str, body: str | None, subject: str | None, thread: str | None,
+        type: str) -> None:
+    # send_message() writes its XML directly instead of building and serialising the element
+    # (the hot path); the bytes must be the same.
+    import simplexmpp.client as client_module
+    from simplexmpp import Client
+    try:
+        to = JID("bob@localhost/" + resource)
+    except JIDError:
+        return
+    client = Client("alice@localhost", "secret")
+    sent: list[tuple[str, bool]] = []
+    client._send_text = lambda text, stanza, timeout: sent.append((text, stanza))  # type: ignore
+    original = client_module.new_id
+    client_module.new_id = lambda: "fixed-id"  # type: ignore[assignment]
+    try:
+        assert client.send_message(to, body, type, subject=subject, thread=thread) == \
+            "fixed-id"
+        expected = tostring(client.new_message(to, body, type, subject=subject,
+                                               thread=thread).xml)
+    finally:
+        client_module.new_id = original
+    assert sent == [(expected, True)]
+
+
+def test_send_message_checks_what_new_message_checks() -> None:
+    from simplexmpp import Client
+    client = Client("alice@localhost", "secret")
+    with pytest.raises(ValueError):
+        client.send_message("bob@localhost", "hi", "error")
+    with pytest.raises(InvalidStanzaError):
+        client.send_message("bob@localhost", "bell \x07")
+    with pytest.raises(JIDError):
+        client.send_message("@localhost", "hi")
