@@ -1328,12 +1328,14 @@ class Client:
         self._incoming_message(msg.xml, msg, intercept=False)
 
     def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
-        """XEP-0359: a message seen recently, by the origin-id its sender gave it or by the
-        stanza-id our own archive gave it, is a repeat (a re-send after a failed stream
-        resumption, an archive catch-up); drop it. The window is bounded. ``origin_el`` is
-        the message's last origin-id child. (_incoming_message checks a message without
-        stanza-ids itself, with the same _origin_key and _remember.)"""
-        origin = None if origin_el is None else origin_el.get("id")
+        """XEP-0359: a message seen recently is a repeat (a re-send after a failed stream
+        resumption, an archive catch-up); drop it. A message is known by its sender's bare JID
+        and the origin-id the sender gave it, or, without an origin-id, by the stanza-id our
+        own archive gave it: one key per message, so the bounded window covers as many
+        messages as it holds keys. (A re-send gets a new stanza-id but keeps its origin-id; an
+        archive copy keeps both.) ``origin_el`` is the message's last origin-id child.
+        (_incoming_message checks a message without stanza-ids itself, with the same
+        _origin_key and _remember.)"""
         archived = None
         own = self._own_bare
         for child in element:
@@ -1341,21 +1343,19 @@ class Client:
                 archived = child.get("id")
                 if archived is not None:
                     break
-        key_o = key_a = None
-        if origin:
-            key_o = self._origin_key(element, origin)
         if archived:
-            key_a = "\0" + archived
             self.last_stanza_id = archived
-        elif key_o is None:
+        origin = None if origin_el is None else origin_el.get("id")
+        if origin:
+            key = self._origin_key(element, origin)
+        elif archived:
+            key = "\0" + archived
+        else:
             return False
-        # Both keys are remembered, whichever of them was seen before.
-        duplicate = key_o is not None and self._remember(key_o)
-        if key_a is not None and key_a != key_o and self._remember(key_a):
-            duplicate = True
-        if duplicate:
+        if self._remember(key):
             self.duplicates_dropped += 1
-        return duplicate
+            return True
+        return False
 
     def _origin_key(self, element: ET.Element, origin_id: str) -> str:
         """The window key of a message's XEP-0359 origin-id (see _incoming_message)."""

@@ -121,10 +121,25 @@ def test_repeats_by_our_archive_stanza_id() -> None:
     client, stream = ready_client()
     ours = "<stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='A1'/>"
     theirs = "<stanza-id xmlns='urn:xmpp:sid:0' by='evil@localhost' id='A2'/>"
-    read(client, stream, message(1, extra=ours) + message(2, extra=ours) +
-         message(3, extra=theirs) + message(4, extra=theirs))
+    read(client, stream, message(1, origin=None, extra=ours) +
+         message(2, origin=None, extra=ours) + message(3, origin=None, extra=theirs) +
+         message(4, origin=None, extra=theirs))
     assert bodies(client) == ["message 1", "message 3", "message 4"]
     assert client.last_stanza_id == "A1" and client.duplicates_dropped == 1
+
+
+def test_a_message_with_an_origin_id_is_known_by_it_whatever_its_stanza_id() -> None:
+    # A re-send after a failed resumption gets a new stanza-id from the server and keeps its
+    # origin-id; an archive copy keeps both. One key per message: the origin's.
+    client, stream = ready_client()
+    read(client, stream,
+         message(1, extra="<stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='A1'/>") +
+         message(1, extra="<stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='A2'/>") +
+         message(1) +
+         message(2, extra="<stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='A3'/>"))
+    assert bodies(client) == ["message 1", "message 2"]
+    assert client.duplicates_dropped == 2 and client.last_stanza_id == "A3"
+    assert len(client._seen_ids) == 2
 
 
 def test_the_duplicate_window_forgets_the_oldest() -> None:
