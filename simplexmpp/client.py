@@ -25,6 +25,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import errors
@@ -313,6 +314,7 @@ class Client:
         self._last_send = time.monotonic()
         self._last_presence: Presence | None = None
         self._sessions = 0   # sessions established (or resumed) so far
+        self._first_connected: datetime | None = None  # when the first session was ready
         self._stanza_started: float | None = None
         self._ping_sent_at: float | None = None
         #: What this client advertises in XEP-0030 disco#info; extensions add theirs.
@@ -977,6 +979,8 @@ class Client:
             self.features = features
             self._state = "ready"
             self._sessions += 1
+            if self._first_connected is None:
+                self._first_connected = datetime.now(timezone.utc)
             if stream is not None and stream.sm is not None and stream.sm.resumable:
                 self._sm_state = stream.sm
             elif not resumed:
@@ -1583,6 +1587,19 @@ class Client:
         handle = next(self._handle_ids)
         with self._lock:
             self._handlers.setdefault(event, []).append((handle, callback))
+        return handle
+
+    def _on_early(self, event: str, callback: Callable[..., object]) -> int:
+        """For extensions: like :meth:`on`, but ahead of the callbacks already registered.
+        An extension watches the session's events only once it has state to keep across
+        them (rooms joined, carbons enabled): a client that uses none starts no dispatcher
+        thread when it connects. Registered late, it still runs before users' callbacks,
+        as it would have from the start."""
+        if event not in self._event_names:
+            raise ValueError(f"unknown event {event!r}")
+        handle = next(self._handle_ids)
+        with self._lock:  # a new list: _emit may be iterating over the old one
+            self._handlers[event] = [(handle, callback)] + self._handlers.get(event, [])
         return handle
 
     def off(self, handle: int) -> None:

@@ -72,9 +72,7 @@ class MAM:
         self.catch_up = True
         #: Messages the last catch-up delivered that had not arrived otherwise.
         self.caught_up = 0
-        self._first_connected: datetime | None = None
         client.add_interceptor("message", self._intercept, tags=(_RESULT,))
-        client.on("connected", self._on_connected)
         client.on("resumption_failed", self._on_resumption_failed)
 
     # -- queries -----------------------------------------------------------------------------
@@ -173,10 +171,6 @@ class MAM:
         return True
 
     # -- catch-up after a lost session -------------------------------------------------------
-    def _on_connected(self, jid: JID) -> None:
-        if self._first_connected is None:
-            self._first_connected = datetime.now(timezone.utc)
-
     def _on_resumption_failed(self, last_stanza_id: str | None) -> None:
         """Dispatcher thread: read our archive from where we were and deliver what we lack."""
         if not self.catch_up:
@@ -219,5 +213,5 @@ class MAM:
                 if exc.condition != "item-not-found":
                     raise
                 # The id has expired from the archive: fall back to the time window.
-        since = self._first_connected or datetime.now(timezone.utc)
+        since = self._client._first_connected or datetime.now(timezone.utc)
         yield from self.query(start=since - timedelta(seconds=5), page_size=250)

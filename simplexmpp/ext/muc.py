@@ -854,10 +854,19 @@ class MUC:
         # Chat and headline messages are never the room's (see _intercept_message).
         client.add_interceptor("message", self._intercept_message,
                                types=("groupchat", "error", "normal"))
-        client.on("reconnecting", self._on_reconnecting)
-        client.on("resumed", self._on_resumed)
-        client.on("connected", self._on_connected)
-        client.on("disconnected", self._on_disconnected)
+        self._watching = False  # the session's events are watched from the first join on
+
+    def _watch(self) -> None:
+        """From the first join on: follow the session's events (rooms to mark, rejoin)."""
+        if self._watching:
+            return
+        self._watching = True
+        client = self._client
+        for event, callback in (("disconnected", self._on_disconnected),
+                                ("connected", self._on_connected),
+                                ("resumed", self._on_resumed),
+                                ("reconnecting", self._on_reconnecting)):
+            client._on_early(event, callback)
 
     # -- rooms -------------------------------------------------------------------------------
     @property
@@ -901,6 +910,7 @@ class MUC:
         if history is not None and history < 0:
             raise ValueError("history must be 0 or more (or None for the room's default)")
         key = str(jid)
+        self._watch()
         with self._lock:
             existing = self._rooms.get(key)
             if existing is not None and existing.state != "left":

@@ -569,3 +569,19 @@ def test_the_documented_example_passes(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 passed" in out.stdout
+
+
+def test_a_client_that_uses_no_extension_starts_no_dispatcher_thread(
+        xmpp_client: ClientFactory) -> None:
+    # Extensions watch the session's events only once they have state to keep (rooms,
+    # carbons, a CSI state): a pool of plain clients connects without a thread each for
+    # callbacks that would do nothing.
+    alice = xmpp_client("alice")
+    assert not alice.has_callbacks("connected") and not alice.has_callbacks("reconnecting")
+    assert alice._dispatch_thread is None
+    alice.on("connected", lambda jid: None)
+    alice.muc._watch()  # what the first join() does
+    alice.muc._watch()  # once only
+    callbacks = [cb for _, cb in alice._handlers["connected"]]
+    assert len(callbacks) == 2 and callbacks[0] == alice.muc._on_connected
+    assert alice.has_callbacks("reconnecting") and len(alice._handlers["reconnecting"]) == 1
