@@ -1013,10 +1013,13 @@ class Client:
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         # Serialised here, once (it validates the characters before anything is queued).
-        self._send_text(tostring(element), element.tag in _STANZA_TAGS, timeout)
+        self._send_text(tostring(element), element.tag in _STANZA_TAGS, timeout, element)
 
-    def _send_text(self, text: str, stanza: bool, timeout: float | None) -> None:
-        """Queue serialised XML (see :meth:`send`): a stanza, or a nonza if not ``stanza``."""
+    def _send_text(self, text: str, stanza: bool, timeout: float | None,
+                   element: ET.Element | None = None) -> None:
+        """Queue serialised XML (see :meth:`send`): a stanza, or a nonza if not ``stanza``.
+        With ``element`` (what ``text`` serialises) the stream gets both: a component's
+        stream completes the addresses and serialises again."""
         if len(text) > self.max_stanza_size:
             raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
                                      f"({self.max_stanza_size})")
@@ -1026,7 +1029,10 @@ class Client:
                 self._wait_ready(self._timeout(timeout))
                 stream = self._stream
                 assert stream is not None
-            stream.send_text(text, stanza)
+            if element is None:
+                stream.send_text(text, stanza)
+            else:
+                stream.send(element, text)
             self._take_output()
             if len(self._outbuf) > 8 << 20:
                 # Back-pressure: a sender far ahead of the socket waits for it to drain.

@@ -81,12 +81,29 @@ def test_connection_refused_raises_connection_error(server: Server) -> None:
 
 def test_disconnect_stops_every_thread(any_server: Server) -> None:
     client = any_server.client(any_server.new_account())
+    called = threading.Event()
+    client.on("connected", lambda jid: called.set())  # so the dispatcher thread starts too
     client.connect()
+    assert called.wait(10)
     names = [t.name for t in threading.enumerate() if str(client.account) in t.name]
-    assert len(names) == 2
+    assert len(names) == 2, names  # the I/O thread and the dispatcher thread
     client.disconnect()
     assert not client.is_connected
     assert not [t for t in threading.enumerate() if str(client.account) in t.name]
+
+
+def test_a_client_without_callbacks_runs_one_thread(any_server: Server) -> None:
+    # The extensions follow the session's events only once they have state to keep, so a
+    # plain client starts no dispatcher thread for them.
+    client = any_server.client(any_server.new_account())
+    client.connect()
+    try:
+        client.send_message(client.jid, "to myself")  # our full JID: we sent no presence
+        assert client.next_message(timeout=10).body == "to myself"
+        names = [t.name for t in threading.enumerate() if str(client.account) in t.name]
+        assert names == [f"simplexmpp-io-{client.account}"]
+    finally:
+        client.disconnect()
 
 
 def test_calls_after_disconnect_raise_disconnected_error(any_server: Server) -> None:

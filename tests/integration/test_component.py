@@ -51,10 +51,13 @@ def user(connect: Callable[..., Client]) -> Client:
 
 def test_handshake_connects_and_disconnect_leaves_no_threads(server: Server) -> None:
     comp = make_component(server)
+    called = threading.Event()
+    comp.on("connected", lambda jid: called.set())  # so the dispatcher thread starts too
     with comp:
         assert comp.is_connected
         assert str(comp.jid) == server.component
         assert comp.mechanism == "handshake"
+        assert called.wait(10)
         assert len(component_threads(server.component)) == 2
         assert comp.ping() >= 0   # our own domain: a round trip through the server
     assert comp.state == "disconnected"
