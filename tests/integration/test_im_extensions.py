@@ -16,6 +16,7 @@ from simplexmpp.ext.correction import replaced_id
 from simplexmpp.ext.disco import CAPS_NS, Disco, INFO_NS
 
 from .conftest import Server
+from .proxy import FaultProxy
 
 
 def collect(client: Client, event: str) -> "queue.SimpleQueue[tuple[Any, ...]]":
@@ -180,6 +181,34 @@ def test_client_state_indication(connect_any) -> None:
 
 
 # -- XEP-0280 ---------------------------------------------------------------------------------
+
+def test_carbons_are_enabled_again_on_a_new_session(connect: Any, server: Server) -> None:
+    # The extensions start watching "connected" when first used (enable(), inactive()): a
+    # session that replaces a lost one must get carbons again (and the CSI state is re-sent
+    # on it without getting in the way).
+    proxy = FaultProxy(server.port)
+    phone = connect()
+    laptop = connect(str(phone.account.bare), resource="laptop", port=proxy.port,
+                     stream_management=False)  # a cut connection means a new session
+    try:
+        laptop.send_presence()
+        laptop.carbons.enable()
+        laptop.csi.inactive()
+        copies = collect(laptop, "carbon_received")
+        reconnected = threading.Event()
+        laptop.on("connected", lambda jid: reconnected.set())
+        proxy.cut_all()
+        assert reconnected.wait(20)
+        laptop.ping(timeout=10)  # the re-enable IQ and the CSI nonza went out before this
+        bob = connect()
+        bob.send_message(phone.jid, "to the phone, after the cut")
+        assert phone.next_message(timeout=10).body == "to the phone, after the cut"
+        copy = copies.get(timeout=10)[0]
+        assert copy.body == "to the phone, after the cut"
+    finally:
+        laptop.disconnect(timeout=5)
+        proxy.close()
+
 
 def test_carbons_copy_both_directions_and_refuse_forgeries(connect_any) -> None:
     phone = connect_any()
