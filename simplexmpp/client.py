@@ -79,7 +79,6 @@ _BODY = "{%s}body" % CLIENT_NS
 _SUBJECT = "{%s}subject" % CLIENT_NS
 _THREAD = "{%s}thread" % CLIENT_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
-_STANZA_TAGS = frozenset((_IQ, _MESSAGE, _PRESENCE))
 _SENDABLE_MESSAGE_TYPES = frozenset(("chat", "normal", "headline", "groupchat"))
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
@@ -1013,24 +1012,20 @@ class Client:
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         # Serialised here, once (it validates the characters before anything is queued).
-        self._send_text(tostring(element), element.tag in _STANZA_TAGS, timeout, element)
+        self._send_text(tostring(element), timeout, element)
 
-    def _send_text(self, text: str, stanza: bool, timeout: float | None,
+    def _send_text(self, text: str, timeout: float | None,
                    element: ET.Element | None = None) -> None:
-        """Queue serialised XML (see :meth:`send`): a stanza, or a nonza if not ``stanza``.
-        With ``element`` (what ``text`` serialises) the stream gets both: a component's
-        stream completes the addresses and serialises again."""
+        """Queue serialised XML (see :meth:`send`): ``element`` serialised, which the stream
+        gets too (it tells stanzas from nonzas; a component's stream completes the addresses
+        and serialises again), or, without it, a stanza written directly."""
         if len(text) > self.max_stanza_size:
             raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
                                      f"({self.max_stanza_size})")
-        with self._lock:  # the lock of self._changed, so waiting on it below is allowed
-            stream = self._stream
-            if self._state != "ready" or stream is None or stream.state != "ready":
-                self._wait_ready(self._timeout(timeout))
-                stream = self._stream
-                assert stream is not None
+        with self._lock:  # the lock of self._changed, so _wait_ready may wait on it
+            stream = self._wait_ready(timeout)
             if element is None:
-                stream.send_text(text, stanza)
+                stream.send_text(text)
             else:
                 stream.send(element, text)
             self._take_output()
@@ -1046,8 +1041,13 @@ class Client:
                     self._changed.wait(left)
         self._wake()
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Under the lock: wait for a ready session; raise if there will not be one."""
+    def _wait_ready(self, timeout: float | None) -> ClientStream:
+        """Under the lock: the ready session's stream, once there is one (waiting up to
+        ``timeout``, None: the client's); raise if there will not be one."""
+        stream = self._stream
+        if self._state == "ready" and stream is not None and stream.state == "ready":
+            return stream  # the usual case, without a clock reading
+        timeout = self._timeout(timeout)
         end = time.monotonic() + timeout
         while self._state != "ready" or self._stream is None or self._stream.state != "ready":
             if self._state in ("disconnected", "closing") or self._closing:
@@ -1056,6 +1056,7 @@ class Client:
             if left <= 0:
                 raise errors.TimeoutError(f"not reconnected within {timeout:g} s")
             self._changed.wait(left)
+        return self._stream
 
     def _disconnected_error(self) -> DisconnectedError:
         if self._error is not None:
@@ -1099,7 +1100,7 @@ class Client:
             if value is not None:
                 parts += (start, ">", _escape(value), end) if value else (start, "/>")
         parts += ('<origin-id xmlns="', SID_NS, '" id="', stanza_id, '"/></message>')
-        self._send_text("".join(parts), True, timeout)
+        self._send_text("".join(parts), timeout)
         return stanza_id
 
     def send_presence(self, show: str | None = None, status: str | None = None,
@@ -1596,16 +1597,22 @@ class Client:
         return handle
 
     def _on_early(self, event: str, callback: Callable[..., object]) -> int:
-        """For extensions: like :meth:`on`, but ahead of the callbacks already registered.
+        """For extensions: like :meth:`on`, but ahead of the callbacks already registered,
+        and once only (a callback already registered for ``event`` keeps its handle).
         An extension watches the session's events only once it has state to keep across
         them (rooms joined, carbons enabled): a client that uses none starts no dispatcher
         thread when it connects. Registered late, it still runs before users' callbacks,
         as it would have from the start."""
         if event not in self._event_names:
             raise ValueError(f"unknown event {event!r}")
-        handle = next(self._handle_ids)
-        with self._lock:  # a new list: _emit may be iterating over the old one
-            self._handlers[event] = [(handle, callback)] + self._handlers.get(event, [])
+        with self._lock:
+            callbacks = self._handlers.get(event, [])
+            for handle, registered in callbacks:
+                if registered == callback:
+                    return handle
+            handle = next(self._handle_ids)
+            # A new list: _emit may be iterating over the old one.
+            self._handlers[event] = [(handle, callback)] + callbacks
         return handle
 
     def off(self, handle: int) -> None:

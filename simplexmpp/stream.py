@@ -312,8 +312,6 @@ class ClientStream:
     def send(self, element: ET.Element, text: str | None = None) -> None:
         """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198.
         ``text`` is ``tostring(element)`` when the caller has it already."""
-        if self.state != "ready":
-            raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
         self.send_text(tostring(element) if text is None else text,
                        element.tag in _STANZA_TAGS)
 

@@ -397,9 +397,6 @@ def escape(text: str) -> str:
     return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], text)
 
 
-_escape = escape
-
-
 def _split(tag: str) -> tuple[str | None, str]:
     if tag[0] == "{":
         ns, _, local = tag[1:].partition("}")
@@ -418,7 +415,7 @@ def _tag_parts(tag: object) -> _TagParts:
     if not isinstance(tag, str):  # Comment/PI objects are never sent (RFC 6120 §11.1)
         raise InvalidStanzaError("comments and processing instructions cannot be sent")
     ns, local = _split(tag)
-    parts = (ns, "<" + local, '<%s xmlns="%s"' % (local, _escape(ns or "")), "</%s>" % local)
+    parts = (ns, "<" + local, '<%s xmlns="%s"' % (local, escape(ns or "")), "</%s>" % local)
     if len(_TAGS) < _TAGS_MAX:
         _TAGS[tag] = parts
     return parts
@@ -455,20 +452,20 @@ def _write(elem: ET.Element, parent_ns: str | None, parts: list[str]) -> None:
                     prefix = prefixes.get(ans)
                     if prefix is None:
                         prefix = prefixes[ans] = "ns%d" % len(prefixes)
-                        append(' xmlns:%s="%s"' % (prefix, _escape(ans)))
+                        append(' xmlns:%s="%s"' % (prefix, escape(ans)))
                     key = prefix + ":" + aname
-            append(' %s="%s"' % (key, value if _special(value) is None else _escape(value)))
+            append(' %s="%s"' % (key, value if _special(value) is None else escape(value)))
     text = elem.text
     if text or len(elem):
         if text:
-            append(">" + (text if _special(text) is None else _escape(text)))
+            append(">" + (text if _special(text) is None else escape(text)))
         else:
             append(">")
         for child in elem:
             _write(child, ns, parts)
             tail = child.tail
             if tail:
-                append(tail if _special(tail) is None else _escape(tail))
+                append(tail if _special(tail) is None else escape(tail))
         append(end)
     else:
         append("/>")
@@ -478,15 +475,15 @@ def stream_header(to: str, *, from_: str | None = None, lang: str | None = "en",
                   default_ns: str = CLIENT_NS, version: str | None = "1.0",
                   id: str | None = None) -> str:
     """The opening ``<stream:stream>`` tag (RFC 6120 §4.7), preceded by an XML declaration."""
-    attrs = [f'to="{_escape(to)}"']
+    attrs = [f'to="{escape(to)}"']
     if from_:
-        attrs.append(f'from="{_escape(from_)}"')
+        attrs.append(f'from="{escape(from_)}"')
     if id:
-        attrs.append(f'id="{_escape(id)}"')
+        attrs.append(f'id="{escape(id)}"')
     if version:
         attrs.append(f'version="{version}"')
     if lang:
-        attrs.append(f'xml:lang="{_escape(lang)}"')
+        attrs.append(f'xml:lang="{escape(lang)}"')
     return ("<?xml version='1.0'?><stream:stream %s xmlns=\"%s\" xmlns:stream=\"%s\">"
             % (" ".join(attrs), default_ns, STREAM_NS))
 

@@ -45,15 +45,13 @@ class Carbons:
         client.declare_event("carbon_received")
         client.declare_event("carbon_sent")
         client.add_interceptor("message", self._intercept, tags=(_RECEIVED, _SENT))
-        self._watching = False  # "connected" is watched from the first enable() on
+        # "connected" is watched from the first enable() on (see Client._on_early).
 
     def enable(self, timeout: float | None = None) -> None:
         """Ask the server for carbon copies (§4)."""
         self._client.iq(Iq.set(None, ET.Element("{%s}enable" % CARBONS_NS)), timeout)
         self.enabled = True
-        if not self._watching:
-            self._watching = True
-            self._client._on_early("connected", self._on_connected)
+        self._client._on_early("connected", self._on_connected)
 
     def disable(self, timeout: float | None = None) -> None:
         """Stop carbon copies (§5)."""

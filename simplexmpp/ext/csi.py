@@ -30,7 +30,7 @@ class CSI:
         self._client = client
         #: "active", "inactive", or None before either was sent.
         self.state: str | None = None
-        self._watching = False  # "connected" is watched once a state was sent
+        # "connected" is watched once a state was sent (see Client._on_early).
 
     @property
     def available(self) -> bool:
@@ -51,9 +51,7 @@ class CSI:
         # A nonza: not a stanza, not counted by stream management.
         self._client.send(ET.Element("{%s}%s" % (CSI_NS, state)), timeout)
         self.state = state
-        if not self._watching:
-            self._watching = True
-            self._client._on_early("connected", self._on_connected)
+        self._client._on_early("connected", self._on_connected)
 
     def _on_connected(self, jid: JID) -> None:
         if self.state is not None and self.available:

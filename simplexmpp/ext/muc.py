@@ -854,13 +854,11 @@ class MUC:
         # Chat and headline messages are never the room's (see _intercept_message).
         client.add_interceptor("message", self._intercept_message,
                                types=("groupchat", "error", "normal"))
-        self._watching = False  # the session's events are watched from the first join on
+        # The session's events are watched from the first join on (see _watch).
 
     def _watch(self) -> None:
-        """From the first join on: follow the session's events (rooms to mark, rejoin)."""
-        if self._watching:
-            return
-        self._watching = True
+        """From the first join on: follow the session's events (rooms to mark, rejoin);
+        registered once, however many joins (Client._on_early)."""
         client = self._client
         for event, callback in (("disconnected", self._on_disconnected),
                                 ("connected", self._on_connected),

@@ -233,8 +233,9 @@ def test_send_message_writes_exactly_what_new_message_serialises_to(
     except JIDError:
         return
     client = Client("alice@localhost", "secret")
-    sent: list[tuple[str, bool]] = []
-    client._send_text = lambda text, stanza, timeout: sent.append((text, stanza))  # type: ignore
+    sent: list[tuple[str, object]] = []
+    client._send_text = (  # type: ignore[method-assign]
+        lambda text, timeout, element=None: sent.append((text, element)))
     original = client_module.new_id
     client_module.new_id = lambda: "fixed-id"  # type: ignore[assignment]
     try:
@@ -244,7 +245,7 @@ def test_send_message_writes_exactly_what_new_message_serialises_to(
                                                thread=thread).xml)
     finally:
         client_module.new_id = original
-    assert sent == [(expected, True)]
+    assert sent == [(expected, None)]  # written directly: no element
 
 
 def test_send_message_checks_what_new_message_checks() -> None:
