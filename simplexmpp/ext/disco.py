@@ -58,8 +58,20 @@ class Identity(NamedTuple):
 
 
 class DiscoInfo:
-    """What an entity is (``identities``) and does (``features``), plus extension forms
-    (XEP-0128), ``form`` being the first of them."""
+    """What an entity is (``identities``) and does (``features``), plus its extension forms
+    (XEP-0128) in ``forms``.
+
+    An entity may publish several extension forms, each named by its ``FORM_TYPE``
+    (ejabberd's upload service sends its ``urn:xmpp:http:upload:0`` limits after another
+    form, for example): find the one you mean with
+    [form_for][simplexmpp.ext.disco.DiscoInfo.form_for], never by position.
+
+    ```python
+    info = client.disco.info("upload.example.org")
+    form = info.form_for("urn:xmpp:http:upload:0")
+    limit = form.value("max-file-size") if form else None
+    ```
+    """
 
     def __init__(self, jid: JID | None, node: str | None, identities: list[Identity],
                  features: set[str], forms: list[Form]) -> None:
@@ -71,7 +83,22 @@ class DiscoInfo:
 
     @property
     def form(self) -> Form | None:
+        """The first extension form, whatever its ``FORM_TYPE``; kept for old callers. An
+        entity may send several: use [form_for][simplexmpp.ext.disco.DiscoInfo.form_for]."""
         return self.forms[0] if self.forms else None
+
+    def form_for(self, form_type: str) -> Form | None:
+        """The extension form whose ``FORM_TYPE`` is ``form_type`` (XEP-0128 §3: forms are
+        told apart by that hidden field), or None when the entity sent none."""
+        for form in self.forms:
+            if form.form_type == form_type:
+                return form
+        return None
+
+    @property
+    def form_types(self) -> list[str]:
+        """The ``FORM_TYPE`` of each extension form that has one, in the order received."""
+        return [form.form_type for form in self.forms if form.form_type]
 
     def has_identity(self, category: str, type: str | None = None) -> bool:
         return any(i.category == category and (type is None or i.type == type)

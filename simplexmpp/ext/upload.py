@@ -280,7 +280,10 @@ class Upload:
                 log.debug("skipping %s while looking for an upload service: %s", item.jid, exc)
                 continue
             if UPLOAD_NS in info.features and info.has_identity("store", "file"):
-                found = UploadService(JID(str(item.jid)), _max_size(info.form))
+                # XEP-0363 §3: the limit sits in the form of FORM_TYPE urn:xmpp:http:upload:0,
+                # which need not be the first one (ejabberd sends another form before it).
+                found = UploadService(JID(str(item.jid)),
+                                      _max_size(info.form_for(UPLOAD_NS)))
                 with self._lock:
                     self._service = found
                 return found
@@ -297,7 +300,7 @@ class Upload:
         info = self._client.disco.info(jid, timeout=timeout)
         if UPLOAD_NS not in info.features:
             raise NoUploadServiceError(f"{jid} is not an HTTP upload service (XEP-0363)")
-        return UploadService(jid, _max_size(info.form))
+        return UploadService(jid, _max_size(info.form_for(UPLOAD_NS)))
 
     # -- slots -----------------------------------------------------------------------------
     def slot(self, filename: str, size: int, content_type: str | None = None, *,

@@ -51,6 +51,18 @@ def test_service_is_found_by_disco_with_its_limit(connect: Callable[..., Client]
     assert service.max_size == LIMIT
 
 
+def test_service_limit_is_read_from_its_form_on_each_server(
+        connect_any: Callable[..., Client], any_server: Server) -> None:
+    # ejabberd's disco#info of the upload service carries two XEP-0128 forms (the legacy
+    # urn:xmpp:http:upload one first): the limit must come from urn:xmpp:http:upload:0's.
+    client = connect_any()
+    info = client.disco.info(any_server.upload)
+    assert info.form_for(UPLOAD_NS) is not None
+    service = client.upload.service()  # type: ignore[attr-defined]
+    assert service.jid == JID(any_server.upload)
+    assert service.max_size == LIMIT
+
+
 def test_file_upload_then_get_returns_the_same_bytes(connect: Callable[..., Client],
                                                      tmp_path: Path) -> None:
     client = connect()

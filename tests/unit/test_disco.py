@@ -95,3 +95,49 @@ def test_items_show_as_table_and_pretty_text() -> None:
     printer = Printer()
     items._repr_pretty_(printer, False)
     assert "".join(printer.out) == "DiscoItems (1)\n  conference.localhost (Rooms <&>)"
+
+
+TWO_FORMS = f"""<query xmlns='{INFO_NS}'>
+  <identity category='store' type='file' name='HTTP File Upload'/>
+  <feature var='urn:xmpp:http:upload:0'/>
+  <x xmlns='jabber:x:data' type='result'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:http:upload</value></field>
+    <field var='max-file-size'><value>1000</value></field>
+  </x>
+  <x xmlns='jabber:x:data' type='result'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:http:upload:0</value></field>
+    <field var='max-file-size'><value>16777216</value></field>
+  </x>
+</query>"""
+
+
+def test_extension_forms_are_found_by_form_type_not_position() -> None:
+    # XEP-0128: one answer may carry several forms (ejabberd's upload service does).
+    info = DiscoInfo.from_element(ET.fromstring(TWO_FORMS))
+    assert info.form_types == ["urn:xmpp:http:upload", "urn:xmpp:http:upload:0"]
+    form = info.form_for("urn:xmpp:http:upload:0")
+    assert form is not None and form.value("max-file-size") == "16777216"
+    legacy = info.form_for("urn:xmpp:http:upload")
+    assert legacy is not None and legacy.value("max-file-size") == "1000"
+    assert info.form_for("urn:xmpp:dataforms:softwareinfo") is None
+
+
+def test_upload_limit_is_read_from_the_upload_form_among_several() -> None:
+    from simplexmpp.ext.disco import DiscoItem
+    from simplexmpp.ext.upload import Upload
+    from simplexmpp.jid import JID
+
+    class StubDisco:
+        def items(self, jid: object, timeout: object = None) -> list[DiscoItem]:
+            return [DiscoItem(JID("upload.example.org"))]
+
+        def info(self, jid: object, timeout: object = None) -> DiscoInfo:
+            return DiscoInfo.from_element(ET.fromstring(TWO_FORMS), JID(str(jid)))
+
+    class StubClient:
+        account = JID("alice@example.org")
+        disco = StubDisco()
+
+    upload = Upload(StubClient())  # type: ignore[arg-type]
+    assert upload.service().max_size == 16777216
+    assert upload._service_for("upload.example.org", None).max_size == 16777216
