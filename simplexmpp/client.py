@@ -20,6 +20,7 @@ import logging
 import queue
 import random
 import re
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -192,6 +193,31 @@ class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         super().add_done_callback(lambda future: client._dispatch(fn, future))
 
 
+def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
+                        context: ssl.SSLContext | None) -> ssl.SSLContext | None:
+    """The caller's own TLS context (``ssl_context=``, or ``verify=`` a context, as
+    requests and httpx take one), refusing combinations that contradict each other: the
+    context alone decides what is trusted and how."""
+    if isinstance(verify, ssl.SSLContext):
+        if context is not None and context is not verify:
+            raise ValueError("two TLS contexts given: pass either ssl_context= or verify= "
+                             "a context, not both")
+        context = verify
+    elif not isinstance(verify, bool):
+        raise ValueError(f"verify must be True, False or an ssl.SSLContext, not {verify!r}")
+    elif context is not None and verify is False:
+        raise ValueError("verify=False contradicts ssl_context=: the context decides about "
+                         "verification (set its verify_mode and check_hostname instead)")
+    if context is None:
+        return None
+    if not isinstance(context, ssl.SSLContext):
+        raise ValueError(f"ssl_context must be an ssl.SSLContext, not {type(context).__name__}")
+    if ca_file is not None:
+        raise ValueError("ca_file= and an ssl_context cannot be combined: load the CA into "
+                         "the context (context.load_verify_locations(ca_file))")
+    return context
+
+
 class Client:
     """A blocking XMPP client. See ../shared/API.md for the contract.
 
@@ -222,11 +248,13 @@ class Client:
 
     def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,
-                 verify: bool = True, resource: str | None = None, timeout: float = 30.0,
+                 verify: bool | ssl.SSLContext = True, resource: str | None = None,
+                 timeout: float = 30.0,
                  stream_management: bool = True, reconnect: bool = True,
                  max_stanza_size: int = 1 << 20, keepalive: float = 60.0,
                  mechanisms: list[str] | None = None, lang: str = "en",
-                 reconnect_max_delay: float = 30.0, ack_every: int = 32) -> None:
+                 reconnect_max_delay: float = 30.0, ack_every: int = 32,
+                 ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None) -> None:
         self.account = JID(jid)
         self._own_bare = str(self.account.bare)
         self.mechanisms = mechanisms
@@ -241,8 +269,16 @@ class Client:
         self.host = host
         self.port = port
         self.tls = tls
+        #: The TLS context of every handshake when given (``ssl_context=`` or ``verify=``
+        #: a context); None: one built from ``ca_file`` and ``verify``.
+        self.ssl_context: ssl.SSLContext | None = _check_tls_settings(ca_file, verify,
+                                                                      ssl_context)
         self.ca_file = ca_file
-        self.verify = verify
+        if self.ssl_context is not None:
+            verify = self.ssl_context.verify_mode != ssl.CERT_NONE
+        self.verify = bool(verify)
+        #: The ``dns.resolver.Resolver`` of the SRV lookups (None: the system's).
+        self.resolver = resolver
         if not verify:
             log.warning("TLS certificate verification is OFF for %s: anyone on the network "
                         "path can read and change this session", self.account)
@@ -681,18 +717,31 @@ class Client:
     def _run_connection(self, timeout: float) -> bool:
         """Connect and drive one connection on this thread until it ends (False), or until
         it is ready and handed to the client's hub (True)."""
-        targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout)
+        # One budget for finding and reaching the server: the SRV lookups get at most half
+        # of it (a silent resolver must leave time for the RFC 6120 §3.2.2 fallback to the
+        # domain), the connection attempts share what is left.
+        deadline = time.monotonic() + timeout
+        targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout / 2,
+                          resolver=self.resolver)
         sock = None
         target: Target | None = None
         failure: XMPPError | None = None
-        for target in targets:
+        for index, target in enumerate(targets):
             if self.tls == "none" and not is_loopback(target.host):
                 failure = errors.ConnectionError(
                     f"refusing a plain-text connection to {target.host}: tls='none' is only "
                     "allowed to loopback")
                 continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failure = errors.TimeoutError(
+                    f"no connection to {self.account.domain} within {timeout:g} s"
+                    + (f" (last: {failure})" if failure else ""))
+                break
             try:
-                sock = open_socket(target, timeout)
+                # Each remaining target gets an equal share, so one that never answers
+                # cannot eat the time of the records after it (RFC 2782 order).
+                sock = open_socket(target, left / (len(targets) - index))
                 break
             except XMPPError as exc:
                 failure = exc
@@ -701,7 +750,7 @@ class Client:
                                                     f"{self.account.domain}")
         bindings: dict[str, bytes] = {}
         if target.direct_tls:
-            sock = start_tls(sock, ssl_context(self.ca_file, self.verify), self.account.domain,
+            sock = start_tls(sock, self._tls_context(), self.account.domain,
                              timeout)
             bindings = channel_bindings(sock)
         wire = Wire(sock)
@@ -883,9 +932,14 @@ class Client:
                 return True
         return False  # more may be waiting: the caller comes back (the hub, next turn)
 
+    def _tls_context(self) -> ssl.SSLContext:
+        if self.ssl_context is not None:
+            return self.ssl_context
+        return ssl_context(self.ca_file, self.verify)
+
     def _upgrade(self, wire: Wire, stream: ClientStream, timeout: float) -> None:
         sock = wire.detach_for_blocking(timeout)
-        tls_sock = start_tls(sock, ssl_context(self.ca_file, self.verify), self.account.domain,
+        tls_sock = start_tls(sock, self._tls_context(), self.account.domain,
                              timeout)
         wire.replace_socket(tls_sock)
         with self._lock:

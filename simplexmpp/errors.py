@@ -11,7 +11,7 @@ import builtins
 __all__ = [
     "XMPPError", "ConnectionError", "TLSError", "AuthenticationError", "StreamError",
     "StanzaError", "IqError", "MessageError", "TimeoutError", "JIDError", "DisconnectedError",
-    "NotSentError", "InvalidStanzaError",
+    "NotSentError", "InvalidStanzaError", "NoXMPPServiceError",
 ]
 
 # RFC 6120 §4.9.3: the defined stream error conditions.
@@ -45,6 +45,11 @@ class ConnectionError(XMPPError, builtins.ConnectionError):
 
 class TLSError(ConnectionError):
     """TLS could not be negotiated: bad certificate, downgrade attempt, handshake failure."""
+
+
+class NoXMPPServiceError(ConnectionError):
+    """DNS says the domain offers no XMPP client service: its SRV record has the target "."
+    (RFC 2782, RFC 6120 §3.2.1), so no connection is attempted."""
 
 
 class AuthenticationError(XMPPError):

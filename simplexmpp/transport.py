@@ -17,9 +17,9 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import ConnectionError, TLSError, TimeoutError
+from .errors import ConnectionError, NoXMPPServiceError, TLSError, TimeoutError
 from .sasl import tls_server_end_point
 
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
@@ -70,44 +70,88 @@ def _srv_order(records: list[tuple[int, int, int, str]]) -> list[tuple[str, int]
     return ordered
 
 
-def _srv_lookup(name: str, timeout: float) -> list[tuple[int, int, int, str]] | None:
-    """SRV records of ``name`` as (priority, weight, port, target); None if there are none."""
+class _ServiceRefused(Exception):
+    """An SRV answer of one record with target "." (RFC 2782: decidedly not available)."""
+
+
+def _srv_lookup(name: str, timeout: float,
+                resolver: Any | None = None) -> list[tuple[int, int, int, str]] | None:
+    """SRV records of ``name`` as (priority, weight, port, target); None if there are none
+    (no such name, no answer, resolver failed or silent for ``timeout`` seconds). Raises
+    `_ServiceRefused` when the domain says the service is not offered at all."""
     try:
         import dns.exception
         import dns.resolver
     except ImportError:  # pragma: no cover - dnspython is a dependency
         return None
+    if timeout <= 0:
+        return None
     try:
-        answer = dns.resolver.resolve(name, "SRV", lifetime=timeout)
-    except (dns.exception.DNSException, OSError):
+        if resolver is None:
+            answer = dns.resolver.resolve(name, "SRV", lifetime=timeout)
+        else:
+            answer = resolver.resolve(name, "SRV", lifetime=timeout)
+    except (dns.exception.DNSException, OSError) as exc:
+        log.debug("no SRV records for %s: %s", name, exc)
         return None
     records = [(r.priority, r.weight, r.port, str(r.target).rstrip(".")) for r in answer]
-    # RFC 2782: a single record with target "." means the service is decidedly not available.
+    # RFC 2782: a single record with target "." means the service is decidedly not available
+    # at this domain (XEP-0368 §3 uses it for "no direct TLS here").
     if len(records) == 1 and records[0][3] in ("", "."):
-        return []
-    return records
+        raise _ServiceRefused(name)
+    # A "." among other records is meaningless: drop it rather than connect to "".
+    return [r for r in records if r[3] not in ("", ".")] or None
 
 
 def resolve(domain: str, host: str | None, port: int | None, tls: str,
-            timeout: float = 5.0) -> list[Target]:
-    """Targets to try in order (RFC 6120 §3.2, XEP-0368)."""
+            timeout: float = 5.0, *, resolver: Any | None = None) -> list[Target]:
+    """Targets to try in order (RFC 6120 §3.2, XEP-0368).
+
+    ``timeout`` is the budget of all SRV lookups together: each of the (at most two) lookups
+    gets its share of what is left, so a resolver that never answers returns after
+    ``timeout`` in all, and the caller keeps the rest of its own budget for connecting
+    (to the domain itself when no record came back: RFC 6120 §3.2.2). ``resolver`` is a
+    ``dns.resolver.Resolver`` (or anything with its ``resolve(name, rdtype, lifetime=)``);
+    None means dnspython's default, configured from the system (``/etc/resolv.conf``).
+
+    Raises [NoXMPPServiceError][simplexmpp.errors.NoXMPPServiceError] when DNS says the
+    domain offers no XMPP client service of the kind ``tls`` allows (an SRV record with
+    target "."): then no fallback to the domain is tried.
+    """
     if host is not None:
         direct = tls == "direct"
         return [Target(host, port or (DEFAULT_TLS_PORT if direct else DEFAULT_PORT), direct)]
-    targets: list[Target] = []
+    deadline = time.monotonic() + max(0.0, timeout)
+    names: list[tuple[str, bool]] = []
     if tls != "none":
-        records = _srv_lookup(f"_xmpps-client._tcp.{domain}", timeout)
-        for target_host, target_port in _srv_order(records or []):
-            targets.append(Target(target_host, target_port, True))
+        names.append((f"_xmpps-client._tcp.{domain}", True))
     if tls != "direct":
-        records = _srv_lookup(f"_xmpp-client._tcp.{domain}", timeout)
+        names.append((f"_xmpp-client._tcp.{domain}", False))
+    targets: list[Target] = []
+    refused: list[str] = []
+    for index, (name, direct) in enumerate(names):
+        share = (deadline - time.monotonic()) / (len(names) - index)
+        try:
+            records = _srv_lookup(name, share, resolver)
+        except _ServiceRefused:
+            refused.append(name)
+            continue
         for target_host, target_port in _srv_order(records or []):
-            targets.append(Target(target_host, target_port, False))
-    if not targets:
-        direct = tls == "direct"
-        targets.append(Target(domain, port or (DEFAULT_TLS_PORT if direct else DEFAULT_PORT),
-                              direct))
-    return targets
+            targets.append(Target(target_host, target_port, direct))
+    if targets:
+        return targets
+    # RFC 6120 §3.2.1 / RFC 2782: "." for the service the fallback would use (plain
+    # _xmpp-client for STARTTLS, _xmpps-client for direct TLS) means there is none: stop
+    # here instead of trying the domain on the default port. A "." for direct TLS alone
+    # (XEP-0368 §3) does not rule out STARTTLS.
+    fallback_name = names[-1][0]
+    if fallback_name in refused:
+        raise NoXMPPServiceError(
+            f"{domain} offers no XMPP client service: its DNS record {fallback_name} "
+            "has the target \".\" (RFC 2782: decidedly not available); pass host= to "
+            "connect somewhere else")
+    direct = tls == "direct"
+    return [Target(domain, port or (DEFAULT_TLS_PORT if direct else DEFAULT_PORT), direct)]
 
 
 def open_socket(target: Target, timeout: float) -> socket.socket:
@@ -156,7 +200,8 @@ def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
         sock.close()
         raise TLSError(
             f"the server's certificate for {server_name} could not be verified "
-            f"({exc.verify_message}); pass ca_file= with the certificate or CA to trust") from None
+            f"({exc.verify_message}); pass ca_file= with the certificate or CA to trust "
+            "(or an ssl_context that trusts it)") from None
     except socket.timeout:
         sock.close()
         raise TimeoutError(f"TLS handshake with {server_name} timed out after {timeout:g} s") \

@@ -3,6 +3,7 @@ file is transferred (see :func:`simplexmpp.ext.upload.http_session`)."""
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -65,12 +66,56 @@ class _Session(requests.Session):
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
 
+class _ContextAdapter(_LoopbackNamesAdapter):
+    """Uses an ``ssl.SSLContext`` of our own for HTTPS (see ``_http_context``)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest,
+                                             verify: Any, cert: Any = None) -> Any:
+        host_params, tls_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert)
+        tls_kwargs.pop("ca_certs", None)
+        tls_kwargs.pop("ca_cert_dir", None)
+        tls_kwargs["ssl_context"] = self._context
+        return host_params, tls_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        conn.ca_certs = conn.ca_cert_dir = None  # the context holds what to trust
+
+
+def _http_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """A context for HTTPS that trusts what the client's own ``ssl_context`` was given.
+
+    urllib3 changes the context it is handed (``check_hostname``, ``verify_mode``), so the
+    client's is never passed to it: the CA certificates loaded into it are copied into a
+    fresh one (the system store when it holds none), with its minimum TLS version. Client
+    certificates cannot be read back from a context and are not used for HTTP.
+    """
+    fresh = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=None)
+    loaded = context.get_ca_certs(binary_form=True)
+    if loaded:
+        fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        fresh.load_verify_locations(cadata=b"".join(loaded))
+    fresh.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+    return fresh
+
+
 def http_session(client: Client) -> requests.Session:
     """A ``requests.Session`` with the client's TLS settings: ``verify`` is ``client.ca_file``
-    when set (else the default store), False only when the client has ``verify=False``; names
+    when set (else the default store), False only when the client has ``verify=False``; with
+    the client's own ``ssl_context``, the CAs loaded into it (see ``_http_context``); names
     under ``.localhost`` reach 127.0.0.1 (see :class:`_LoopbackNamesAdapter`)."""
     session = _Session()
-    adapter = _LoopbackNamesAdapter()
+    context = getattr(client, "ssl_context", None)
+    adapter: _LoopbackNamesAdapter
+    if context is not None and client.verify:
+        adapter = _ContextAdapter(_http_context(context))
+    else:
+        adapter = _LoopbackNamesAdapter()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     if not client.verify:
