@@ -7,7 +7,9 @@
 Credentials come from flags, then the environment (``XMPP_JID``, ``XMPP_PASSWORD``,
 ``XMPP_HOST``, ``XMPP_PORT``, ``XMPP_CA``), then ``~/.config/simplexmpp/config.toml``
 (``jid = "…"``, ``password = "…"``, ``host``, ``port``, ``ca_file``, ``tls``), then a prompt on a
-terminal for the password. Passwords are never echoed or printed.
+terminal for the password. Passwords are never echoed or printed, and never taken as a flag's
+value (other users see the command line in ``ps``): ``--password-file``, the environment or the
+config file instead.
 
 Exit codes: 0 ok, 1 usage, 2 authentication, 3 network/TLS/server, 4 timeout.
 """
@@ -19,7 +21,10 @@ import getpass
 import json
 import logging
 import os
+import re
+import ssl
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +32,8 @@ from typing import Any, NoReturn
 from . import __version__, errors
 from .client import Client
 from .jid import JID
+from .stanza import Iq, Stanza, wrap
+from .xml import CLIENT_NS, StreamEnd, StreamParser
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,42 +52,90 @@ class UsageError(Exception):
 
 # -- arguments ---------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviations (``--password`` must not pass for ``--password-file``), and argparse's
+    own usage errors exit with the documented usage code 1 (its default, 2, is ours for a
+    failed authentication)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _RefusePassword(argparse.Action):
+    """``--password``: refused before anything else, without repeating the value."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error("--password is not accepted: a password on the command line is visible "
+                     "to every user of this machine (ps, shell history); use --password-file, "
+                     "XMPP_PASSWORD or the config file")
+
+
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     g = common.add_argument_group("connection (flags, else XMPP_* environment, else config file)")
     g.add_argument("--jid", help="account JID (env XMPP_JID)")
     g.add_argument("--password-file", type=Path,
                    help="read the password from this file (env XMPP_PASSWORD, else a prompt)")
+    g.add_argument("--password", nargs="?", action=_RefusePassword, help=argparse.SUPPRESS)
+    g.add_argument("--resource", help="resource to bind (default: one the server picks)")
     g.add_argument("--host", help="server host (env XMPP_HOST; default: DNS SRV)")
     g.add_argument("--port", type=int, help="server port (env XMPP_PORT)")
     g.add_argument("--tls", choices=("starttls", "direct"), help="default starttls")
+    g.add_argument("--tls-version", choices=sorted(TLS_VERSIONS),
+                   help="lowest TLS version accepted (default 1.2)")
     g.add_argument("--ca-file", help="extra certificate or CA to trust (env XMPP_CA)")
+    g.add_argument("--no-verify", action="store_true",
+                   help="DANGEROUS, for test servers only: do not check the server's "
+                        "certificate (anyone on the path can read the session)")
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per step (30)")
     g.add_argument("--config", type=Path, help=f"config file (default {DEFAULT_CONFIG})")
     g.add_argument("--debug", action="store_true", help="log the XML stream, show tracebacks")
 
-    p = argparse.ArgumentParser(prog="simplexmpp", description="XMPP from the command line.",
-                                epilog="exit codes: 0 ok, 1 usage, 2 authentication, "
-                                       "3 network, 4 timeout")
+    p = _Parser(prog="simplexmpp", description="XMPP from the command line.",
+                epilog="exit codes: 0 ok, 1 usage, 2 authentication, 3 network, 4 timeout")
     p.add_argument("--version", action="version", version=f"simplexmpp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("send", parents=[common], help="send a message",
                        description="Send a message to one or more JIDs, or to a room. The "
-                                   "message comes from --message, else stdin.")
+                                   "message comes from --message, else --file, else stdin.")
     s.add_argument("to", nargs="*", metavar="JID", help="recipients")
     s.add_argument("-m", "--message", help="the message (default: read stdin)")
-    s.add_argument("--lines", action="store_true", help="send each line of stdin separately")
+    s.add_argument("-f", "--file", metavar="PATH",
+                   help="read the message from this file ('-': stdin)")
+    s.add_argument("--lines", action="store_true",
+                   help="send each line of the input separately")
+    s.add_argument("--subject", help="subject of the message (not with --muc: that would "
+                                     "change the room's topic)")
     s.add_argument("--muc", metavar="ROOM", help="send to this room (joined for the purpose)")
     s.add_argument("--nick", help="nick in the room (default: the JID's localpart)")
+    s.add_argument("--muc-password", metavar="SECRET",
+                   help="password of the room (env XMPP_MUC_PASSWORD keeps it out of ps)")
     s.add_argument("--type", choices=("chat", "normal", "headline"), default="chat")
     s.add_argument("--oob", metavar="URL", help="attach this URL (XEP-0066)")
+    s.add_argument("--raw", action="store_true",
+                   help="the input is one XML stanza (message, presence or iq), sent as is "
+                        "after a check; an iq get/set waits for its answer and prints it")
 
     s = sub.add_parser("listen", parents=[common], help="print incoming messages",
                        description="Print incoming messages, one per line, until interrupted.")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.add_argument("--count", type=int, help="stop after this many messages")
     s.add_argument("--idle", type=float, help="stop after this many seconds without a message")
+    s.add_argument("--muc", metavar="ROOM",
+                   help="listen in this chat room instead (messages sent from now on)")
+    s.add_argument("--nick", help="nick in the room (default: the JID's localpart)")
+    s.add_argument("--muc-password", metavar="SECRET",
+                   help="password of the room (env XMPP_MUC_PASSWORD keeps it out of ps)")
 
     s = sub.add_parser("roster", parents=[common], help="list, add or remove contacts")
     s.add_argument("action", nargs="?", choices=("list", "add", "remove"), default="list")
@@ -162,56 +217,148 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         port_number = int(port) if port else None
     except ValueError:
         raise UsageError(f"port must be a number, not {port!r}") from None
+    ca_file = args.ca_file or env.get("XMPP_CA") or conf.get("ca_file")
+    tls: dict[str, Any] = dict(ca_file=ca_file)
+    if args.no_verify:
+        # Loud on purpose, whatever the log level: this is for throwaway test servers.
+        print("simplexmpp: WARNING: --no-verify: the server's certificate is NOT checked; "
+              "anyone on the network path can read and change this session. Use it only "
+              "with a test server.", file=sys.stderr, flush=True)
+        tls = dict(ca_file=None, verify=False)
+    if args.tls_version is not None:
+        tls = dict(ssl_context=_tls_context(ca_file, TLS_VERSIONS[args.tls_version],
+                                            not args.no_verify))
     return dict(jid=jid, password=password,
                 host=args.host or env.get("XMPP_HOST") or conf.get("host"),
                 port=port_number,
                 tls=args.tls or conf.get("tls") or "starttls",
-                ca_file=args.ca_file or env.get("XMPP_CA") or conf.get("ca_file"),
+                tls_options=tls, resource=args.resource,
                 timeout=args.timeout)
+
+
+def _tls_context(ca_file: str | None, minimum: ssl.TLSVersion, verify: bool) -> ssl.SSLContext:
+    """The TLS context of ``--tls-version`` (with ``--ca-file`` and ``--no-verify``)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load --ca-file {ca_file!r}: {exc}") from None
+    context.minimum_version = minimum
+    context.set_alpn_protocols(["xmpp-client"])  # XEP-0368 §3
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _client(settings: dict[str, Any]) -> Client:
     try:
         return Client(settings["jid"], settings["password"], host=settings["host"],
-                      port=settings["port"], tls=settings["tls"], ca_file=settings["ca_file"],
-                      timeout=settings["timeout"], reconnect=False)
+                      port=settings["port"], tls=settings["tls"],
+                      resource=settings["resource"], timeout=settings["timeout"],
+                      reconnect=False, **settings["tls_options"])
     except ValueError as exc:  # JIDError and friends: the user's input
         raise UsageError(str(exc)) from None
 
 
 # -- commands ----------------------------------------------------------------------------------
 
-def _stdin_messages(lines: bool) -> Iterator[str]:
+def _split(text: str, lines: bool) -> Iterator[str]:
     if lines:
-        for line in sys.stdin:
-            line = line.rstrip("\r\n")
+        for line in text.splitlines():
             if line:
                 yield line
-    else:
-        text = sys.stdin.read()
-        if text.strip():
-            yield text.rstrip("\n")
+    elif text.strip():
+        yield text.rstrip("\n")
+
+
+def _input_text(args: argparse.Namespace) -> str:
+    """The message: ``--message``, else ``--file`` (``-``: stdin), else stdin."""
+    if args.message is not None:
+        if args.file is not None:
+            raise UsageError("send: give the message with --message or --file, not both")
+        return str(args.message)
+    if args.file is None or args.file == "-":
+        return sys.stdin.read()
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"send: cannot read --file {args.file}: {exc}") from None
+
+
+def _muc_password(args: argparse.Namespace) -> str | None:
+    return args.muc_password or os.environ.get("XMPP_MUC_PASSWORD") or None
+
+
+_STANZAS = {f"{{{CLIENT_NS}}}{name}" for name in ("message", "presence", "iq")}
+
+
+def parse_raw_stanza(text: str, max_size: int = 1 << 20) -> Stanza:
+    """One stanza from ``text`` for ``send --raw``: well-formed XML (with the stream parser's
+    restrictions: no DTD, comments or processing instructions), exactly one top-level
+    element, and that a ``message``, ``presence`` or ``iq`` of ``jabber:client``. Raises
+    ``UsageError`` saying what is wrong."""
+    parser = StreamParser(max_stanza_size=max_size)
+    parser.feed(b"<stream:stream xmlns='jabber:client' "
+                b"xmlns:stream='http://etherx.jabber.org/streams'>")
+    try:
+        items = parser.feed(text.strip().encode("utf-8"))
+        if parser.in_stanza:
+            raise UsageError("send --raw: the XML ends inside an element (not closed)")
+        end = parser.feed(b"</stream:stream>")
+    except errors.StreamError as exc:
+        raise UsageError(f"send --raw: not a well-formed XML stanza ({exc.condition}"
+                         + (f": {exc.text}" if exc.text else "") + ")") from None
+    if any(isinstance(item, StreamEnd) for item in items) or \
+            not any(isinstance(item, StreamEnd) for item in end):
+        raise UsageError("send --raw: give one stanza, not stream framing")
+    elements = [item for item in items if isinstance(item, ET.Element)]
+    if len(elements) != 1:
+        raise UsageError(f"send --raw: give exactly one stanza, not {len(elements)} elements")
+    element = elements[0]
+    if element.tag not in _STANZAS:
+        name = element.tag.rpartition("}")[2]
+        raise UsageError(f"send --raw: <{name}> is not a stanza of jabber:client (message, "
+                         "presence or iq)")
+    stanza = wrap(element)
+    assert stanza is not None
+    return stanza
+
+
+def _send_raw(client: Client, args: argparse.Namespace) -> int:
+    stanza: Stanza = args.stanza
+    if isinstance(stanza, Iq) and stanza.type in ("get", "set"):
+        if not stanza.id:
+            stanza.xml.set("id", f"raw-{os.getpid()}")
+        reply = client.iq(stanza, timeout=args.timeout)
+        print(str(reply), flush=True)
+        return EXIT_OK
+    client.send(stanza, timeout=args.timeout)
+    return EXIT_OK
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
+    text: str = args.text  # read (and a raw stanza checked) before connecting
+    if args.raw:
+        return _send_raw(client, args)
     if not args.to and not args.muc:
         raise UsageError("send: give at least one recipient JID or --muc ROOM")
     recipients = [JID(to) for to in args.to]
-    if args.message is not None:
-        bodies: Iterator[str] = iter([args.message])
-    else:
-        bodies = _stdin_messages(args.lines)
+    bodies = _split(text, args.lines)
     room = None
     if args.muc:
         nick = args.nick or client.account.local or "simplexmpp"
-        room = client.muc.join(args.muc, nick, timeout=args.timeout)
+        room = client.muc.join(args.muc, nick, password=_muc_password(args),
+                               timeout=args.timeout)
     sent = 0
     for body in bodies:
         for to in recipients:
             if args.oob:
                 client.oob.send(to, args.oob, body=body)
             else:
-                client.send_message(to, body, type=args.type)
+                client.send_message(to, body, type=args.type, subject=args.subject)
             sent += 1
         if room is not None:
             room.send(body)
@@ -221,6 +368,34 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     if not sent:
         raise UsageError("send: nothing to send (empty message)")
     return EXIT_OK
+
+
+def _check_send_args(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before connecting."""
+    if args.raw:
+        clashing = [flag for flag, used in (
+            ("recipient JIDs", args.to), ("--muc", args.muc), ("--subject", args.subject),
+            ("--oob", args.oob), ("--lines", args.lines), ("--nick", args.nick),
+            ("--muc-password", args.muc_password), ("--type", args.type != "chat")) if used]
+        if clashing:
+            raise UsageError(f"send --raw: the stanza says it all; drop {', '.join(clashing)}")
+        return
+    if args.subject is not None and args.muc:
+        raise UsageError("send: --subject with --muc would change the room's topic; send the "
+                         "subject to people, or set the topic in a client")
+    if args.subject is not None and args.oob:
+        raise UsageError("send: --subject cannot be combined with --oob")
+    if args.message is not None and args.file is not None:
+        raise UsageError("send: give the message with --message or --file, not both")
+
+
+def _prepare_send(args: argparse.Namespace) -> None:
+    """Check the flags and read the message before connecting; a raw stanza is checked now,
+    so a bad one costs no connection."""
+    _check_send_args(args)
+    args.text = _input_text(args)
+    if args.raw:
+        args.stanza = parse_raw_stanza(args.text)
 
 
 def _message_record(msg: Any) -> dict[str, Any]:
@@ -233,9 +408,16 @@ def _message_record(msg: Any) -> dict[str, Any]:
 def cmd_listen(client: Client, args: argparse.Namespace) -> int:
     client.send_presence()
     count = 0
-    for msg in client.messages(timeout=args.idle):
-        if msg.body is None and msg.subject is None:
-            continue  # chat states, receipts and the like
+    if args.muc:
+        nick = args.nick or client.account.local or "simplexmpp"
+        room = client.muc.join(args.muc, nick, password=_muc_password(args), history=0,
+                               timeout=args.timeout)
+        source: Iterator[Any] = room.messages(timeout=args.idle)
+    else:
+        source = client.messages(timeout=args.idle)
+    for msg in source:
+        if msg.body is None and (args.muc or msg.subject is None):
+            continue  # chat states, receipts, a room's topic and the like
         if args.json:
             print(json.dumps(_message_record(msg), ensure_ascii=False), flush=True)
         else:
@@ -382,8 +564,28 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_NETWORK
 
 
+# What the library's messages call a keyword argument, and the flag that sets it here.
+_KEYWORD_FLAGS = [
+    (re.compile(r"\s*\(or an ssl_context that trusts it\)"), ""),
+    (re.compile(r"\bca_file= to the Client\b"), "--ca-file"),
+    (re.compile(r"\bca_file=(?=\s|$|[,;:)])"), "--ca-file"),
+    (re.compile(r"\bverify=False\b"), "--no-verify"),
+    (re.compile(r"\b(host|port|timeout|resource)=(?=\s|$|[,;:)])"), r"--\1"),
+    (re.compile(r"\btls='direct'"), "--tls direct"),
+    (re.compile(r"\btls='starttls'"), "--tls starttls"),
+]
+
+
+def cli_message(message: str) -> str:
+    """A library error message in the words of this command: its flags (``--ca-file``), not
+    the Python keywords (``ca_file=``) the library's messages name."""
+    for pattern, flag in _KEYWORD_FLAGS:
+        message = pattern.sub(flag, message)
+    return message
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"simplexmpp: {message}", file=sys.stderr)
+    print(f"simplexmpp: {cli_message(message)}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -393,12 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(asctime)s %(threadName)s %(name)s: %(message)s")
     try:
+        if args.command == "send":
+            _prepare_send(args)
         settings = _settings(args)
         if args.command == "register":
             Client.register(settings["jid"], settings["password"],
                             host=settings["host"], port=settings["port"],
-                            tls=settings["tls"], ca_file=settings["ca_file"],
-                            timeout=settings["timeout"])
+                            tls=settings["tls"], timeout=settings["timeout"],
+                            **settings["tls_options"])
             print(f"registered {settings['jid']}")
             return EXIT_OK
         client = _client(settings)
