@@ -26,6 +26,7 @@ class DNSServer:
         self.records = {name.rstrip(".").lower() + ".": list(rrs)
                         for name, rrs in (records or {}).items()}
         self.silent = silent
+        self._closing = False
         self.questions: list[str] = []   # every name asked, in order (repeats included)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -46,6 +47,8 @@ class DNSServer:
                 data, peer = self._sock.recvfrom(4096)
             except OSError:
                 return  # closed
+            if self._closing:
+                return
             try:
                 query = dns.message.from_wire(data)
             except Exception:  # noqa: BLE001 - not DNS: ignore it as a server would
@@ -71,8 +74,12 @@ class DNSServer:
                 return
 
     def close(self) -> None:
-        self._sock.close()
+        self._closing = True
+        # A blocked recvfrom() does not notice close(): wake it with a datagram first.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as poke:
+            poke.sendto(b"", ("127.0.0.1", self.port))
         self._thread.join(5)
+        self._sock.close()
 
     def __enter__(self) -> DNSServer:
         return self
