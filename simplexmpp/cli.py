@@ -467,9 +467,14 @@ def cmd_disco(client: Client, args: argparse.Namespace) -> int:
     info = client.disco.info(target, node=args.node, timeout=args.timeout)
     items = client.disco.items(target, node=args.node, timeout=args.timeout)
     identities = [(i.category, i.type, i.name) for i in info.identities]
+    # XEP-0128 extension forms, each under its FORM_TYPE (an entity may send several).
+    forms = {form_type: {var: value for var, value in form.as_dict().items()
+                         if var != "FORM_TYPE"}
+             for form_type in info.form_types
+             for form in [info.form_for(form_type)] if form is not None}
     if args.json:
         print(json.dumps({"jid": str(target), "identities": [list(i) for i in identities],
-                          "features": sorted(info.features),
+                          "features": sorted(info.features), "forms": forms,
                           "items": [{"jid": str(i.jid), "node": i.node, "name": i.name}
                                     for i in items]}, ensure_ascii=False))
         return EXIT_OK
@@ -478,6 +483,11 @@ def cmd_disco(client: Client, args: argparse.Namespace) -> int:
         print(f"  identity {category}/{type_}" + (f" {name}" if name else ""))
     for feature in sorted(info.features):
         print(f"  feature  {feature}")
+    for form_type, fields in forms.items():
+        print(f"  form     {form_type}")
+        for var, value in fields.items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            print(f"    {var} = {shown}")
     for item in items:
         print(f"  item     {item.jid}" + (f" node={item.node}" if item.node else "")
               + (f" ({item.name})" if item.name else ""))

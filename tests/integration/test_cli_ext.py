@@ -255,3 +255,14 @@ def test_library_keywords_become_flags_in_cli_messages() -> None:
                                         "private CA"
     assert cli_message("try a bigger timeout= or host=") == "try a bigger --timeout or --host"
     assert cli_message("verify=False is dangerous") == "--no-verify is dangerous"
+
+
+def test_disco_shows_each_extension_form_by_its_form_type(any_server: Server) -> None:
+    # ejabberd's upload service sends two forms (XEP-0128): both are shown, by FORM_TYPE.
+    out = run(any_server, "disco", any_server.upload, "--json", jid=any_server.new_account())
+    assert out.returncode == 0, out.stderr
+    forms = json.loads(out.stdout)["forms"]
+    assert forms["urn:xmpp:http:upload:0"]["max-file-size"] == str(16 * 1024 * 1024)
+    text = run(any_server, "disco", any_server.upload, jid=any_server.new_account())
+    assert "  form     urn:xmpp:http:upload:0" in text.stdout
+    assert "    max-file-size = 16777216" in text.stdout
