@@ -203,8 +203,9 @@ def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
             raise ValueError("two TLS contexts given: pass either ssl_context= or verify= "
                              "a context, not both")
         context = verify
-    elif not isinstance(verify, bool):
-        raise ValueError(f"verify must be True, False or an ssl.SSLContext, not {verify!r}")
+    elif not isinstance(verify, int):  # bool, or 0/1; a CA path here would be ignored
+        raise ValueError(f"verify must be True, False or an ssl.SSLContext, not {verify!r}; "
+                         "a CA file goes in ca_file=")
     elif context is not None and verify is False:
         raise ValueError("verify=False contradicts ssl_context=: the context decides about "
                          "verification (set its verify_mode and check_hostname instead)")
