@@ -78,7 +78,9 @@ def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
     Client._read (the reader thread's own loop), 4 KiB at a time."""
     count = a["count"]
     pieces = chunks(benchlib.stanzas(count))
-    client, stream = ready_client()
+    # Bounded (the default path, which checks the bound on every message) and large enough
+    # to keep them all: nobody reads until the end.
+    client, stream = ready_client(max_inbox=count)
     start = time.perf_counter()
     client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start

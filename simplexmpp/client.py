@@ -14,6 +14,7 @@ Threads (see docs/threads.md):
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import itertools
 import logging
@@ -21,6 +22,7 @@ import queue
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import errors
 from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
                      NotSentError, StreamError, TLSError, XMPPError)
+from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
 from .stanza import Iq, Message, Presence, Stanza, new_id
@@ -149,35 +152,91 @@ def _message_type(type_: str | None) -> str:
     return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
-class _Closed:
-    """Marks the end of the inbox."""
-
-
-_CLOSED = _Closed()
-
 #: Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
 _HUB_READS_PER_TURN = 16
 
 
-class _Inbox:
-    """The messages waiting for ``messages()``/``next_message()``: a ``SimpleQueue`` of their
-    elements, which ``get()`` wraps in :class:`Message` as they are taken. A wrapper is one
-    slot, so making it late costs nothing, and each waiting message is one object fewer for
-    the garbage collector to walk again and again while thousands of them wait."""
+def _close_clients(clients: list[tuple[Client, float]]) -> list[NotSentError | None]:
+    """Flush and close ``clients``, each by its deadline (``time.monotonic()``), side by side:
+    every confirmation is asked for before any is waited for, so several clients take as
+    long as the slowest, not the sum. Starts no thread (at interpreter exit Python 3.12
+    refuses new ones). Returns, per client, what it could not confirm (None: all)."""
+    flushing = [client._state in ("ready", "reconnecting") for client, _ in clients]
+    pings = [client._ask_confirmation() if busy else None
+             for (client, _), busy in zip(clients, flushing)]
+    outcomes: list[tuple[bool, list[str]]] = []
+    for (client, deadline), busy, ping in zip(clients, flushing, pings):
+        outcomes.append(client._flush_until(deadline, ping) if busy else (True, []))
+    for client, _ in clients:
+        client._begin_close()
+    for client, deadline in clients:
+        client._end_close(deadline)
+    results: list[NotSentError | None] = []
+    for (client, _), (confirmed, ids) in zip(clients, outcomes):
+        if confirmed and not ids:
+            results.append(None)
+        elif ids:
+            results.append(NotSentError(
+                f"the server did not confirm {len(ids)} stanza(s) before the connection "
+                f"closed: {', '.join(ids[:10])}" + (" …" if len(ids) > 10 else ""), ids))
+        else:
+            results.append(NotSentError(
+                "the server did not answer the ping sent after the last stanzas (no stream "
+                "management, so they cannot be named): what was sent on the last session may "
+                "not have arrived", ids))
+    return results
 
-    __slots__ = ("put", "qsize", "_get")
 
-    def __init__(self) -> None:
-        q: queue.SimpleQueue[ET.Element | _Closed] = queue.SimpleQueue()
-        self.put = q.put          # the queue's own (C) methods: no Python frame per message
-        self.qsize = q.qsize
-        self._get = q.get
+#: Clients connected (or reconnecting), flushed and closed at interpreter exit.
+_live: set[Client] = set()
+_live_lock = threading.Lock()
+_exit_hook = False
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Message | _Closed:
-        item = self._get(block, timeout)
-        if type(item) is _ELEMENT:
-            return _wrap_message(item)
-        return item  # type: ignore[return-value]  # _Closed (mypy cannot narrow on type(...) is)
+
+def _track(client: Client) -> None:
+    """connect(): flush and close ``client`` at interpreter exit unless it stops before."""
+    global _exit_hook
+    with _live_lock:
+        _live.add(client)
+        if not _exit_hook:
+            # atexit, not threading._register_atexit: atexit functions run after the
+            # interpreter has joined every non-daemon thread (a thread of yours still
+            # sending, or reading messages(), keeps its client until it ends), while the
+            # daemon I/O threads still run. Those hooks run before that join, and would
+            # close a client under a thread still using it.
+            atexit.register(_close_at_exit)
+            _exit_hook = True
+
+
+def _untrack(client: Client) -> None:
+    with _live_lock:
+        _live.discard(client)
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit: flush every client still connected (each within its own
+    ``timeout``, all side by side), close its stream, and name on stderr what the server
+    could not confirm. See docs/reliability.md, "A script that just ends"."""
+    with _live_lock:
+        clients = list(_live)
+    if not clients:
+        return
+    now = time.monotonic()
+    try:
+        outcomes = _close_clients([(client, now + client.timeout) for client in clients])
+    except BaseException as exc:  # noqa: BLE001 - Ctrl-C during the flush, for one
+        sys.stderr.write(f"simplexmpp: closing {len(clients)} client(s) at exit was "
+                         f"interrupted ({exc!r}); what they sent last may not have arrived\n")
+        return
+    for client, outcome in zip(clients, outcomes):
+        if outcome is not None:
+            # The API contract asks for stderr here: logging may not be configured at all
+            # in the script that just ended.
+            sys.stderr.write(f"simplexmpp: {client.account.bare} at exit: {outcome}\n")
+            if outcome.ids:
+                sys.stderr.write("simplexmpp: not confirmed: " + " ".join(outcome.ids)
+                                 + "\n")
+    sys.stderr.flush()
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -255,7 +314,8 @@ class Client:
                  max_stanza_size: int = 1 << 20, keepalive: float = 60.0,
                  mechanisms: list[str] | None = None, lang: str = "en",
                  reconnect_max_delay: float = 30.0, ack_every: int = 32,
-                 ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None,
+                 max_inbox: int | None = DEFAULT_MAX_INBOX) -> None:
         self.account = JID(jid)
         self._own_bare = str(self.account.bare)
         self.mechanisms = mechanisms
@@ -338,7 +398,15 @@ class Client:
         self.last_stanza_id: str | None = None
         self.duplicate_window = 10000
         self.duplicates_dropped = 0
-        self._inbox = _Inbox()
+        # Received messages waiting for messages()/next_message(): bare elements, wrapped
+        # in a Message as they are taken (a wrapper made late costs nothing, and each
+        # waiting message is one object fewer for the garbage collector to walk). Bounded:
+        # the I/O thread never waits for a reader (see docs/reliability.md, "A reader that
+        # falls behind").
+        self._inbox: Inbox[Message] = Inbox(
+            max_inbox, convert=_wrap_message, name=f"the inbox of {self.account.bare}",
+            hint="Read messages()/next_message(), register a \"message\" callback, or "
+                 "raise Client(max_inbox=...).")
         self._inbox_used = False
         self._roster = Roster()
         self._roster_loaded = False
@@ -380,6 +448,11 @@ class Client:
     def connect(self, timeout: float | None = None) -> Client:
         """Connect, secure, authenticate and bind; return self once the session is ready.
 
+        A client may be connected again after [disconnect][simplexmpp.Client.disconnect]
+        (or after it stopped for good): that is a fresh start, like the first one. Messages
+        still unread in the inbox stay readable; ``messages()`` and ``next_message()`` wait
+        for the new session's.
+
         Raises :class:`~errors.ConnectionError`, :class:`~errors.TLSError`,
         :class:`~errors.AuthenticationError`, :class:`~errors.StreamError` or
         :class:`~errors.TimeoutError`.
@@ -390,16 +463,26 @@ class Client:
                 if self._state == "ready":
                     return self
                 raise XMPPError("connect() is already in progress")
+            previous = self._done
+        if previous is not None and not previous.is_set():
+            # The last session is still stopping (its I/O thread runs _finish): let it end
+            # before this one starts, or its end would close the new session's inbox.
+            self._join_threads(min(timeout, 5.0))
+        with self._lock:
+            if self._state != "disconnected":
+                raise XMPPError("connect() is already in progress")
             self._state = "connecting"
             self._closing = False
             self._close_expected = False
             self._error = None
             self._ready_future = concurrent.futures.Future()
             ready = self._ready_future
+            self._inbox.reopen()  # the end marker of the last session is forgotten
         self._join_threads(0)
         self._attempt = 0
         self._sessions_before = self._sessions
         self._done = threading.Event()
+        _track(self)
         self._start_io_thread(timeout)
         try:
             ready.result(timeout)
@@ -418,57 +501,84 @@ class Client:
         Nothing ``send_message()`` accepted is dropped silently: the server must acknowledge it
         (XEP-0198) or answer a ping sent after it; otherwise :class:`~errors.NotSentError`
         lists the stanza ids that may not have been delivered.
+
+        ``timeout`` (None: the client's) is the whole budget: flushing, the closing
+        handshake and stopping the threads. A server that does not answer in time has its
+        connection cut when the budget is spent; the call returns a moment later.
         """
         timeout = self._timeout(timeout)
-        deadline = time.monotonic() + timeout
-        unconfirmed = self._flush_until(deadline) if self._state in ("ready", "reconnecting") \
-            else []
-        with self._lock:
-            self._closing = True
-            if self._stream is not None and self._state == "ready":
-                self._stream.close()
-                self._take_output()
-            running = self._done is not None and not self._done.is_set()
-            self._state = "closing" if running else "disconnected"
-            self._changed.notify_all()
-        if self._wire is not None:
-            self._wire.wake()
-        self._join_threads(max(0.1, deadline - time.monotonic()))
-        if self._done is not None and not self._done.is_set():
-            self._abort()
-            self._join_threads(2)
-        if unconfirmed:
-            raise NotSentError(f"the server did not confirm {len(unconfirmed)} stanza(s) before "
-                               f"the connection closed: {', '.join(unconfirmed[:10])}"
-                               + (" …" if len(unconfirmed) > 10 else ""), unconfirmed)
+        outcome = _close_clients([(self, time.monotonic() + timeout)])[0]
+        if outcome is not None:
+            raise outcome
 
-    def _flush_until(self, deadline: float) -> list[str]:
-        """Flush, riding out reconnects, until everything is confirmed or the deadline."""
+    # The steps of disconnect(), run for several clients side by side at interpreter exit
+    # (see _close_clients): ask for confirmation, wait for it, close, stop.
+
+    def _ask_confirmation(self) -> concurrent.futures.Future[Iq] | None:
+        """Step 1 of a flush, not waiting: ask the server to confirm what it has handled, by
+        an XEP-0198 ``<r/>`` (the answer counts what it handled), or else a ping, whose answer
+        proves everything sent before it was handled (RFC 6120 §10.1: stanzas on one stream
+        are handled in order). Returns the ping's future, or None."""
+        with self._lock:
+            stream = self._stream
+            if self._state != "ready" or stream is None or stream.state != "ready":
+                return None
+            if stream.sm is not None:
+                if not self._r_outstanding:  # one <r/> at a time (see _flush)
+                    stream.request_ack()
+                    self._r_outstanding = True
+                    self._take_output()
+                ping = None
+            else:
+                ping = True
+        if ping is None:
+            self._wake()
+            return None
+        try:
+            return self.send_iq(Iq.get(self.account.domain, ET.Element("{%s}ping" % PING_NS)),
+                                timeout=0)
+        except XMPPError:
+            return None
+
+    def _flush_until(self, deadline: float,
+                     ping: concurrent.futures.Future[Iq] | None = None) -> tuple[bool, list[str]]:
+        """Flush, riding out reconnects, until everything is confirmed or the deadline.
+        Returns (everything confirmed, ids of the stanzas not confirmed)."""
         while True:
             with self._changed:
                 while self._state != "ready" or self._stream is None or \
                         self._stream.state != "ready":
                     left = deadline - time.monotonic()
                     if self._state not in ("ready", "reconnecting") or left <= 0:
-                        return self._unacked_ids()
+                        ids = self._unacked_ids()
+                        return not ids and self._stream_managed(), ids
                     self._changed.wait(min(left, 0.5))
             try:
-                unconfirmed = self._flush(deadline)
+                confirmed, unconfirmed = self._flush(deadline, ping)
             except XMPPError as exc:
                 log.debug("flush before disconnect interrupted: %s", exc)
                 unconfirmed = self._unacked_ids()
-            if not unconfirmed or time.monotonic() >= deadline:
-                return unconfirmed
+                confirmed = not unconfirmed and self._stream_managed()
+            ping = None
+            if confirmed or time.monotonic() >= deadline:
+                return confirmed, unconfirmed
             # The connection was lost during the flush: wait for the next session and retry.
 
-    def _flush(self, deadline: float) -> list[str]:
-        """Wait until the server has handled everything we sent; ids it did not confirm."""
+    def _stream_managed(self) -> bool:
+        stream = self._stream
+        return stream is not None and stream.sm is not None
+
+    def _flush(self, deadline: float, ping: concurrent.futures.Future[Iq] | None = None
+               ) -> tuple[bool, list[str]]:
+        """Wait until the server has handled everything we sent: (confirmed, the ids of the
+        stanzas it did not confirm). ``ping``: one already sent by _ask_confirmation."""
         stream = self._stream
         if stream is not None and stream.sm is not None:
             with self._lock:
-                stream.request_ack()
-                self._r_outstanding = True
-                self._take_output()
+                if not self._r_outstanding:
+                    stream.request_ack()
+                    self._r_outstanding = True
+                    self._take_output()
             self._wake()
             with self._changed:
                 while (self._stream is stream and stream.sm is not None and stream.sm.unacked
@@ -485,17 +595,55 @@ class Client:
                         self._r_outstanding = True
                         self._take_output()
                         self._wake()
-            return self._unacked_ids()
+            ids = self._unacked_ids()
+            return not ids, ids
         # Without stream management: the server handles stanzas in order, so the answer to a
-        # ping sent last proves everything before it was handled (RFC 6120 §10.1).
-        self.ping(timeout=max(0.01, deadline - time.monotonic()))
-        return []
+        # ping sent last proves everything before it was handled (RFC 6120 §10.1). An error
+        # answer (a server without XEP-0199) proves it just as well.
+        if ping is None:
+            ping = self.send_iq(Iq.get(self.account.domain, ET.Element("{%s}ping" % PING_NS)),
+                                timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            ping.result(max(0.0, deadline - time.monotonic()))
+        except IqError:
+            pass
+        except concurrent.futures.TimeoutError:
+            return False, []
+        return True, []
 
     def _unacked_ids(self) -> list[str]:
         stream = self._stream
         if stream is None:
             return []
         return [el.get("id") or "?" for el in stream.unacked]
+
+    def _begin_close(self) -> None:
+        """Step 3: queue our closing footer (RFC 6120 §4.4) and let the threads wind down."""
+        with self._lock:
+            self._closing = True
+            if self._stream is not None and self._state == "ready":
+                self._stream.close()
+                self._take_output()
+            running = self._done is not None and not self._done.is_set()
+            self._state = "closing" if running else "disconnected"
+            self._changed.notify_all()
+        if self._wire is not None:
+            self._wire.wake()
+
+    #: Seconds a connection cut at the end of the budget of disconnect() gets to stop.
+    _stop_grace = 0.5
+
+    def _end_close(self, deadline: float) -> None:
+        """Step 4: wait until the deadline for the server's closing footer and the threads'
+        end; past it, cut the connection (the I/O thread then ends at once)."""
+        self._join_threads(max(0.0, deadline - time.monotonic()))
+        if self._done is not None and not self._done.is_set():
+            self._abort()
+            self._join_threads(self._stop_grace)
+        # The session was closed on purpose: the next connect() is a fresh start, like the
+        # first one (no resumption of a session the server has ended, no presence of old).
+        self._sm_state = None
+        self._last_presence = None
 
     def _abort(self) -> None:
         """Tear the connection down now (no flush)."""
@@ -579,10 +727,17 @@ class Client:
         with self._dispatch_lock:
             self._tasks.put((fn, args))
             if self._dispatch_thread is None:
-                self._dispatch_thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._dispatch_main, name=f"simplexmpp-dispatch-{self.account.bare}",
                     daemon=True)
-                self._dispatch_thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as exc:
+                    # Python 3.12+ at interpreter exit: "can't create new thread at
+                    # interpreter shutdown" (a client closed by _close_at_exit).
+                    log.debug("callback %r not run: %s", fn, exc)
+                    return
+                self._dispatch_thread = thread
 
     def _stop_dispatcher(self) -> None:
         """The dispatcher ends once it has run what is queued."""
@@ -591,6 +746,8 @@ class Client:
                 self._tasks.put(None)
 
     def _join_threads(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds in all for the client's threads to end."""
+        end = time.monotonic() + timeout
         current = threading.current_thread()
         done = self._done
         hub = self._hub
@@ -599,12 +756,12 @@ class Client:
             done.wait(timeout)  # covers a connection the hub drives (no I/O thread then)
         io = self._io_thread
         if io is not None and io is not current:
-            io.join(timeout)
+            io.join(max(0.0, end - time.monotonic()))
             if not io.is_alive():
                 self._io_thread = None
         dispatcher = self._dispatch_thread
         if self._io_thread is None and dispatcher is not None and dispatcher is not current:
-            dispatcher.join(timeout)
+            dispatcher.join(max(0.0, end - time.monotonic()))
             with self._dispatch_lock:
                 if not dispatcher.is_alive() and self._dispatch_thread is dispatcher:
                     self._dispatch_thread = None
@@ -702,18 +859,22 @@ class Client:
             self._error = error
             pending = list(self._pending.values())
             self._pending.clear()
+            # Under the lock, with the state: a connect() right after this reopens the
+            # inbox, never before it was closed here.
+            self._inbox.close()
+            _untrack(self)
+            done = self._done
             self._changed.notify_all()
         for future, _ in pending:
             if not future.done():
                 future.set_exception(DisconnectedError(
                     "the connection closed before the reply arrived"
                     + (f": {error}" if error else "")))
-        self._inbox.put(_CLOSED)
         if self.jid is not None or error is not None:
             self._emit("disconnected", error)
         self._stop_dispatcher()
-        if self._done is not None:
-            self._done.set()
+        if done is not None:
+            done.set()
 
     def _run_connection(self, timeout: float) -> bool:
         """Connect and drive one connection on this thread until it ends (False), or until
@@ -1178,21 +1339,37 @@ class Client:
         """The available presence last broadcast with ``send_presence()``, or None."""
         return self._last_presence
 
-    def subscribe(self, jid: JID | str) -> None:
-        """Ask to see ``jid``'s presence (RFC 6121 §3.1.1)."""
-        self.send(Presence(to=JID(str(jid)).bare, type="subscribe", id=new_id()))
+    def subscribe(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Ask to see ``jid``'s presence (RFC 6121 §3.1.1).
 
-    def unsubscribe(self, jid: JID | str) -> None:
-        """Stop seeing ``jid``'s presence (RFC 6121 §3.3)."""
-        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribe", id=new_id()))
+        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        """
+        self.send(Presence(to=JID(str(jid)).bare, type="subscribe", id=new_id()), timeout)
 
-    def approve(self, jid: JID | str) -> None:
-        """Let ``jid`` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4)."""
-        self.send(Presence(to=JID(str(jid)).bare, type="subscribed", id=new_id()))
+    def unsubscribe(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Stop seeing ``jid``'s presence (RFC 6121 §3.3).
 
-    def deny(self, jid: JID | str) -> None:
-        """Refuse, or cancel, ``jid``'s subscription to our presence (RFC 6121 §3.2)."""
-        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribed", id=new_id()))
+        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        """
+        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribe", id=new_id()), timeout)
+
+    def approve(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Let ``jid`` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4).
+
+        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        """
+        self.send(Presence(to=JID(str(jid)).bare, type="subscribed", id=new_id()), timeout)
+
+    def deny(self, jid: JID | str, timeout: float | None = None) -> None:
+        """Refuse, or cancel, ``jid``'s subscription to our presence (RFC 6121 §3.2).
+
+        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        """
+        self.send(Presence(to=JID(str(jid)).bare, type="unsubscribed", id=new_id()), timeout)
 
     def presence_of(self, jid: JID | str) -> dict[str, Presence]:
         """The latest available presence of each resource of ``jid`` we know of."""
@@ -1611,18 +1788,11 @@ class Client:
         """Incoming messages as they arrive; ends when the client disconnects for good.
 
         With ``timeout`` the iteration also ends after that many seconds without a message;
-        without it, it waits for as long as the client is connected.
+        without it, it waits for as long as the client is connected. Messages the server
+        kept while we were offline come first (with ``.delay`` set, XEP-0203).
         """
         self._inbox_used = True
-        while True:
-            try:
-                item = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if isinstance(item, _Closed):
-                self._inbox.put(item)  # let other iterators end as well
-                return
-            yield item
+        yield from self._inbox.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:
         """The next incoming message; raises TimeoutError or DisconnectedError."""
@@ -1632,10 +1802,33 @@ class Client:
             item = self._inbox.get(timeout=timeout)
         except queue.Empty:
             raise errors.TimeoutError(f"no message within {timeout:g} s") from None
-        if isinstance(item, _Closed):
-            self._inbox.put(item)
+        if item is CLOSED:
             raise self._disconnected_error()
         return item
+
+    @property
+    def max_inbox(self) -> int | None:
+        """The most received messages kept waiting for
+        [messages][simplexmpp.Client.messages]/[next_message][simplexmpp.Client.next_message]
+        (None: no bound). When one more arrives, the oldest is given up and counted in
+        [inbox_dropped][simplexmpp.Client.inbox_dropped]; may be changed at any time."""
+        return self._inbox.maxsize
+
+    @max_inbox.setter
+    def max_inbox(self, value: int | None) -> None:
+        self._inbox.maxsize = value
+
+    @property
+    def inbox_dropped(self) -> int:
+        """How many received messages were given up because the inbox was full (see
+        [max_inbox][simplexmpp.Client.max_inbox]). The server had them (and acknowledged
+        them, XEP-0198); an archive (XEP-0313) may still hold them."""
+        return self._inbox.dropped
+
+    @property
+    def inbox_size(self) -> int:
+        """How many received messages wait to be read."""
+        return len(self._inbox)
 
     # ------------------------------------------------------------------------------------
     # Events

@@ -18,22 +18,18 @@ instead of one thread each, unless ``shared_io=False``.
 from __future__ import annotations
 
 import concurrent.futures
-import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from . import errors
 from .client import Client
+from .inbox import DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .stanza import Message
 from .transport import Hub
 
 __all__ = ["Pool"]
-
-
-class _Closed:
-    pass
 
 
 class Pool:
@@ -49,7 +45,11 @@ class Pool:
         self._clients: dict[JID, Client] = {}
         self._handles: dict[JID, int] = {}
         self._lock = threading.Lock()
-        self._inbox: queue.Queue[tuple[JID, Message] | _Closed] = queue.Queue()
+        # Fed by each account's "message" callback (so the accounts' own inboxes stay
+        # empty), bounded like a client's inbox: by max_inbox, when the pool is given one.
+        self._inbox: Inbox[tuple[JID, Message]] = Inbox(
+            client_defaults.get("max_inbox", DEFAULT_MAX_INBOX), name="the pool's inbox",
+            hint="Read Pool.messages() or raise Pool(max_inbox=...).")
 
     # -- accounts ------------------------------------------------------------------------------
     def add(self, jid: JID | str, password: str | None, **overrides: Any) -> Client:
@@ -104,6 +104,7 @@ class Pool:
         the first failure is raised after all attempts finished, the others in its notes.
         """
         pending = [c for c in self.clients if c.state == "disconnected"]
+        self._inbox.reopen()  # after disconnect(): a fresh start, like the first one
         failures: dict[JID, BaseException] = {}
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel),
                                                    thread_name_prefix="simplexmpp-pool") as ex:
@@ -131,7 +132,7 @@ class Pool:
                 exc = future.exception()
                 if exc is not None:
                     failures.append(exc)
-        self._inbox.put(_Closed())
+        self._inbox.close()
         if failures:
             raise failures[0]
 
@@ -154,12 +155,10 @@ class Pool:
     def messages(self, timeout: float | None = None) -> Iterator[tuple[JID, Message]]:
         """Incoming messages of all accounts as ``(account, message)``; ends after
         ``timeout`` seconds without one, or when the pool is disconnected."""
-        while True:
-            try:
-                item = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if isinstance(item, _Closed):
-                self._inbox.put(item)
-                return
-            yield item
+        yield from self._inbox.iterate(timeout)
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Messages given up because nobody read [messages][simplexmpp.Pool.messages] and
+        more than ``max_inbox`` (a client keyword, default 10,000) were waiting."""
+        return self._inbox.dropped

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..errors import DisconnectedError, IqError, StanzaError, XMPPError
+from ..inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from ..jid import JID
 from ..stanza import Iq, Message, Presence, format_datetime, new_id
 from .forms import Field, Form
@@ -177,13 +178,6 @@ class Occupant:
     available: bool = True
 
 
-class _End:
-    """Marks the end of a room's message queue."""
-
-
-_END = _End()
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -223,7 +217,10 @@ class Room:
         self._pending: tuple[str, str, Future[set[int]]] | None = None
         self._subject_waiters: dict[str, Future[None]] = {}
         self._subject_seen = threading.Event()
-        self._queue: queue.SimpleQueue[Message | _End] = queue.SimpleQueue()
+        # Bounded like the client's inbox (a room nobody reads must not grow for ever).
+        self._queue: Inbox[Message] = Inbox(getattr(self._client, "max_inbox",
+                                                    DEFAULT_MAX_INBOX),
+                                            name=f"the message queue of room {jid}")
         self._queue_used = False
         self._last_seen: datetime | None = None
         self._lost = False  # the connection dropped; re-enter if the session is new
@@ -306,15 +303,7 @@ class Room:
         included; ends when we leave or are put out of the room, or the client disconnects.
         With ``timeout``, it also ends after that many seconds without a message."""
         self._queue_used = True
-        while True:
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if isinstance(item, _End):
-                self._queue.put(item)  # let other iterators end too
-                return
-            yield item
+        yield from self._queue.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:
         """The next room message; raises :class:`~errors.TimeoutError`, or
@@ -326,8 +315,7 @@ class Room:
         except queue.Empty:
             raise errors.TimeoutError(f"no message in room {self.jid} within "
                                       f"{timeout:g} s") from None
-        if isinstance(item, _End):
-            self._queue.put(item)
+        if item is CLOSED:
             self._check_in()
             raise NotInRoomError(f"not in room {self.jid}", room=self.jid)  # pragma: no cover
         return item
@@ -770,7 +758,7 @@ class Room:
             self._subject_waiters.clear()
             self._cond.notify_all()
         self._muc._forget(self)
-        self._queue.put(_END)
+        self._queue.close()
         if pending is not None and not pending[2].done():
             if pending[0] == "leave":
                 pending[2].set_result({code} if code is not None else set())
@@ -934,7 +922,7 @@ class MUC:
                 room.left_reason = "error"
                 room._cond.notify_all()
             self._forget(room)
-            room._queue.put(_END)
+            room._queue.close()
             if isinstance(exc, errors.TimeoutError):
                 try:  # do not leave a half-entered room behind
                     self._client.send(Presence(to=room.occupant_jid(nick), type="unavailable"),
