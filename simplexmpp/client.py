@@ -181,9 +181,9 @@ def _close_clients(clients: list[tuple[Client, float]]) -> list[NotSentError | N
                 f"closed: {', '.join(ids[:10])}" + (" …" if len(ids) > 10 else ""), ids))
         else:
             results.append(NotSentError(
-                "the server did not answer the ping sent after the last stanzas (no stream "
-                "management, so they cannot be named): what was sent on the last session may "
-                "not have arrived", ids))
+                "the server did not confirm the last stanzas sent before the timeout (no "
+                "answer to a ping sent after them; without stream management they cannot be "
+                "named)", ids))
     return results
 
 
@@ -408,6 +408,10 @@ class Client:
             hint="Read messages()/next_message(), register a \"message\" callback, or "
                  "raise Client(max_inbox=...).")
         self._inbox_used = False
+        # Messages and presences sent (IQs have their answers), and how many of them a flush
+        # ping confirmed: what a flush without XEP-0198 can tell (see _flush).
+        self._sent = 0
+        self._confirmed = 0
         self._roster = Roster()
         self._roster_loaded = False
         self._presences = PresenceBook()
@@ -514,11 +518,12 @@ class Client:
     # The steps of disconnect(), run for several clients side by side at interpreter exit
     # (see _close_clients): ask for confirmation, wait for it, close, stop.
 
-    def _ask_confirmation(self) -> concurrent.futures.Future[Iq] | None:
+    def _ask_confirmation(self) -> tuple[IqFuture, int] | None:
         """Step 1 of a flush, not waiting: ask the server to confirm what it has handled, by
         an XEP-0198 ``<r/>`` (the answer counts what it handled), or else a ping, whose answer
         proves everything sent before it was handled (RFC 6120 §10.1: stanzas on one stream
-        are handled in order). Returns the ping's future, or None."""
+        are handled in order). Returns the ping's future and what it confirms (see
+        _send_flush_ping), or None."""
         with self._lock:
             stream = self._stream
             if self._state != "ready" or stream is None or stream.state != "ready":
@@ -535,13 +540,21 @@ class Client:
             self._wake()
             return None
         try:
-            return self.send_iq(Iq.get(self.account.domain, ET.Element("{%s}ping" % PING_NS)),
-                                timeout=0)
+            return self._send_flush_ping(0)
         except XMPPError:
             return None
 
+    def _send_flush_ping(self, timeout: float) -> tuple[IqFuture, int]:
+        """A ping whose answer confirms the stanzas sent before it: its future, and how many
+        messages and presences were sent by then."""
+        with self._lock:
+            mark = self._sent
+            future = self.send_iq(Iq.get(self.account.domain,
+                                         ET.Element("{%s}ping" % PING_NS)), timeout)
+        return future, mark
+
     def _flush_until(self, deadline: float,
-                     ping: concurrent.futures.Future[Iq] | None = None) -> tuple[bool, list[str]]:
+                     ping: tuple[IqFuture, int] | None = None) -> tuple[bool, list[str]]:
         """Flush, riding out reconnects, until everything is confirmed or the deadline.
         Returns (everything confirmed, ids of the stanzas not confirmed)."""
         while True:
@@ -551,24 +564,26 @@ class Client:
                     left = deadline - time.monotonic()
                     if self._state not in ("ready", "reconnecting") or left <= 0:
                         ids = self._unacked_ids()
-                        return not ids and self._stream_managed(), ids
+                        return not ids and self._all_confirmed(), ids
                     self._changed.wait(min(left, 0.5))
             try:
                 confirmed, unconfirmed = self._flush(deadline, ping)
             except XMPPError as exc:
                 log.debug("flush before disconnect interrupted: %s", exc)
                 unconfirmed = self._unacked_ids()
-                confirmed = not unconfirmed and self._stream_managed()
+                confirmed = not unconfirmed and self._all_confirmed()
             ping = None
             if confirmed or time.monotonic() >= deadline:
                 return confirmed, unconfirmed
             # The connection was lost during the flush: wait for the next session and retry.
 
-    def _stream_managed(self) -> bool:
+    def _all_confirmed(self) -> bool:
+        """With XEP-0198: nothing is unacknowledged (the caller checked); without: a flush
+        ping confirmed every stanza sent."""
         stream = self._stream
-        return stream is not None and stream.sm is not None
+        return (stream is not None and stream.sm is not None) or self._sent <= self._confirmed
 
-    def _flush(self, deadline: float, ping: concurrent.futures.Future[Iq] | None = None
+    def _flush(self, deadline: float, ping: tuple[IqFuture, int] | None = None
                ) -> tuple[bool, list[str]]:
         """Wait until the server has handled everything we sent: (confirmed, the ids of the
         stanzas it did not confirm). ``ping``: one already sent by _ask_confirmation."""
@@ -601,15 +616,17 @@ class Client:
         # ping sent last proves everything before it was handled (RFC 6120 §10.1). An error
         # answer (a server without XEP-0199) proves it just as well.
         if ping is None:
-            ping = self.send_iq(Iq.get(self.account.domain, ET.Element("{%s}ping" % PING_NS)),
-                                timeout=max(0.0, deadline - time.monotonic()))
+            ping = self._send_flush_ping(max(0.0, deadline - time.monotonic()))
+        future, mark = ping
         try:
-            ping.result(max(0.0, deadline - time.monotonic()))
+            future.result(max(0.0, deadline - time.monotonic()))
         except IqError:
             pass
         except concurrent.futures.TimeoutError:
-            return False, []
-        return True, []
+            return self._sent <= self._confirmed, []  # confirmed if nothing was sent since
+        with self._lock:
+            self._confirmed = max(self._confirmed, mark)
+        return self._sent <= self._confirmed, []
 
     def _unacked_ids(self) -> list[str]:
         stream = self._stream
@@ -1244,6 +1261,8 @@ class Client:
                 stream.send_text(text)
             else:
                 stream.send(element, text)
+            if element is None or element.tag != _IQ:
+                self._sent += 1  # an IQ is confirmed by its answer; others need a flush
             self._take_output()
             if len(self._outbuf) > 8 << 20:
                 # Back-pressure: a sender far ahead of the socket waits for it to drain.
@@ -1343,7 +1362,8 @@ class Client:
         """Ask to see ``jid``'s presence (RFC 6121 §3.1.1).
 
         While the client is reconnecting this waits up to ``timeout`` (None: the client's)
-        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        for the session to come back, then raises
+        [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="subscribe", id=new_id()), timeout)
 
@@ -1351,7 +1371,8 @@ class Client:
         """Stop seeing ``jid``'s presence (RFC 6121 §3.3).
 
         While the client is reconnecting this waits up to ``timeout`` (None: the client's)
-        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        for the session to come back, then raises
+        [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="unsubscribe", id=new_id()), timeout)
 
@@ -1359,7 +1380,8 @@ class Client:
         """Let ``jid`` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4).
 
         While the client is reconnecting this waits up to ``timeout`` (None: the client's)
-        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        for the session to come back, then raises
+        [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="subscribed", id=new_id()), timeout)
 
@@ -1367,7 +1389,8 @@ class Client:
         """Refuse, or cancel, ``jid``'s subscription to our presence (RFC 6121 §3.2).
 
         While the client is reconnecting this waits up to ``timeout`` (None: the client's)
-        for the session to come back, then raises :class:`~errors.TimeoutError`.
+        for the session to come back, then raises
+        [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="unsubscribed", id=new_id()), timeout)
 
