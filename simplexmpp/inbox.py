@@ -69,7 +69,7 @@ class Inbox(Generic[T]):
     """
 
     __slots__ = ("put", "qsize", "dropped", "name", "hint", "_queue", "_get", "_maxsize",
-                 "_convert", "_closed", "_generation", "_lock", "_warned")
+                 "_convert", "_closed", "_generation", "_lock", "_warned", "_markers")
 
     def __init__(self, maxsize: int | None = None, *, convert: Callable[[Any], T] | None = None,
                  name: str = "inbox", hint: str = "") -> None:
@@ -86,6 +86,7 @@ class Inbox(Generic[T]):
         self._generation = 0
         self._lock = threading.Lock()
         self._warned = False
+        self._markers = 0  # end markers in the queue (not items: see __len__)
         self._maxsize = 0
         self.put: Callable[[Any], None] = q.put
         self.maxsize = maxsize
@@ -123,6 +124,7 @@ class Inbox(Generic[T]):
                     if oldest.generation == self._generation and self._closed:
                         q.put(oldest)  # still the end of what is readable: keep it
                         return
+                    self._markers -= 1
                     continue           # a stale end marker: nothing lost
                 self.dropped += 1
                 if not self._warned:
@@ -143,6 +145,7 @@ class Inbox(Generic[T]):
             if self._closed:
                 return
             self._closed = True
+            self._markers += 1
             self._queue.put(_End(self._generation))
 
     def reopen(self) -> None:
@@ -170,6 +173,8 @@ class Inbox(Generic[T]):
                     self._queue.put(item)  # every other reader ends as well
                     return CLOSED  # type: ignore[no-any-return]
                 # Left over from before a reopen(): skip it (waiting no longer than asked).
+                with self._lock:
+                    self._markers -= 1
                 if timeout is not None:
                     if deadline is None:
                         deadline = time.monotonic() + timeout
@@ -200,11 +205,12 @@ class Inbox(Generic[T]):
             yield item
 
     def empty(self) -> bool:
-        """Whether nothing waits (an end marker counts as something)."""
-        return not self._queue.qsize()
+        """Whether no item waits."""
+        return not len(self)
 
     def __len__(self) -> int:
-        return self._queue.qsize()
+        """How many items wait (end markers not counted)."""
+        return max(0, self._queue.qsize() - self._markers)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

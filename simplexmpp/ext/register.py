@@ -155,8 +155,11 @@ class _PreAuthClient(Client):
         stream.pre_auth = True
         return stream
 
-    def _flush(self, deadline: float) -> list[str]:
-        return []  # every request was answered; a ping before authentication is pointless
+    def _ask_confirmation(self) -> None:
+        return None  # every request was answered; a ping before authentication is pointless
+
+    def _flush(self, deadline: float, ping: object = None) -> tuple[bool, list[str]]:
+        return True, []  # (see _ask_confirmation)
 
 
 def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str] | None = None,

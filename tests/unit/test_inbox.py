@@ -16,7 +16,9 @@ def test_items_come_out_in_order_then_the_end() -> None:
     for i in range(3):
         inbox.put(i)
     inbox.close()
+    assert len(inbox) == 3
     assert list(inbox.iterate()) == [0, 1, 2]
+    assert len(inbox) == 0 and inbox.empty()
     assert inbox.get() is CLOSED
     assert list(inbox.iterate()) == []  # every later reader ends too
 
