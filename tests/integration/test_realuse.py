@@ -25,6 +25,9 @@ from .hostile import Conn, HostileServer
 from .proxy import FaultProxy
 
 WAIT = 30
+#: The interpreter of the scripts that just end (another Python version: exit handling
+#: differs, e.g. 3.12 refuses new threads at exit).
+PYTHON = os.environ.get("SIMPLEXMPP_TEST_PYTHON", sys.executable)
 
 
 @pytest.fixture
@@ -42,6 +45,7 @@ SCRIPT = textwrap.dedent("""
     host, port, ca, jid, password, to, count, sm, wait = sys.argv[1:10]
     client = Client(jid, password, host=host, port=int(port), ca_file=ca, timeout=float(wait),
                     stream_management=sm == "sm")
+    client.on("disconnected", lambda error: None)  # a callback due at exit (no thread then)
     client.connect()
     print("connected", flush=True)
     if sys.stdin.readline().strip() != "go":
@@ -59,7 +63,7 @@ def run_script(server: Server, jid: str, to: str, count: int, *, port: int | Non
     "go" to its exit)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, server.host, str(port or server.port), server.ca, jid,
+        [PYTHON, "-c", SCRIPT, server.host, str(port or server.port), server.ca, jid,
          server.password, to, str(count), "sm" if sm else "nosm", str(wait)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=env)
@@ -90,6 +94,35 @@ def test_a_script_that_just_ends_delivers_everything(server: Server, connect, sm
             break
     assert bodies == [f"note {i}" for i in range(total)]
     assert "simplexmpp" not in err, err  # everything was confirmed: nothing to report
+
+
+def test_a_pool_script_that_just_ends_delivers_everything(server: Server, connect) -> None:
+    # The accounts of a Pool share one I/O thread (the hub): flushed at exit all the same.
+    bob = connect()
+    bob.send_presence()
+    senders = [server.new_account() for _ in range(3)]
+    script = textwrap.dedent("""
+        import sys
+        from simplexmpp import Pool
+        host, port, ca, password, to, *senders = sys.argv[1:]
+        pool = Pool(host=host, port=int(port), ca_file=ca, timeout=20)
+        for jid in senders:
+            pool.add(jid, password)
+        pool.connect()
+        for jid in senders:
+            for i in range(100):
+                pool.send_message(jid, to, f"{jid.split('@')[0]} {i}")
+    """)
+    proc = subprocess.run([PYTHON, "-c", script, server.host, str(server.port), server.ca,
+                           server.password, str(bob.jid.bare), *senders], capture_output=True,
+                          text=True, timeout=WAIT * 2, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    bodies = set()
+    for msg in bob.messages(timeout=WAIT):
+        bodies.add(msg.body)
+        if len(bodies) == 300:
+            break
+    assert bodies == {f"{jid.split('@')[0]} {i}" for jid in senders for i in range(100)}
 
 
 def test_a_script_that_just_ends_names_what_the_server_did_not_confirm(
@@ -325,7 +358,7 @@ def test_a_script_that_just_ends_closes_every_client_side_by_side(server: Server
             c.send_message("someone@localhost", "hello")
         print(time.time(), flush=True)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True,
                           timeout=WAIT, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     ended = time.time()
     assert proc.returncode == 0, proc.stderr
