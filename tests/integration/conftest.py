@@ -1,6 +1,6 @@
 """Integration fixtures: a real Prosody on loopback, started once per session.
 
-`server` is the Prosody (prosody-up). `ejabberd` is a second server (scripts/ejabberd-up), and
+`server` is the Prosody (scripts/prosody-up). `ejabberd` is a second server (scripts/ejabberd-up), and
 `any_server` / `connect_any` run a test once against each of them (ids `[prosody]`,
 `[ejabberd]`). SIMPLEXMPP_SKIP_EJABBERD=1 skips the ejabberd variants; otherwise a failure to
 install or start ejabberd fails those tests.
@@ -23,8 +23,7 @@ import pytest
 from simplexmpp import Client
 
 ROOT = Path(__file__).resolve().parents[2]
-PROSODY_UP = Path(os.environ.get("SIMPLEXMPP_PROSODY_UP",
-                                 ROOT.parent / "shared" / "xmpp-server" / "prosody-up"))
+PROSODY_UP = Path(os.environ.get("SIMPLEXMPP_PROSODY_UP", ROOT / "scripts" / "prosody-up"))
 EJABBERD_UP = Path(os.environ.get("SIMPLEXMPP_EJABBERD_UP", ROOT / "scripts" / "ejabberd-up"))
 
 
@@ -88,8 +87,8 @@ class Server:
 
 def start_server(tmp: Path, *extra: str, up: Path = PROSODY_UP) -> Iterator[Server]:
     if not up.exists():
-        where = ("the shared/ folder must sit beside the repository (or set "
-                 "SIMPLEXMPP_PROSODY_UP)" if up == PROSODY_UP else "set SIMPLEXMPP_EJABBERD_UP")
+        where = ("it is part of the repository (scripts/prosody-up); or set "
+                 "SIMPLEXMPP_PROSODY_UP" if up == PROSODY_UP else "set SIMPLEXMPP_EJABBERD_UP")
         pytest.fail(f"{up.name} not found at {up}; {where}")
     last = None
     for _ in range(3):  # --auto-ports has a small race; retry
