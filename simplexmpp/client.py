@@ -67,8 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers
 
 __all__ = ["Client", "EVENTS"]
 
-log = logging.getLogger("simplexmpp")
-wire_log = logging.getLogger("simplexmpp.wire")
+log = logging.getLogger(__name__)
+wire_log = logging.getLogger("simplexmpp.wire")  # every byte sent/received, one switch
 
 _IQ = "{%s}iq" % CLIENT_NS
 _MESSAGE = "{%s}message" % CLIENT_NS
@@ -375,6 +375,8 @@ class Client:
         self._in_hub = False           # the hub drives the current connection
         self._done: threading.Event | None = None  # set by _finish: the client has stopped
         self._attempt = 0              # reconnect attempts since the last session
+        self._lost_at: float | None = None  # when the connection was lost (None: not lost)
+        self._failed_attempts = 0      # reconnect attempts failed since then
         self._sessions_before = 0
         self._io_timeout = float(timeout)
         self._sending = bytearray()    # taken from _outbuf, being written (I/O side only)
@@ -484,6 +486,7 @@ class Client:
             self._inbox.reopen()  # the end marker of the last session is forgotten
         self._join_threads(0)
         self._attempt = 0
+        self._lost_at = None
         self._sessions_before = self._sessions
         self._done = threading.Event()
         _track(self)
@@ -848,7 +851,6 @@ class Client:
             self._state = "reconnecting"
             self._changed.notify_all()
         self._emit("reconnecting", error)
-        log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
         if isinstance(error, StreamError) and error.other_host:
             self.host, _, port = error.other_host.rpartition(":") if \
                 error.other_host.count(":") == 1 else (error.other_host, "", "")
@@ -858,6 +860,16 @@ class Client:
         delay = 0.0 if self._attempt == 0 else min(
             self.reconnect_max_delay, 0.25 * 2 ** (self._attempt - 1)) * random.uniform(0.5, 1)
         self._attempt = min(self._attempt + 1, 20)
+        # One WARNING when the connection is lost and one INFO when it is back (_on_ready);
+        # the attempts in between at DEBUG, so an outage does not flood the log.
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            self._failed_attempts = 0
+            log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
+        else:
+            self._failed_attempts += 1
+            log.debug("reconnect attempt %d to %s failed (%s); next in %.1f s",
+                      self._failed_attempts, self.account.domain, error, delay)
         return delay
 
     def _sleep_unless_closing(self, delay: float) -> bool:
@@ -1222,6 +1234,11 @@ class Client:
         reconnected = ready is not None and ready.done()
         if ready is not None and not ready.done():
             ready.set_result(jid)
+        if self._lost_at is not None:
+            log.info("connection to %s back after %.1f s and %d failed attempt(s) (%s)",
+                     self.account.domain, time.monotonic() - self._lost_at,
+                     self._failed_attempts, "stream resumed" if resumed else "new session")
+            self._lost_at = None
         if resumed:
             self._emit("resumed", jid)
         else:

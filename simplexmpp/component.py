@@ -44,8 +44,8 @@ from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, StreamParser, stream_hea
 __all__ = ["Component", "ComponentStream", "handshake_digest", "COMPONENT_NS",
            "COMPONENT_SKIPPED_EXTENSIONS"]
 
-log = logging.getLogger("simplexmpp")
-wire_log = logging.getLogger("simplexmpp.wire")
+log = logging.getLogger(__name__)
+wire_log = logging.getLogger("simplexmpp.wire")  # every byte sent/received, one switch
 
 _CLIENT_PREFIX = "{jabber:client}"
 _COMPONENT_PREFIX = "{%s}" % COMPONENT_NS

@@ -74,7 +74,7 @@ from .xml import (CLIENT_NS, STREAM_FOOTER, STREAM_NS, StreamEnd, StreamHeader, 
 __all__ = ["FakeServer", "FakeServerError", "Script", "NO_REPLY", "ScriptReply",
            "running_server", "ClientFactory", "DEFAULT_USERS"]
 
-log = logging.getLogger("simplexmpp.testing")
+log = logging.getLogger(__name__)
 
 PING_NS = "urn:xmpp:ping"
 DISCO_INFO_NS = "http://jabber.org/protocol/disco#info"

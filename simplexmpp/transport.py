@@ -25,7 +25,7 @@ from .sasl import tls_server_end_point
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
            "Wire", "Hub", "is_loopback", "quickack"]
 
-log = logging.getLogger("simplexmpp.transport")
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5222
 DEFAULT_TLS_PORT = 5223

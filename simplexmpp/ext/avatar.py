@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Avatar", "AvatarImage", "AvatarInfo", "AvatarError", "DATA_NS", "METADATA_NS"]
 
-log = logging.getLogger("simplexmpp.avatar")
+log = logging.getLogger(__name__)
 
 DATA_NS = "urn:xmpp:avatar:data"
 METADATA_NS = "urn:xmpp:avatar:metadata"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Blocking", "BLOCKING_NS"]
 
-log = logging.getLogger("simplexmpp.blocking")
+log = logging.getLogger(__name__)
 
 BLOCKING_NS = "urn:xmpp:blocking"
 _ITEM = "{%s}item" % BLOCKING_NS

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Carbons", "CARBONS_NS"]
 
-log = logging.getLogger("simplexmpp.carbons")
+log = logging.getLogger(__name__)
 
 CARBONS_NS = "urn:xmpp:carbons:2"
 _FORWARDED = "{urn:xmpp:forward:0}forwarded"

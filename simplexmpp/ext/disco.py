@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Disco", "DiscoInfo", "DiscoItem", "DiscoItems", "Identity", "caps_hash",
            "INFO_NS", "ITEMS_NS", "CAPS_NS", "CAPS_NODE"]
 
-log = logging.getLogger("simplexmpp.disco")
+log = logging.getLogger(__name__)
 
 INFO_NS = "http://jabber.org/protocol/disco#info"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"

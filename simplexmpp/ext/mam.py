@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MAM", "MAM_NS", "RSM_NS"]
 
-log = logging.getLogger("simplexmpp.mam")
+log = logging.getLogger(__name__)
 
 MAM_NS = "urn:xmpp:mam:2"
 RSM_NS = "http://jabber.org/protocol/rsm"

@@ -67,7 +67,7 @@ __all__ = ["MUC", "Room", "Occupant", "MUCError", "NickConflictError", "RoomPass
            "NotInRoomError", "MUC_NS", "USER_NS", "ADMIN_NS", "OWNER_NS", "CONFERENCE_NS",
            "ROOMCONFIG_NS", "ROLES", "AFFILIATIONS"]
 
-log = logging.getLogger("simplexmpp.muc")
+log = logging.getLogger(__name__)
 
 MUC_NS = "http://jabber.org/protocol/muc"
 USER_NS = MUC_NS + "#user"

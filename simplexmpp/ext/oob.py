@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["OOB", "OOBData", "oob_of", "DownloadError", "OOB_NS"]
 
-log = logging.getLogger("simplexmpp.oob")
+log = logging.getLogger(__name__)
 
 OOB_NS = "jabber:x:oob"
 _X = "{%s}x" % OOB_NS

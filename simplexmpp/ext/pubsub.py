@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PubSub", "PubSubError", "Item", "Subscription", "PUBSUB_NS", "OWNER_NS",
            "EVENT_NS", "ERRORS_NS", "parse_event"]
 
-log = logging.getLogger("simplexmpp.pubsub")
+log = logging.getLogger(__name__)
 
 PUBSUB_NS = "http://jabber.org/protocol/pubsub"
 OWNER_NS = PUBSUB_NS + "#owner"

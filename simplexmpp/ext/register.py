@@ -32,7 +32,7 @@ from .forms import DATA_NS, Form
 __all__ = ["Registration", "register_account", "RegistrationError", "AccountExistsError",
            "RegistrationNotSupportedError", "REGISTER_NS", "REGISTER_FEATURE_NS"]
 
-log = logging.getLogger("simplexmpp.register")
+log = logging.getLogger(__name__)
 
 REGISTER_NS = "jabber:iq:register"
 #: XEP-0077 §8: the stream feature a server offers when it allows in-band registration.

@@ -42,7 +42,7 @@ __all__ = ["Upload", "Slot", "UploadService", "HTTPTransferError", "UploadError"
            "NoUploadServiceError", "FileTooLargeError", "SlotError", "QuotaExceededError",
            "http_session", "is_loopback_name", "UPLOAD_NS", "ALLOWED_HEADERS", "Progress"]
 
-log = logging.getLogger("simplexmpp.upload")
+log = logging.getLogger(__name__)
 
 UPLOAD_NS = "urn:xmpp:http:upload:0"
 #: XEP-0363 §4: the only slot headers a client sends; any other is ignored.

@@ -91,6 +91,8 @@ class FaultProxy:
         self._flowing.set()
         self._accepting = True
         self.connections = 0
+        self._to_reject = 0
+        self.rejected = threading.Event()  # set once reject_next()'s connections were refused
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def _accept(self) -> None:
@@ -99,6 +101,16 @@ class FaultProxy:
                 down, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                reject = self._to_reject > 0
+                if reject:
+                    self._to_reject -= 1
+                    if self._to_reject == 0:
+                        self.rejected.set()
+            if reject:  # a failed attempt: reset before anything reaches the server
+                down.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                down.close()
+                continue
             try:
                 up = socket.create_connection(self.upstream, timeout=5)
                 up.settimeout(None)
@@ -125,6 +137,13 @@ class FaultProxy:
         for pipe in pipes:
             pipe.cut()
         return len(pipes)
+
+    def reject_next(self, count: int) -> None:
+        """Reset the next ``count`` connections as soon as they are accepted (failed
+        reconnect attempts); ``rejected`` is set when the last of them was refused."""
+        with self._lock:
+            self._to_reject = count
+            self.rejected.clear()
 
     def stall(self) -> None:
         """Stop forwarding in both directions, leaving the TCP connections open (half-dead)."""
