@@ -5,6 +5,7 @@ import logging
 from . import errors
 from .client import EVENTS, Client
 from .component import Component
+from .extension import Extension, Session
 from .jid import JID
 from .pool import Pool
 from .roster import Roster, RosterItem
@@ -17,4 +18,4 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["Client", "Component", "Pool", "JID", "Message", "Presence", "Iq", "Roster",
-           "RosterItem", "errors", "EVENTS", "__version__"]
+           "RosterItem", "Extension", "Session", "errors", "EVENTS", "__version__"]

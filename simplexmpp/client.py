@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import errors
 from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
                      NotSentError, StreamError, TLSError, XMPPError)
+from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
@@ -109,10 +110,11 @@ _REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
                      r"(<password\b[^>]*>)[^<]*")
 
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E", bound=Extension)
 
 
 #: (handle, interceptor, child tags it wants, types it wants; None: all) — see
-#: add_interceptor().
+#: _add_interceptor().
 _Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None",
                      "frozenset[str] | None"]
 #: Per kind: (interceptors for all, by child tag, by type) — see _index_interceptors().
@@ -315,7 +317,8 @@ class Client:
                  mechanisms: list[str] | None = None, lang: str = "en",
                  reconnect_max_delay: float = 30.0, ack_every: int = 32,
                  ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None,
-                 max_inbox: int | None = DEFAULT_MAX_INBOX) -> None:
+                 max_inbox: int | None = DEFAULT_MAX_INBOX,
+                 load_extensions: bool = True) -> None:
         self.account = JID(jid)
         self._own_bare = str(self.account.bare)
         self.mechanisms = mechanisms
@@ -425,6 +428,14 @@ class Client:
         self._last_presence: Presence | None = None
         self._sessions = 0   # sessions established (or resumed) so far
         self._first_connected: datetime | None = None  # when the first session was ready
+        self._session: Session | None = None  # the current (or last) session
+        self._new_sessions = 0     # new sessions (not resumptions) so far: Session.number
+        self._connect_pending = True   # the next new session is the first since connect()
+        self._session_up = False   # a session is established on the current connection
+        #: Attached extensions by class, and per lifecycle hook the extensions that follow it.
+        self._extensions: dict[type[Extension], Extension] = {}
+        self._extension_lock = threading.RLock()
+        self._hooks: dict[str, list[Extension]] = {}
         self._stanza_started: float | None = None
         self._ping_sent_at: float | None = None
         #: What this client advertises in XEP-0030 disco#info; extensions add theirs.
@@ -437,11 +448,101 @@ class Client:
         self.presence_decorators: list[Callable[[Presence], None]] = []
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._load_extensions()
+        if load_extensions:
+            self._attach_installed()
 
     def _load_extensions(self) -> None:
-        """Attach the extension objects (``client.disco``, ``client.muc`` …) if present."""
+        """Attach the built-in extensions (``client.disco``, ``client.muc`` …)."""
         from . import ext
         ext.attach(self)
+
+    def _attach_installed(self) -> None:
+        """Attach the extensions installed packages register in the entry-point group
+        ``simplexmpp.extensions`` (found once per process, see
+        [installed_extensions][simplexmpp.extension.installed_extensions]). One that cannot
+        be attached is logged and skipped: a broken plug-in does not stop the client."""
+        for cls in installed_extensions():
+            try:
+                self.extension(cls)
+            except Exception:  # noqa: BLE001 - reported, the client works without it
+                log.exception("could not attach the installed extension %s.%s",
+                              cls.__module__, cls.__qualname__)
+
+    # ------------------------------------------------------------------------------------
+    # Extensions (see simplexmpp.extension and docs/extensions/writing.md)
+
+    def extension(self, cls: type[E]) -> E:
+        """Attach an extension: create one ``cls(client)``, make it ``client.<cls.name>``,
+        add its ``features`` to our disco#info and caps hash and register the lifecycle
+        hooks it overrides. Attached once: later calls return the same object.
+
+        Raises:
+            TypeError: ``cls`` is not a subclass of [Extension][simplexmpp.Extension].
+            ValueError: its ``name`` is not an identifier, starts with ``_``, or is taken by
+                another attribute of the client (or another extension).
+
+        Example:
+            ```python
+            weather = client.extension(Weather)
+            assert client.weather is weather is client.extension(Weather)
+            ```
+        """
+        if not (isinstance(cls, type) and issubclass(cls, Extension)):
+            raise TypeError(f"client.extension() takes a subclass of simplexmpp.Extension, "
+                            f"not {cls!r}")
+        with self._extension_lock:
+            existing = self._extensions.get(cls)
+            if existing is not None:
+                return existing  # type: ignore[return-value]  # keyed by its class
+            name = cls.name
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"{cls.__qualname__}.name must be a public Python identifier "
+                                 f"(it becomes client.<name>), not {name!r}")
+            if name in self.__dict__ or hasattr(type(self), name):
+                raise ValueError(f"cannot attach {cls.__qualname__} as client.{name}: the "
+                                 "client already has an attribute of that name")
+            instance = cls(self)
+            setattr(self, name, instance)
+            self._extensions[cls] = instance
+            self.local_features.update(cls.features)
+            if cls.follow_sessions_from_start:
+                self._follow_sessions(instance)
+        if cls.features and self._state == "ready" and self._last_presence is not None:
+            disco = getattr(self, "disco", None)
+            if disco is not None:  # XEP-0115 §4: announce the new hash
+                self._dispatch(disco.update_caps)
+        return instance
+
+    @property
+    def extensions(self) -> dict[str, Extension]:
+        """The attached extensions by name (a copy)."""
+        with self._extension_lock:
+            return {type(e).name: e for e in self._extensions.values()}
+
+    @property
+    def session(self) -> Session | None:
+        """The current session (the last one while reconnecting), or None before the
+        first."""
+        return self._session
+
+    def set_password(self, password: str) -> None:
+        """The password to log in with from now on (reconnects included), after the
+        account's password was changed (XEP-0077 §3.3 does it for you)."""
+        self._password = password
+
+    def _follow_sessions(self, extension: Extension) -> None:
+        """Register the lifecycle hooks ``extension`` overrides (once each)."""
+        with self._lock:
+            for hook in type(extension).overridden_hooks():
+                followers = self._hooks.get(hook, [])
+                if extension not in followers:
+                    # A new list: _run_hooks may be iterating over the old one.
+                    self._hooks[hook] = followers + [extension]
+
+    def _run_hooks(self, hook: str, arg: object) -> None:
+        """Queue ``hook(arg)`` of every extension that follows it on the dispatcher."""
+        for extension in self._hooks.get(hook, ()):
+            self._dispatch(getattr(extension, hook), arg)
 
     # ------------------------------------------------------------------------------------
     # Connecting and disconnecting
@@ -488,6 +589,7 @@ class Client:
         self._attempt = 0
         self._lost_at = None
         self._sessions_before = self._sessions
+        self._connect_pending = True
         self._done = threading.Event()
         _track(self)
         self._start_io_thread(timeout)
@@ -832,6 +934,9 @@ class Client:
             self._changed.notify_all()
         if self._wire is not None:
             self._wire.close()
+        if self._session_up:
+            self._session_up = False
+            self._run_hooks("session_lost", error)
         if self._sessions != self._sessions_before:
             self._attempt = 0  # this connection worked: start the backoff afresh
         self._sessions_before = self._sessions
@@ -900,6 +1005,7 @@ class Client:
                     "the connection closed before the reply arrived"
                     + (f": {error}" if error else "")))
         if self.jid is not None or error is not None:
+            self._run_hooks("client_stopped", error)
             self._emit("disconnected", error)
         self._stop_dispatcher()
         if done is not None:
@@ -1218,13 +1324,26 @@ class Client:
 
     def _on_ready(self, jid: JID, features: ET.Element | None, resumed: bool) -> None:
         stream = self._stream
+        now = datetime.now(timezone.utc)
         with self._lock:
             self.jid = jid
             self.features = features
             self._state = "ready"
             self._sessions += 1
+            self._session_up = True
             if self._first_connected is None:
-                self._first_connected = datetime.now(timezone.utc)
+                self._first_connected = now
+            last = self._session
+            if resumed and last is not None:
+                session = Session(last.number, last.first, jid, True, last.started,
+                                  last.connected)
+            else:
+                self._new_sessions += 1
+                first = self._connect_pending or last is None
+                self._connect_pending = False
+                session = Session(self._new_sessions, first, jid, False, now,
+                                  now if first or last is None else last.connected)
+            self._session = session
             if stream is not None and stream.sm is not None and stream.sm.resumable:
                 self._sm_state = stream.sm
             elif not resumed:
@@ -1240,6 +1359,7 @@ class Client:
                      self._failed_attempts, "stream resumed" if resumed else "new session")
             self._lost_at = None
         if resumed:
+            self._run_hooks("session_resumed", session)
             self._emit("resumed", jid)
         else:
             if reconnected:
@@ -1249,6 +1369,7 @@ class Client:
             self._presences.clear()
             if self._last_presence is not None:
                 self._send_reply(self._last_presence)
+            self._run_hooks("session_started", session)
             self._emit("connected", jid)
 
     # ------------------------------------------------------------------------------------
@@ -1572,18 +1693,20 @@ class Client:
                 always.append(entry)
         self._interceptor_index[kind] = (always, by_tag, by_type)
 
-    def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
-                        tags: Iterable[str] | None = None,
-                        types: Iterable[str] | None = None) -> int:
-        """For extensions: ``interceptor(stanza)`` sees every received ``"message"`` or
-        ``"presence"`` before the client handles it, and returns True to claim it. With
-        ``tags`` (Clark names of child elements) it sees only stanzas with such a child,
-        with ``types`` only stanzas of those types (a message without a type, or with one
-        not in RFC 6121, is ``"normal"``; a presence without one is ``"available"``); both
-        keep the receive path fast.
+    def _add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
+                         tags: Iterable[str] | None = None,
+                         types: Iterable[str] | None = None) -> int:
+        """Package-private fast path of simplexmpp's own extensions (through
+        ``Extension._intercept``): ``interceptor(stanza)`` sees every received
+        ``"message"`` or ``"presence"`` before the client handles it, and returns True to
+        claim it. With ``tags`` (Clark names of child elements) it sees only stanzas with
+        such a child, with ``types`` only stanzas of those types (a message without a type,
+        or with one not in RFC 6121, is ``"normal"``; a presence without one is
+        ``"available"``); both keep the receive path fast.
 
         It runs on the I/O thread, so it must be quick and must not block or call blocking
-        client methods; hand work to a queue or ``client.dispatch()`` instead."""
+        client methods. User code never runs here: the public way is
+        [add_stanza_handler][simplexmpp.Client.add_stanza_handler]."""
         if kind not in ("message", "presence"):
             raise ValueError("kind must be 'message' or 'presence'")
         handle = next(self._handle_ids)
@@ -1595,7 +1718,39 @@ class Client:
             self._index_interceptors(kind)
         return handle
 
-    def remove_interceptor(self, handle: int) -> None:
+    def add_stanza_handler(self, kind: str, handler: Callable[[Any], object], *,
+                           tags: Iterable[str] | None = None,
+                           types: Iterable[str] | None = None) -> int:
+        """Handle received ``kind`` stanzas (``"message"`` or ``"presence"``) that carry a
+        child element named in ``tags`` (Clark notation, ``"{urn:example}x"``) and/or are of
+        one of ``types``: ``handler(stanza)`` runs on the dispatcher thread (never on the I/O
+        thread), so it may call blocking client methods. The stanzas it gets are claimed:
+        they do not reach ``messages()``, ``next_message()`` or the "message"/"presence"
+        callbacks. At least one of ``tags`` and ``types`` is required (a message without a
+        type is ``"normal"``, a presence without one ``"available"``); returns a handle for
+        [remove_stanza_handler][simplexmpp.Client.remove_stanza_handler].
+
+        Example:
+            ```python
+            client.add_stanza_handler("message", on_weather, tags=["{urn:example:weather}x"])
+            ```
+        """
+        if tags is None and types is None:
+            raise ValueError("add_stanza_handler() needs tags= or types= (use client.on() "
+                             "for every message or presence)")
+        dispatch = self._dispatch
+
+        def claim(stanza: Stanza) -> bool:  # I/O thread: no user code, only a hand-over
+            dispatch(handler, stanza)
+            return True
+
+        return self._add_interceptor(kind, claim, tags=tags, types=types)
+
+    def remove_stanza_handler(self, handle: int) -> None:
+        """Stop the stanza handler registered under ``handle``."""
+        self._remove_interceptor(handle)
+
+    def _remove_interceptor(self, handle: int) -> None:
         with self._lock:
             for kind, entries in self._interceptors.items():
                 self._interceptors[kind] = [e for e in entries if e[0] != handle]
@@ -1882,25 +2037,6 @@ class Client:
         handle = next(self._handle_ids)
         with self._lock:
             self._handlers.setdefault(event, []).append((handle, callback))
-        return handle
-
-    def _on_early(self, event: str, callback: Callable[..., object]) -> int:
-        """For extensions: like :meth:`on`, but ahead of the callbacks already registered,
-        and once only (a callback already registered for ``event`` keeps its handle).
-        An extension watches the session's events only once it has state to keep across
-        them (rooms joined, carbons enabled): a client that uses none starts no dispatcher
-        thread when it connects. Registered late, it still runs before users' callbacks,
-        as it would have from the start."""
-        if event not in self._event_names:
-            raise ValueError(f"unknown event {event!r}")
-        with self._lock:
-            callbacks = self._handlers.get(event, [])
-            for handle, registered in callbacks:
-                if registered == callback:
-                    return handle
-            handle = next(self._handle_ids)
-            # A new list: _emit may be iterating over the old one.
-            self._handlers[event] = [(handle, callback)] + callbacks
         return handle
 
     def off(self, handle: int) -> None:

@@ -1,9 +1,13 @@
-"""Extensions (XEPs), one module each, attached to every ``Client`` as attributes.
+"""Built-in extensions (XEPs), one module each, attached to every ``Client`` as attributes.
 
-An extension uses only the client's public API (``send``, ``new_message``, ``iq``,
-``send_iq``, ``on``, ``register_iq_handler``, ``add_interceptor``, ``declare_event``,
+Each is a [simplexmpp.Extension][] subclass using only the public extension interface (see
+docs/extensions/writing.md): the client's public methods (``send``, ``new_message``, ``iq``,
+``send_iq``, ``on``, ``register_iq_handler``, ``add_stanza_handler``, ``declare_event``,
 ``emit``, ``has_callbacks``, ``dispatch``, ``deliver``, ``local_features``,
-``presence_decorators``), so users can write their own the same way.
+``presence_decorators``) and the lifecycle hooks. None touches a private attribute of the
+client (tests/unit/test_extension.py checks every module here). The one package-private
+fast path, ``Extension._intercept`` (a claim check on the I/O thread, never user code), is a
+method of the extension base, not of the client.
 """
 
 from __future__ import annotations
@@ -45,4 +49,6 @@ def attach(client: "Client", skip: Collection[str] = ()) -> None:
             continue
         module_name, _, class_name = target.partition(":")
         module = importlib.import_module(f"{__name__}.{module_name}")
-        setattr(client, attribute, getattr(module, class_name)(client))
+        cls = getattr(module, class_name)
+        assert cls.name == attribute, (cls, attribute)
+        client.extension(cls)

@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..errors import XMPPError
 from ..jid import JID
 from .pep import PEP
@@ -101,11 +102,13 @@ def _infos(items: list[Item]) -> list[AvatarInfo] | None:
     return None
 
 
-class Avatar:
+class Avatar(Extension):
     """``client.avatar``: XEP-0084 User Avatar (publish, fetch, change notifications)."""
 
+    name = "avatar"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         pep = getattr(client, "pep", None)
         self._pep: PEP = pep if isinstance(pep, PEP) else PEP(client)
         client.declare_event("avatar_changed")

@@ -17,6 +17,7 @@ import threading
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
 from ..stanza import Iq
@@ -32,11 +33,13 @@ BLOCKING_NS = "urn:xmpp:blocking"
 _ITEM = "{%s}item" % BLOCKING_NS
 
 
-class Blocking:
+class Blocking(Extension):
     """``client.blocking``."""
 
+    name = "blocking"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._lock = threading.Lock()
         self._blocked: set[JID] = set()
         client.declare_event("blocklist_changed")

@@ -16,6 +16,7 @@ import logging
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension, Session
 from ..jid import JID
 from ..stanza import Iq, Message
 
@@ -33,25 +34,28 @@ _RECEIVED = "{%s}received" % CARBONS_NS
 _SENT = "{%s}sent" % CARBONS_NS
 
 
-class Carbons:
+class Carbons(Extension):
     """``client.carbons``."""
 
+    name = "carbons"
+    features = (CARBONS_NS,)
+    follow_sessions_from_start = False  # see follow_sessions(): from first use
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self.enabled = False
         #: Carbons refused because they did not come from our own account.
         self.forged = 0
-        client.local_features.add(CARBONS_NS)
         client.declare_event("carbon_received")
         client.declare_event("carbon_sent")
-        client.add_interceptor("message", self._intercept, tags=(_RECEIVED, _SENT))
-        # "connected" is watched from the first enable() on (see Client._on_early).
+        self._intercept_stanzas("message", self._intercept, tags=(_RECEIVED, _SENT))
+        # New sessions are followed from the first enable() on (see session_started).
 
     def enable(self, timeout: float | None = None) -> None:
         """Ask the server for carbon copies (§4)."""
         self._client.iq(Iq.set(None, ET.Element("{%s}enable" % CARBONS_NS)), timeout)
         self.enabled = True
-        self._client._on_early("connected", self._on_connected)
+        self.follow_sessions()
 
     def disable(self, timeout: float | None = None) -> None:
         """Stop carbon copies (§5)."""
@@ -65,9 +69,11 @@ class Carbons:
         ET.SubElement(msg.xml, "{urn:xmpp:hints}no-copy")
         return msg
 
-    def _on_connected(self, jid: JID) -> None:
-        # A new session (not a resumed one) starts without carbons.
-        if self.enabled and self._client._sessions > 1:
+    def session_started(self, session: Session) -> None:
+        """Dispatcher thread: a new session (not a resumed one) starts without carbons
+        (XEP-0280 §4: enabling is per session); enable them again. Followed only from the
+        first enable() on, so the session during which it was called is not one of these."""
+        if self.enabled:
             try:
                 self.enable()
             except Exception as exc:  # noqa: BLE001 - reported, not fatal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..jid import JID
 from ..stanza import Message
 
@@ -33,14 +34,16 @@ def chat_state_of(msg: Message) -> str | None:
     return None
 
 
-class ChatStates:
+class ChatStates(Extension):
     """``client.chatstates``."""
 
+    name = "chatstates"
+    features = (CHATSTATES_NS,)
+
     def __init__(self, client: Client) -> None:
-        self._client = client
-        client.local_features.add(CHATSTATES_NS)
+        super().__init__(client)
         client.declare_event("chat_state")
-        client.add_interceptor("message", self._intercept, tags=_TAGS)
+        self._intercept_stanzas("message", self._intercept, tags=_TAGS)
 
     def send(self, to: JID | str, state: str, type: str = "chat",
              timeout: float | None = None) -> None:

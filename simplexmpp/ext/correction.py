@@ -13,6 +13,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..jid import JID
 from ..stanza import Message
 
@@ -31,12 +32,14 @@ def replaced_id(msg: Message) -> str | None:
     return replace.get("id") if replace is not None else None
 
 
-class Correction:
+class Correction(Extension):
     """``client.correction``."""
 
+    name = "correction"
+    features = (CORRECTION_NS,)
+
     def __init__(self, client: Client) -> None:
-        self._client = client
-        client.local_features.add(CORRECTION_NS)
+        super().__init__(client)
 
     def send(self, to: JID | str, body: str, replaces: str, type: str = "chat",
              timeout: float | None = None) -> str:

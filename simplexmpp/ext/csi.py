@@ -12,25 +12,28 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension, Session
 from ..errors import XMPPError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
-    from ..jid import JID
 
 __all__ = ["CSI", "CSI_NS"]
 
 CSI_NS = "urn:xmpp:csi:0"
 
 
-class CSI:
+class CSI(Extension):
     """``client.csi``."""
 
+    name = "csi"
+    follow_sessions_from_start = False  # see follow_sessions(): from first use
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         #: "active", "inactive", or None before either was sent.
         self.state: str | None = None
-        # "connected" is watched once a state was sent (see Client._on_early).
+        # New sessions are followed once a state was sent (see session_started).
 
     @property
     def available(self) -> bool:
@@ -51,9 +54,11 @@ class CSI:
         # A nonza: not a stanza, not counted by stream management.
         self._client.send(ET.Element("{%s}%s" % (CSI_NS, state)), timeout)
         self.state = state
-        self._client._on_early("connected", self._on_connected)
+        self.follow_sessions()
 
-    def _on_connected(self, jid: JID) -> None:
+    def session_started(self, session: Session) -> None:
+        """Dispatcher thread: a new session starts active (XEP-0352 §5); send the state
+        again (a resumed session keeps it)."""
         if self.state is not None and self.available:
             try:
                 self._client.send(ET.Element("{%s}%s" % (CSI_NS, self.state)), 0)

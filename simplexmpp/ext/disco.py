@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
 from ..stanza import Iq, Presence
@@ -218,9 +219,12 @@ def caps_hash(identities: list[Identity], features: set[str] | list[str],
     return base64.b64encode(hasher("".join(parts).encode()).digest()).decode()
 
 
-class Disco:
+class Disco(Extension):
     """``client.disco``: ask others (``info``, ``items``, ``capabilities``) and answer for
     ourselves."""
+
+    name = "disco"
+    features = (INFO_NS, ITEMS_NS, CAPS_NS)
 
     #: How many verified capability sets are kept (shared by all clients in the process).
     cache_size = 1000
@@ -228,16 +232,15 @@ class Disco:
     _cache_lock = threading.Lock()
 
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._caps_of: dict[str, tuple[str, str, str]] = {}  # full JID -> (node, ver, hash)
         self._lock = threading.Lock()
         #: Extra disco#info answers for our own nodes: node -> DiscoInfo.
         self.nodes: dict[str, DiscoInfo] = {}
-        client.local_features.update({INFO_NS, ITEMS_NS, CAPS_NS})
         client.register_iq_handler("get", "{%s}query" % INFO_NS, self._answer_info)
         client.register_iq_handler("get", "{%s}query" % ITEMS_NS, self._answer_items)
         client.presence_decorators.append(self._decorate)
-        client.add_interceptor("presence", self._watch_presence)
+        self._intercept_stanzas("presence", self._watch_presence)
 
     # -- asking others --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..errors import IqError, XMPPError
 from ..jid import JID
 from ..stanza import DELAY_NS, SID_NS, Iq, Message, format_datetime, new_id
@@ -60,19 +61,21 @@ class _Page:
         self.items: list[Message] = []
 
 
-class MAM:
+class MAM(Extension):
     """``client.mam``: query archives (our own, or a room's) and fill gaps after a lost
     session."""
 
+    name = "mam"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._pages: dict[str, _Page] = {}
         self._lock = threading.Lock()
         #: Read the archive after a session that could not be resumed (see module docs).
         self.catch_up = True
         #: Messages the last catch-up delivered that had not arrived otherwise.
         self.caught_up = 0
-        client.add_interceptor("message", self._intercept, tags=(_RESULT,))
+        self._intercept_stanzas("message", self._intercept, tags=(_RESULT,))
         client.on("resumption_failed", self._on_resumption_failed)
 
     # -- queries -----------------------------------------------------------------------------
@@ -213,5 +216,6 @@ class MAM:
                 if exc.condition != "item-not-found":
                     raise
                 # The id has expired from the archive: fall back to the time window.
-        since = self._client._first_connected or datetime.now(timezone.utc)
+        session = self._client.session
+        since = session.connected if session is not None else datetime.now(timezone.utc)
         yield from self.query(start=since - timedelta(seconds=5), page_size=250)

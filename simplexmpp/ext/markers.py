@@ -13,6 +13,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..jid import JID
 from ..stanza import Message
 
@@ -26,14 +27,16 @@ MARKERS = ("received", "displayed", "acknowledged")
 _TAGS = {"{%s}%s" % (MARKERS_NS, m): m for m in MARKERS}
 
 
-class Markers:
+class Markers(Extension):
     """``client.markers``."""
 
+    name = "markers"
+    features = (MARKERS_NS,)
+
     def __init__(self, client: Client) -> None:
-        self._client = client
-        client.local_features.add(MARKERS_NS)
+        super().__init__(client)
         client.declare_event("marker")
-        client.add_interceptor("message", self._intercept, tags=_TAGS)
+        self._intercept_stanzas("message", self._intercept, tags=_TAGS)
 
     def send_markable(self, to: JID | str, body: str, type: str = "chat",
                       timeout: float | None = None) -> str:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..errors import DisconnectedError, IqError, StanzaError, XMPPError
+from ..extension import Extension, Session
 from ..inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from ..jid import JID
 from ..stanza import Iq, Message, Presence, format_datetime, new_id
@@ -93,6 +94,25 @@ NICK_CHANGED = 303
 #: §9.3, §11.1, §11.2), with the ``left_reason`` they give.
 REMOVALS = {307: "kicked", 301: "banned", 321: "affiliation-changed", 322: "members-only",
             332: "shutdown", 333: "error"}
+#: Of those, the removals nobody chose: 332, the MUC service is shutting down (§11.1, a
+#: server restart sends it to every occupant), and 333, a technical error on the way to us
+#: (§7.2.19/§11.1: the room got an error bouncing a stanza to us). A person (307 kick,
+#: 301 ban) or a policy (321, 322) did not put us out, so the room is entered again: at
+#: once while the session lasts, else after the next session starts.
+NOT_CHOSEN = frozenset({332, 333})
+#: Errors answering a re-join that may clear up on their own (the room being re-created
+#: and still locked, the service restarting): the re-join is tried again later. Any other
+#: refusal (banned, members-only, wrong password, nickname taken) leaves the room for good.
+RETRY_CONDITIONS = frozenset({"item-not-found", "service-unavailable", "remote-server-not-found",
+                              "remote-server-timeout", "internal-server-error",
+                              "resource-constraint", "recipient-unavailable", "gone"})
+#: XEP-0410 §3.2: a self-ping answered with these errors still proves we are in the room
+#: (the ping reached an occupant of ours that does not do XEP-0199, or our nickname is
+#: being changed by another of our clients).
+_PING_STILL_IN = frozenset({"service-unavailable", "feature-not-implemented", "item-not-found"})
+#: XEP-0410 §3.2: no decision can be made on these (or on no answer): ask again later.
+_PING_UNDECIDED = frozenset({"remote-server-not-found", "remote-server-timeout"})
+PING_NS = "urn:xmpp:ping"
 #: The skew allowed between our clock and the room's when asking for history since the last
 #: message on re-join; repeats are dropped by stanza-id.
 REJOIN_SKEW = timedelta(seconds=5)
@@ -228,12 +248,32 @@ class Room:
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: Room messages dropped as repeats (history overlapping what we had, on re-join).
         self.duplicates_dropped = 0
+        #: When the room last sent us anything (time.monotonic()): XEP-0410 pings a room
+        #: that has been quiet for MUC.self_ping_interval seconds.
+        self._activity = time.monotonic()
+        self._retry_at: float | None = None   # re-join due (monotonic), while rejoining
+        self._retry_delay = 1.0
+        #: How often the room was entered again without our leaving it (after a new
+        #: session, a shutdown notice, or a self-ping that found us gone).
+        self.rejoins = 0
 
     # -- state ---------------------------------------------------------------------------------
     @property
     def joined(self) -> bool:
         """True while we are in the room (also while re-entering after a reconnect)."""
         return self.state in ("joined", "rejoining")
+
+    def __enter__(self) -> Room:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with client.muc.join(...) as room:`` leaves the room at the end of the block."""
+        try:
+            self.leave()
+        except XMPPError:
+            if exc_info[0] is None:
+                raise
+            log.warning("leaving room %s after an error failed", self.jid, exc_info=True)
 
     @property
     def me(self) -> Occupant | None:
@@ -287,7 +327,7 @@ class Room:
              timeout: float | None = None) -> str:
         """Send a message to everyone in the room (§7.4); return its id. The room reflects it
         back, so it also appears in :meth:`messages`."""
-        timeout = self._client._timeout(timeout)
+        timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         return self._client.send_message(self.jid, body, type="groupchat", subject=subject,
                                          thread=thread, timeout=timeout)
@@ -309,7 +349,7 @@ class Room:
         """The next room message; raises :class:`~errors.TimeoutError`, or
         :class:`NotInRoomError` once we are out of the room and every message was read."""
         self._queue_used = True
-        timeout = self._client._timeout(timeout)
+        timeout = self._muc.timeout(timeout)
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -323,7 +363,7 @@ class Room:
     def set_subject(self, text: str, timeout: float | None = None) -> None:
         """Change the room's subject (§8.1) and wait until the room announces it; raises
         :class:`MUCError` (``forbidden``) when we may not."""
-        timeout = self._client._timeout(timeout)
+        timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         msg = Message(to=self.jid, type="groupchat", subject=text, id=new_id())
         done: Future[None] = Future()
@@ -366,7 +406,7 @@ class Room:
     def change_nick(self, nick: str, timeout: float | None = None) -> None:
         """Change our nickname (§7.6); raises :class:`NickConflictError` when it is taken.
         The room may adjust it (status 210): ``room.nick`` is what it gave."""
-        timeout = self._client._timeout(timeout)
+        timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         target = self.occupant_jid(nick)  # validates the nickname (a JID resourcepart)
         if target.resource == self.nick:
@@ -384,7 +424,7 @@ class Room:
                    timeout: float | None = None) -> None:
         """Change our availability in the room (§7.7): ``show`` (away, chat, dnd, xa) and a
         status text."""
-        self._wait_in(self._client._timeout(timeout))
+        self._wait_in(self._muc.timeout(timeout))
         self._client.send(Presence(to=self.occupant_jid(), show=show, status=status), timeout)
 
     def leave(self, status: str | None = None, timeout: float | None = None) -> None:
@@ -392,7 +432,16 @@ class Room:
         :meth:`messages` iterators end. Nothing happens if we are already out."""
         if self.state == "left":
             return
-        timeout = self._client._timeout(timeout)
+        if self.state == "rejoining" and self._retry_at is not None:
+            # The room put us out already (a shutdown, say): nothing to wait for.
+            try:
+                self._client.send(Presence(to=self.occupant_jid(), type="unavailable",
+                                           status=status), timeout=0)
+            except XMPPError:
+                pass
+            self._left("left", None)
+            return
+        timeout = self._muc.timeout(timeout)
         future = self._begin("leave", self.nick)
         try:
             self._client.send(Presence(to=self.occupant_jid(), type="unavailable",
@@ -550,6 +599,7 @@ class Room:
     def _on_presence(self, presence: Presence, nick: str | None) -> None:
         element = presence.xml
         kind = element.get("type")
+        self._activity = time.monotonic()
         if kind == "error":
             self._on_error_presence(presence)
             return
@@ -606,6 +656,11 @@ class Room:
                 self.status_codes = codes
                 if previous in ("joining", "rejoining"):
                     self.state = "joined"
+                    self._retry_at = None
+                    self._retry_delay = 1.0
+                    if previous == "rejoining":
+                        self.rejoins += 1
+                        self._lost = False  # back in; a later session_lost sets it again
                     if previous == "joining" and CREATED in codes:
                         self.created = True
                     if self._last_seen is None:
@@ -643,6 +698,12 @@ class Room:
     def _removed(self, codes: set[int], destroy: ET.Element | None,
                  item: ET.Element | None) -> None:
         code = next((c for c in (333, 307, 301, 321, 322, 332) if c in codes), None)
+        if code in NOT_CHOSEN and destroy is None:
+            with self._cond:
+                pending = self._pending
+            if pending is None or pending[0] != "leave":
+                self._put_out_for_now(code)
+                return
         if code == 333:
             # §11.1: some services add 307 to 333; 333 (a technical removal) is what counts.
             reason = REMOVALS[333]
@@ -665,6 +726,24 @@ class Room:
             self.left_text = item.findtext("{%s}reason" % USER_NS)
         self._left(reason, code)
 
+    def _put_out_for_now(self, code: int | None) -> None:
+        """I/O thread: the room put us out, but nobody chose it (a shutdown, an error, a
+        self-ping that found us gone): we stay a member of this room in our own eyes and
+        enter it again, as soon as the session allows (see MUC._upkeep_main), or after the
+        next session starts."""
+        with self._cond:
+            if self.state == "left":
+                return
+            self.state = "rejoining"
+            self._lost = True
+            self.occupants = {}
+            self.left_code = code
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._cond.notify_all()
+        log.info("room %s put us out (status %s) without anyone choosing it; entering it "
+                 "again", self.jid, code)
+        self._muc._wake_upkeep()
+
     def _on_error_presence(self, presence: Presence) -> None:
         error = presence.error
         assert error is not None
@@ -680,8 +759,16 @@ class Room:
             future.set_exception(_typed_error(error, self.jid, kind, nick))
             return
         if state == "rejoining":
-            log.warning("could not re-enter room %s as %r after reconnecting: %s", self.jid,
-                        self.nick, error)
+            if error.condition in RETRY_CONDITIONS:
+                with self._cond:
+                    delay = self._retry_delay
+                    self._retry_delay = min(self._retry_delay * 2, self._muc.rejoin_max_delay)
+                    self._retry_at = time.monotonic() + delay
+                log.info("could not re-enter room %s yet (%s); trying again in %g s", self.jid,
+                         error.condition, delay)
+                self._muc._wake_upkeep()
+                return
+            log.warning("could not re-enter room %s as %r: %s", self.jid, self.nick, error)
             self.left_text = error.text
             self._left("error", None)
             return
@@ -690,6 +777,7 @@ class Room:
     def _on_message(self, msg: Message, nick: str | None) -> None:
         element = msg.xml
         client = self._client
+        self._activity = time.monotonic()
         subject = element.find(_C + "subject")
         if subject is not None and element.find(_C + "body") is None:
             # §7.2.15, §8.1: a subject and no body is a subject change (empty: no subject).
@@ -825,34 +913,42 @@ def _typed_error(error: StanzaError, room: JID, kind: str, nick: str) -> MUCErro
                error.text, error.stanza, room)
 
 
-class MUC:
+class MUC(Extension):
     """``client.muc``: enter rooms (:meth:`join`), list them (:meth:`rooms`), track invitations.
     """
 
+    name = "muc"
+    features = (MUC_NS, CONFERENCE_NS)
+    follow_sessions_from_start = False  # see follow_sessions(): from first use
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._rooms: dict[str, Room] = {}
         self._lock = threading.Lock()
         self._service: JID | None = None
-        client.local_features.update({MUC_NS, CONFERENCE_NS})
         for event in ("muc_message", "muc_presence", "muc_subject", "muc_nick", "muc_status",
                       "muc_joined", "muc_left", "muc_invite", "muc_decline"):
             client.declare_event(event)
-        client.add_interceptor("presence", self._intercept_presence)
+        self._intercept_stanzas("presence", self._intercept_presence)
         # Chat and headline messages are never the room's (see _intercept_message).
-        client.add_interceptor("message", self._intercept_message,
-                               types=("groupchat", "error", "normal"))
-        # The session's events are watched from the first join on (see _watch).
-
-    def _watch(self) -> None:
-        """From the first join on: follow the session's events (rooms to mark, rejoin);
-        registered once, however many joins (Client._on_early)."""
-        client = self._client
-        for event, callback in (("disconnected", self._on_disconnected),
-                                ("connected", self._on_connected),
-                                ("resumed", self._on_resumed),
-                                ("reconnecting", self._on_reconnecting)):
-            client._on_early(event, callback)
+        self._intercept_stanzas("message", self._intercept_message,
+                                types=("groupchat", "error", "normal"))
+        # The session hooks are followed from the first join on (follow_sessions()).
+        #: XEP-0410 self-ping: a joined room that sent nothing for this many seconds is
+        #: pinged at our own occupant JID, and entered again if the answer says we are not
+        #: in it any more. None or 0: off.
+        self.self_ping_interval: float | None = 600.0
+        #: How long a self-ping waits for its answer (None: the client's timeout).
+        self.self_ping_timeout: float | None = None
+        #: Longest wait between two attempts to re-enter a room (doubling from 1 s).
+        self.rejoin_max_delay = 60.0
+        #: groupchat messages dropped because they came from no room we are in (a room we
+        #: never joined or already left, or someone's full JID): they never reach
+        #: messages(). Per sender's bare JID, at most 1,000 of them kept.
+        self.stray_groupchat: dict[str, int] = {}
+        self.stray_groupchat_dropped = 0
+        self._upkeep: threading.Thread | None = None
+        self._upkeep_wake = threading.Event()
 
     # -- rooms -------------------------------------------------------------------------------
     @property
@@ -885,7 +981,7 @@ class MUC:
         :class:`RoomMembersOnlyError`, :class:`RoomNotFoundError`, :class:`RoomFullError`,
         :class:`MUCError` for other refusals, :class:`~errors.TimeoutError`.
         """
-        timeout = self._client._timeout(timeout)
+        timeout = self.timeout(timeout)
         jid = JID(room_jid)
         if jid.local is None or jid.resource is not None:
             raise ValueError(f"a room JID looks like room@service, without a nickname: "
@@ -896,7 +992,7 @@ class MUC:
         if history is not None and history < 0:
             raise ValueError("history must be 0 or more (or None for the room's default)")
         key = str(jid)
-        self._watch()
+        self.follow_sessions()
         with self._lock:
             existing = self._rooms.get(key)
             if existing is not None and existing.state != "left":
@@ -955,6 +1051,7 @@ class MUC:
         # for one that does not, do not wait long.
         if not room._subject_seen.wait(min(timeout, SUBJECT_WAIT)):
             log.debug("room %s sent no subject after our entering", jid)
+        self._wake_upkeep()
         return room
 
     def _send_join(self, room: Room, history: int | None, seconds: int | None,
@@ -990,6 +1087,8 @@ class MUC:
         with self._lock:
             if self._rooms.get(str(room.jid)) is room:
                 del self._rooms[str(room.jid)]
+            if not self._rooms:
+                self._upkeep_wake.set()  # nothing to look after: the upkeep thread ends
 
     # -- services ------------------------------------------------------------------------------
     def service(self, timeout: float | None = None) -> JID:
@@ -1043,7 +1142,8 @@ class MUC:
         if kind == "groupchat":
             room, nick = self._room_for(sender)
             if room is None:
-                return False
+                self._stray_groupchat(sender)
+                return True
             room._on_message(msg, nick)
             return True
         if kind == "error":
@@ -1053,6 +1153,22 @@ class MUC:
             return False
         self._invitation(msg, sender)
         return False  # invitations also reach the inbox (Prosody adds a readable body)
+
+    def _stray_groupchat(self, sender: str) -> None:
+        """I/O thread: a groupchat message from no room we are in. Only a room sends
+        groupchat messages to its occupants (XEP-0045 §7.4), so one from a room we never
+        entered (or left), or from a user's JID, is not room traffic; handed to messages()
+        it would look like it. Dropped, counted per sender, logged once per sender."""
+        bare = sender.partition("/")[0].lower()
+        self.stray_groupchat_dropped += 1
+        counts = self.stray_groupchat
+        seen = counts.get(bare)
+        if seen is None:
+            if len(counts) >= 1000:
+                counts.pop(next(iter(counts)))
+            log.warning("dropping groupchat messages from %s: we are in no such room "
+                        "(counted in client.muc.stray_groupchat)", bare)
+        counts[bare] = (seen or 0) + 1
 
     def _invitation(self, msg: Message, sender: str) -> None:
         element = msg.xml
@@ -1088,8 +1204,8 @@ class MUC:
         with self._lock:
             return list(self._rooms.values())
 
-    def _on_reconnecting(self, error: object) -> None:
-        # Until we know whether the session is resumed, a room is not to be written to.
+    def session_lost(self, error: BaseException | None) -> None:
+        """Until we know whether the session is resumed, a room is not to be written to."""
         for room in self._rooms_now():
             with room._cond:
                 if room.state in ("joined", "joining", "rejoining"):
@@ -1097,19 +1213,23 @@ class MUC:
                 if room.state == "joined":
                     room.state = "rejoining"
 
-    def _on_resumed(self, jid: JID) -> None:
-        # XEP-0198: a resumed session is still in every room; nothing was lost.
+    def session_resumed(self, session: Session) -> None:
+        """XEP-0198: a resumed session is still in every room; nothing was lost (a room
+        that put us out for a shutdown meanwhile is still re-entered by the upkeep)."""
         for room in self._rooms_now():
             with room._cond:
+                if room._retry_at is not None:
+                    continue
                 room._lost = False
                 if room.state == "rejoining":
                     room.state = "joined"
                     room._cond.notify_all()
 
-    def _on_connected(self, jid: JID) -> None:
+    def session_started(self, session: Session) -> None:
         """A new session replaced a lost one: the server took us out of every room with the
-        old session; enter them again, asking for what was said since the last message we
-        saw (§7.2.14). A join that was under way is sent again."""
+        old session, whatever it said while going down (a 332/333 shutdown notice
+        included); enter every room we did not leave again, asking for what was said
+        since the last message we saw (§7.2.14). A join that was under way is sent again."""
         for room in self._rooms_now():
             with room._cond:
                 if not room._lost or room.state == "left":
@@ -1118,15 +1238,122 @@ class MUC:
                 rejoin = room.state == "rejoining"
                 if rejoin:
                     room.occupants = {}
-                since = (room._last_seen or _now()) - REJOIN_SKEW
+                    room._retry_at = time.monotonic() + max(room._retry_delay, 5.0)
             try:
                 if rejoin:
-                    self._send_join(room, None, None, since, None, None)
+                    self._rejoin(room)
                 else:
                     self._send_join(room, 0, None, None, None, None)
             except XMPPError as exc:
                 log.warning("could not re-enter room %s: %s", room.jid, exc)
+        self._wake_upkeep()
 
-    def _on_disconnected(self, error: object) -> None:
+    def client_stopped(self, error: BaseException | None) -> None:
         for room in self._rooms_now():
             room._left("disconnected", None)
+
+    def _rejoin(self, room: Room, timeout: float | None = None) -> None:
+        """Send the presence that enters ``room`` again, with the history since the last
+        message we saw (repeats are dropped by stanza-id)."""
+        since = (room._last_seen or _now()) - REJOIN_SKEW
+        self._send_join(room, None, None, since, None, timeout)
+
+    # -- upkeep: re-joins and XEP-0410 self-pings (a thread of its own) ----------------------
+    def _wake_upkeep(self) -> None:
+        """Start the upkeep thread if a room needs it, or have it look at the rooms again."""
+        if self.client.state == "disconnected":
+            return
+        with self._lock:
+            needed = bool(self._rooms) and (
+                bool(self.self_ping_interval) or
+                any(r._retry_at is not None for r in self._rooms.values()))
+            if not needed:
+                return
+            self._upkeep_wake.set()
+            if self._upkeep is None:
+                self._upkeep = threading.Thread(
+                    target=self._upkeep_main, daemon=True,
+                    name=f"simplexmpp-muc-{self.client.account.bare}")
+                self._upkeep.start()
+
+    def _upkeep_main(self) -> None:
+        """The upkeep thread: re-enter rooms that put us out without anyone choosing it,
+        and self-ping quiet rooms (XEP-0410). Runs while there are rooms to look after and
+        the client has not stopped; never runs user code (the events it causes run on the
+        dispatcher)."""
+        while True:
+            self._upkeep_wake.clear()
+            with self._lock:
+                rooms = list(self._rooms.values())
+                if not rooms or self.client.state == "disconnected":
+                    self._upkeep = None
+                    return
+            now = time.monotonic()
+            interval = self.self_ping_interval or 0.0
+            wait = 60.0
+            for room in rooms:
+                try:
+                    due = self._look_after(room, now, interval)
+                except Exception:  # noqa: BLE001 - reported; the thread carries on
+                    log.exception("looking after room %s failed", room.jid)
+                    due = now + 5.0
+                if due is not None:
+                    wait = min(wait, due - time.monotonic())
+            self._upkeep_wake.wait(max(wait, 0.01))
+
+    def _look_after(self, room: Room, now: float, interval: float) -> float | None:
+        """Re-join or self-ping ``room`` if it is due; when to look at it next."""
+        client = self.client
+        with room._cond:
+            state, retry_at, pending = room.state, room._retry_at, room._pending
+        if state == "rejoining" and retry_at is not None:
+            if now < retry_at:
+                return retry_at
+            if not client.is_connected:
+                return now + 1.0  # the session hooks take over after a reconnect
+            with room._cond:
+                room._retry_at = now + max(room._retry_delay, 5.0)
+                room.occupants = {}
+            try:
+                self._rejoin(room, timeout=0)
+            except XMPPError as exc:
+                log.info("could not re-enter room %s yet: %s", room.jid, exc)
+            return room._retry_at
+        if state != "joined" or not interval:
+            return None
+        due = room._activity + interval
+        if now < due:
+            return due
+        if pending is not None or not client.is_connected:
+            # XEP-0410 §4: not during a nickname change, nor while the session is away.
+            return now + min(interval, 5.0)
+        self._self_ping(room)
+        return room._activity + interval
+
+    def _self_ping(self, room: Room) -> None:
+        """XEP-0410 §3.2: ping our own occupant JID; the answer tells whether the room
+        still knows us."""
+        ping = Iq.get(room.occupant_jid(), ET.Element("{%s}ping" % PING_NS))
+        try:
+            self.client.iq(ping, timeout=self.self_ping_timeout)
+        except IqError as exc:
+            if exc.condition in _PING_STILL_IN:
+                pass
+            elif exc.condition in _PING_UNDECIDED:
+                log.info("self-ping of room %s: %s; no decision, asking again later",
+                         room.jid, exc.condition)
+            else:
+                # not-acceptable (§3.2: we are not an occupant) or any other error: the
+                # room forgot us (a restart of the MUC service, a lost notice).
+                log.warning("room %s no longer knows us (self-ping: %s); entering it again",
+                            room.jid, exc.condition)
+                room._activity = time.monotonic()
+                room._put_out_for_now(None)
+                with room._cond:
+                    room._retry_at = time.monotonic()
+                return
+        except errors.TimeoutError:
+            log.info("self-ping of room %s got no answer; asking again later", room.jid)
+        except XMPPError as exc:
+            log.debug("self-ping of room %s not sent: %s", room.jid, exc)
+        room._activity = time.monotonic()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from ..extension import Extension
 from ..jid import JID
 from ..stanza import Message
 from ..xml import check_text
@@ -93,16 +94,18 @@ def _unused(directory: Path, name: str) -> Path:
     return candidate
 
 
-class OOB:
+class OOB(Extension):
     """``client.oob``: XEP-0066 links in messages."""
 
+    name = "oob"
+    features = (OOB_NS,)
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
-        client.local_features.add(OOB_NS)
         client.declare_event("oob")
-        client.add_interceptor("message", self._watch, tags=(_X,))
+        self._intercept_stanzas("message", self._watch, tags=(_X,))
 
     @staticmethod
     def of(msg: Message) -> OOBData | None:

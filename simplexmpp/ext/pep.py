@@ -24,6 +24,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..jid import JID
 from .pubsub import Item, Options, PubSub
 
@@ -36,11 +37,13 @@ __all__ = ["PEP", "NOTIFY_SUFFIX"]
 NOTIFY_SUFFIX = "+notify"
 
 
-class PEP:
+class PEP(Extension):
     """``client.pep``: publish to our own PEP service, read others', choose notifications."""
 
+    name = "pep"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._lock = threading.Lock()
         pubsub = getattr(client, "pubsub", None)
         self._pubsub: PubSub = pubsub if isinstance(pubsub, PubSub) else PubSub(client)

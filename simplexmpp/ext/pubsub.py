@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
 from ..stanza import Iq, Message
@@ -150,18 +151,20 @@ def parse_event(event: ET.Element) -> tuple[str | None, str, list[Item], list[st
     return None, "unknown", [], []
 
 
-class PubSub:
+class PubSub(Extension):
     """``client.pubsub``: XEP-0060 publish-subscribe against any service (or a PEP account).
 
     Every method blocks until the service answers, raising :class:`PubSubError` on an error
     reply and :class:`~simplexmpp.errors.TimeoutError` after ``timeout`` seconds (None: the
     client's default)."""
 
+    name = "pubsub"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         client.declare_event("pubsub_event")
         client.declare_event("pubsub_node_changed")
-        client.add_interceptor("message", self._intercept, tags=(_EVENT,))
+        self._intercept_stanzas("message", self._intercept, tags=(_EVENT,))
 
     # -- requests -----------------------------------------------------------------------------
     def _request(self, kind: str, service: JID | str | None, payload: ET.Element,

@@ -16,6 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from .. import errors
 from ..jid import JID
 from ..stanza import Message, new_id
@@ -30,17 +31,19 @@ _REQUEST = "{%s}request" % RECEIPTS_NS
 _RECEIVED = "{%s}received" % RECEIPTS_NS
 
 
-class Receipts:
+class Receipts(Extension):
     """``client.receipts``."""
 
+    name = "receipts"
+    features = (RECEIPTS_NS,)
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self.reply_to = "subscribed"
         self._acked: dict[str, JID | None] = {}
         self._changed = threading.Condition()
-        client.local_features.add(RECEIPTS_NS)
         client.declare_event("receipt")
-        client.add_interceptor("message", self._intercept, tags=(_REQUEST, _RECEIVED))
+        self._intercept_stanzas("message", self._intercept, tags=(_REQUEST, _RECEIVED))
 
     def send(self, to: JID | str, body: str, type: str = "chat", *,
              timeout: float | None = None) -> str:

@@ -19,15 +19,17 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import Client
+from .._preauth import PreAuthClient
+from ..extension import Extension
 from ..errors import DisconnectedError, IqError, XMPPError
 from ..jid import JID
 from ..stanza import Iq
-from ..stream import ClientStream
-from ..transport import Target
 from .forms import DATA_NS, Form
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..client import Client
 
 __all__ = ["Registration", "register_account", "RegistrationError", "AccountExistsError",
            "RegistrationNotSupportedError", "REGISTER_NS", "REGISTER_FEATURE_NS"]
@@ -143,25 +145,6 @@ def build_submission(form_query: ET.Element, username: str, password: str,
     return _query(*children)
 
 
-class _PreAuthClient(Client):
-    """A client whose stream stops once TLS is up (before SASL), for XEP-0077 §3.1. It has no
-    extensions, no stream management and does not reconnect."""
-
-    def _load_extensions(self) -> None:
-        pass  # nothing to attach: this client only sends registration IQs
-
-    def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
-        stream = super()._new_stream(target, bindings)
-        stream.pre_auth = True
-        return stream
-
-    def _ask_confirmation(self) -> None:
-        return None  # every request was answered; a ping before authentication is pointless
-
-    def _flush(self, deadline: float, ping: object = None) -> tuple[bool, list[str]]:
-        return True, []  # (see _ask_confirmation)
-
-
 def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str] | None = None,
                      **connection_kwargs: Any) -> None:
     """Register ``jid`` with ``password`` (XEP-0077 §3.1); see ``Client.register``.
@@ -178,7 +161,8 @@ def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str]
                          "user@example.org")
     connection_kwargs.update(stream_management=False, reconnect=False)
     connection_kwargs.pop("resource", None)
-    client = _PreAuthClient(account.bare, password, **connection_kwargs)
+    connection_kwargs.pop("load_extensions", None)  # this client only sends registration IQs
+    client = PreAuthClient(account.bare, password, load_extensions=False, **connection_kwargs)
     timeout = client.timeout
     client.connect()
     try:
@@ -226,12 +210,14 @@ def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str]
             log.debug("closing the registration stream: %s", exc)
 
 
-class Registration:
+class Registration(Extension):
     """``client.registration``: change the password of, or remove, the logged-in account
     (XEP-0077 §3.3, §3.2). Creating accounts is ``Client.register(...)``."""
 
+    name = "registration"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
 
     def change_password(self, new_password: str, timeout: float | None = None) -> None:
         """Change the account's password (§3.3); the client uses the new one when it has
@@ -250,7 +236,7 @@ class Registration:
         except IqError as exc:
             raise _refused(exc, f"changing the password of {client.account.bare}") from None
         # Reconnecting (a lost session that cannot be resumed) must log in with the new one.
-        client._password = new_password
+        client.set_password(new_password)
 
     def cancel(self, timeout: float | None = None) -> None:
         """Remove the account from the server (§3.2). The server then ends the stream; the

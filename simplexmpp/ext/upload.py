@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from ..extension import Extension
 from .. import errors
 from ..errors import IqError, XMPPError
 from ..jid import JID
@@ -254,11 +255,13 @@ class _ProgressReader:
         return data
 
 
-class Upload:
+class Upload(Extension):
     """``client.upload``: XEP-0363 uploads."""
 
+    name = "upload"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
         self._service: UploadService | None = None
         self._lock = threading.Lock()
 

@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
 from ..stanza import Iq
@@ -138,11 +139,13 @@ class VCardData:
         return vcard
 
 
-class VCard:
+class VCard(Extension):
     """``client.vcard``: XEP-0054 vcard-temp."""
 
+    name = "vcard"
+
     def __init__(self, client: Client) -> None:
-        self._client = client
+        super().__init__(client)
 
     def get(self, jid: JID | str | None = None, timeout: float | None = None) -> VCardData:
         """The vCard of ``jid`` (a bare JID; None: our own). Empty when none is published;

@@ -12,6 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
 from ..stanza import Iq
@@ -31,17 +32,19 @@ class SoftwareVersion(NamedTuple):
     os: str | None = None
 
 
-class Version:
+class Version(Extension):
     """``client.version``."""
+
+    name = "version"
+    features = (VERSION_NS,)
 
     def __init__(self, client: Client) -> None:
         from .. import __version__
-        self._client = client
+        super().__init__(client)
         #: What we answer; set ``os`` (e.g. to ``platform.platform()``) to reveal it.
-        self.name = "simplexmpp"
+        self.name = "simplexmpp"  # type: ignore[misc]  # the software name we answer
         self.version: str = __version__
         self.os: str | None = None
-        client.local_features.add(VERSION_NS)
         client.register_iq_handler("get", _QUERY, self._answer)
 
     def get(self, jid: JID | str | None = None, timeout: float | None = None) -> SoftwareVersion:

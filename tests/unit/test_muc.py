@@ -36,9 +36,15 @@ class FakeClient:
     def declare_event(self, name: str) -> None:
         pass
 
-    def add_interceptor(self, kind: str, fn: Callable[[Any], bool], **filters: Any) -> int:
+    def _add_interceptor(self, kind: str, fn: Callable[[Any], bool], **filters: Any) -> int:
         self.interceptors.setdefault(kind, []).append(fn)
         return 1
+
+    def _follow_sessions(self, extension: Any) -> None:
+        pass
+
+    state = "ready"
+    is_connected = True
 
     def on(self, event: str, callback: Callable[..., object]) -> int:
         self._handlers.setdefault(event, []).append(callback)
@@ -98,15 +104,20 @@ def test_self_presence_completes_the_join_and_the_occupant_list(client: FakeClie
     assert room.occupants["firstwitch"].affiliation == "owner"
     assert room.status_codes == {110} and room.role == "participant"
     assert ("muc_joined", room) in client.events
-    assert "http://jabber.org/protocol/muc" in client.local_features
+    assert "http://jabber.org/protocol/muc" in MUC.features  # added by client.extension()
 
 
-def test_presence_and_messages_of_other_rooms_are_not_claimed(client: FakeClient) -> None:
-    entered(client)
+def test_presence_and_messages_of_other_rooms_are_not_room_traffic(client: FakeClient) -> None:
+    room = entered(client)
     assert not client.receive(stanza("<presence from='other@chat.shakespeare.lit/x'/>"))
-    assert not client.receive(stanza(
-        "<message from='other@chat.shakespeare.lit/x' type='groupchat'><body>hi</body>"
-        "</message>"))
+    # issue 14 item 5: a groupchat message from a room we never joined is dropped (claimed,
+    # so it never reaches the inbox looking like room traffic), counted per sender
+    for _ in range(2):
+        assert client.receive(stanza(
+            "<message from='other@chat.shakespeare.lit/x' type='groupchat'><body>hi</body>"
+            "</message>"))
+    assert room._muc.stray_groupchat == {"other@chat.shakespeare.lit": 2}
+    assert room._muc.stray_groupchat_dropped == 2
     # a private message from an occupant goes to the inbox
     assert not client.receive(stanza(
         f"<message from='{ROOM}/firstwitch' type='chat'><body>psst</body></message>"))
@@ -128,7 +139,7 @@ def test_nick_change_is_not_a_departure(client: FakeClient) -> None:
 
 
 @pytest.mark.parametrize("code,reason", [(307, "kicked"), (301, "banned"),
-                                         (321, "affiliation-changed"), (332, "shutdown")])
+                                         (321, "affiliation-changed"), (322, "members-only")])
 def test_removal_ends_the_room(client: FakeClient, code: int, reason: str) -> None:
     room = entered(client)
     client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
@@ -141,6 +152,27 @@ def test_removal_ends_the_room(client: FakeClient, code: int, reason: str) -> No
     assert ("muc_left", room, code) in client.events
     with pytest.raises(NotInRoomError):
         room.send("hello?")
+
+
+@pytest.mark.parametrize("codes", [(332,), (333,), (307, 333)])
+def test_a_removal_nobody_chose_keeps_the_room_and_enters_it_again(
+        client: FakeClient, codes: tuple[int, ...]) -> None:
+    # XEP-0045 §11.1: 332 (the service shuts down) and 333 (a technical error) are not a
+    # kick; the room is entered again after the next session (issue 13 item 3).
+    client.state = "disconnected"  # no upkeep thread here: the session hook re-enters
+    room = entered(client)
+    client.receive(presence("thirdwitch", 110, *codes, type="unavailable", role="none"))
+    assert room.state == "rejoining" and room.joined and room.left_reason is None
+    assert not [e for e in client.events if e[0] == "muc_left"]
+    client.sent.clear()
+    room._muc.session_lost(None)
+    room._muc.session_started(None)  # type: ignore[arg-type]
+    joins = [s for s in client.sent if isinstance(s, Presence)
+             and s.xml.find("{http://jabber.org/protocol/muc}x") is not None]
+    assert [str(p.to) for p in joins] == [f"{ROOM}/thirdwitch"]
+    client.receive(presence("thirdwitch", 110))
+    assert room.state == "joined" and room.rejoins == 1
+    assert ("muc_joined", room) in client.events
 
 
 def test_destroyed_room_without_status_code(client: FakeClient) -> None:

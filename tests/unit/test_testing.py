@@ -580,8 +580,8 @@ def test_a_client_that_uses_no_extension_starts_no_dispatcher_thread(
     assert not alice.has_callbacks("connected") and not alice.has_callbacks("reconnecting")
     assert alice._dispatch_thread is None
     alice.on("connected", lambda jid: None)
-    alice.muc._watch()  # what the first join() does
-    alice.muc._watch()  # once only
-    callbacks = [cb for _, cb in alice._handlers["connected"]]
-    assert len(callbacks) == 2 and callbacks[0] == alice.muc._on_connected
-    assert alice.has_callbacks("reconnecting") and len(alice._handlers["reconnecting"]) == 1
+    alice.muc.follow_sessions()  # what the first join() does
+    alice.muc.follow_sessions()  # once only
+    assert len(alice._handlers["connected"]) == 1  # hooks are not event callbacks
+    for hook in ("session_started", "session_resumed", "session_lost", "client_stopped"):
+        assert alice._hooks[hook] == [alice.muc]

@@ -1,0 +1,168 @@
+"""The public extension interface (issue 15, first step): no built-in extension reaches into
+the client's privates, and Extension/Client.extension behave as documented."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+
+import simplexmpp
+from simplexmpp import Client, Extension, Session
+from simplexmpp.testing import ClientFactory, FakeServer
+from simplexmpp.testing import xmpp_client, xmpp_server  # noqa: F401  (the fixtures)
+
+EXT = Path(simplexmpp.__file__).parent / "ext"
+
+#: Names that hold a client in simplexmpp/ext: a variable ``client`` and the attributes
+#: ``.client`` / ``._client`` of an extension, a room, …
+_CLIENT_NAMES = {"client"}
+_CLIENT_ATTRIBUTES = {"client", "_client"}
+
+
+def _is_client(node: ast.AST, client_self: bool) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in _CLIENT_NAMES or (client_self and node.id == "self")
+    if isinstance(node, ast.Attribute):
+        return node.attr in _CLIENT_ATTRIBUTES
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return client_self and node.func.id == "super"
+    return False
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_client_accesses(source: str, filename: str) -> list[str]:
+    """Every ``<client>._name`` (and getattr/setattr of such a name) in ``source``; inside a
+    Client subclass ``self`` and ``super()`` count as the client too."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, client_self: bool) -> None:
+        if isinstance(node, ast.ClassDef):
+            bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "")
+                     for b in node.bases}
+            client_self = bool(bases & {"Client", "Component"})
+        if isinstance(node, ast.Attribute) and _private(node.attr) and \
+                _is_client(node.value, client_self):
+            found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "setattr", "hasattr", "delattr") and \
+                len(node.args) >= 2 and _is_client(node.args[0], client_self) and \
+                isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) \
+                and _private(node.args[1].value):
+            found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, client_self)
+
+    visit(ast.parse(source, filename), False)
+    return found
+
+
+def test_the_scan_finds_private_client_accesses() -> None:
+    # The check itself can fail: these are the shapes the built-ins used before issue 15.
+    source = ("class X:\n"
+              "    def f(self, client):\n"
+              "        self._client._on_early('connected', None)\n"
+              "        client._password = 'x'\n"
+              "        t = self._client._timeout(None)\n"
+              "        getattr(self.client, '_sessions')\n"
+              "        self._client.timeout, client.__class__, self._private\n"
+              "class P(Client):\n"
+              "    def g(self):\n"
+              "        return self._stream, super()._new_stream()\n")
+    found = private_client_accesses(source, "x.py")
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "self._client._on_early", "client._password", "self._client._timeout",
+        "getattr(self.client, '_sessions')", "self._stream", "super()._new_stream"]
+
+
+def test_no_builtin_extension_touches_a_private_attribute_of_the_client() -> None:
+    modules = sorted(EXT.glob("*.py"))
+    assert len(modules) > 15
+    found = [hit for path in modules
+             for hit in private_client_accesses(path.read_text(encoding="utf-8"),
+                                                f"simplexmpp/ext/{path.name}")]
+    assert found == []
+
+
+def test_every_builtin_is_an_extension_attached_under_its_name(
+        xmpp_client: ClientFactory) -> None:
+    alice = xmpp_client("alice")
+    extensions = alice.extensions
+    assert {"disco", "muc", "carbons", "mam", "version", "receipts"} <= set(extensions)
+    for name, extension in extensions.items():
+        assert isinstance(extension, Extension) and getattr(alice, name) is extension
+        assert alice.extension(type(extension)) is extension  # attached once
+        assert set(type(extension).features) <= alice.local_features
+
+
+class Weather(Extension):
+    name = "weather"
+    features = ("urn:example:weather",)
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.started: list[Session] = []
+        self.stopped = threading.Event()
+
+    def session_started(self, session: Session) -> None:
+        self.started.append(session)
+
+    def client_stopped(self, error: BaseException | None) -> None:
+        self.stopped.set()
+
+
+class Quiet(Extension):
+    name = "quiet"
+    features = ("urn:example:quiet",)
+
+
+def test_extension_attaches_once_advertises_and_registers_only_overridden_hooks(
+        xmpp_client: ClientFactory) -> None:
+    alice = xmpp_client("alice")
+    quiet = alice.extension(Quiet)
+    assert alice.quiet is quiet and alice.extension(Quiet) is quiet
+    assert Quiet.overridden_hooks() == ()
+    assert "urn:example:quiet" in alice.disco.local_info().features
+    weather = alice.extension(Weather)
+    assert Weather.overridden_hooks() == ("session_started", "client_stopped")
+    assert alice._hooks["session_started"] == [weather]
+    assert "session_lost" not in alice._hooks
+
+
+def test_extension_names_are_checked(xmpp_client: ClientFactory) -> None:
+    alice = xmpp_client("alice")
+
+    class Clash(Extension):
+        name = "send"
+
+    class Bad(Extension):
+        name = "not an identifier"
+
+    with pytest.raises(ValueError, match="already has an attribute"):
+        alice.extension(Clash)
+    with pytest.raises(ValueError, match="identifier"):
+        alice.extension(Bad)
+    with pytest.raises(TypeError):
+        alice.extension(object)  # type: ignore[type-var]
+
+
+def test_session_tells_number_first_and_jid(xmpp_server: FakeServer) -> None:
+    alice = xmpp_server.client("alice")
+    weather = alice.extension(Weather)
+    alice.connect()
+    alice.disconnect()
+    assert weather.stopped.wait(5)
+    weather.stopped.clear()
+    alice.connect()
+    alice.ping()  # the dispatcher runs hooks in order: session_started came first
+    alice.disconnect()
+    assert weather.stopped.wait(5)
+    first, second = weather.started
+    assert (first.number, first.first, first.resumed) == (1, True, False)
+    assert (second.number, second.first) == (2, True)
+    assert first.jid.bare == "alice@" + alice.account.domain
