@@ -477,7 +477,7 @@ class Client:
         hooks it overrides. Attached once: later calls return the same object.
 
         Raises:
-            TypeError: ``cls`` is not a subclass of [Extension][simplexmpp.Extension].
+            TypeError: ``cls`` is not a subclass of [Extension][simplexmpp.extension.Extension].
             ValueError: its ``name`` is not an identifier, starts with ``_``, or is taken by
                 another attribute of the client (or another extension).
 
@@ -1706,7 +1706,7 @@ class Client:
 
         It runs on the I/O thread, so it must be quick and must not block or call blocking
         client methods. User code never runs here: the public way is
-        [add_stanza_handler][simplexmpp.Client.add_stanza_handler]."""
+        [add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
         if kind not in ("message", "presence"):
             raise ValueError("kind must be 'message' or 'presence'")
         handle = next(self._handle_ids)
@@ -1728,7 +1728,7 @@ class Client:
         they do not reach ``messages()``, ``next_message()`` or the "message"/"presence"
         callbacks. At least one of ``tags`` and ``types`` is required (a message without a
         type is ``"normal"``, a presence without one ``"available"``); returns a handle for
-        [remove_stanza_handler][simplexmpp.Client.remove_stanza_handler].
+        [remove_stanza_handler][simplexmpp.client.Client.remove_stanza_handler].
 
         Example:
             ```python

@@ -1,5 +1,5 @@
-"""The public extension interface: [Extension][simplexmpp.Extension] and
-[Session][simplexmpp.Session].
+"""The public extension interface: [Extension][simplexmpp.extension.Extension] and
+[Session][simplexmpp.extension.Session].
 
 Built-in extensions (``client.muc``, ``client.carbons`` …) and third-party ones use the same
 interface; none reaches into the client's private attributes (a test checks every module of
@@ -46,8 +46,8 @@ HOOKS = ("session_started", "session_resumed", "session_lost", "client_stopped")
 @dataclass(frozen=True)
 class Session:
     """One XMPP session of a client, as told to
-    [Extension.session_started][simplexmpp.Extension.session_started] and
-    [Extension.session_resumed][simplexmpp.Extension.session_resumed].
+    [Extension.session_started][simplexmpp.extension.Extension.session_started] and
+    [Extension.session_resumed][simplexmpp.extension.Extension.session_resumed].
 
     Attributes:
         number: 1 for the first session this client object ever had, 2 for the next new
@@ -71,13 +71,13 @@ class Session:
 class Extension:
     """Base of every client extension, built-in or third-party.
 
-    A subclass sets [name][simplexmpp.Extension.name] (the attribute it becomes on the
-    client) and [features][simplexmpp.Extension.features] (added to the client's disco#info
+    A subclass sets [name][simplexmpp.extension.Extension.name] (the attribute it becomes on the
+    client) and [features][simplexmpp.extension.Extension.features] (added to the client's disco#info
     and XEP-0115 caps hash), and overrides the lifecycle hooks it needs. Hooks it does not
     override are not registered, so a client whose extensions override none starts no
     dispatcher thread when it connects.
 
-    Attach one with [Client.extension][simplexmpp.Client.extension]; a package can have it
+    Attach one with [Client.extension][simplexmpp.client.Client.extension]; a package can have it
     attached to every new client through an entry point in the group
     ``simplexmpp.extensions`` (see docs/extensions/writing.md).
 
@@ -110,13 +110,13 @@ class Extension:
     features: ClassVar[tuple[str, ...]] = ()
     #: When True (the default) the overridden hooks are called from the moment the extension
     #: is attached. An extension that has nothing to restore until it is used sets False and
-    #: calls [follow_sessions][simplexmpp.Extension.follow_sessions] once it has state to
+    #: calls [follow_sessions][simplexmpp.extension.Extension.follow_sessions] once it has state to
     #: keep (the built-in MUC does so on the first join), so that an unused extension starts
     #: no dispatcher thread.
     follow_sessions_from_start: ClassVar[bool] = True
 
     def __init__(self, client: Client) -> None:
-        """Attach to ``client``: called by [Client.extension][simplexmpp.Client.extension].
+        """Attach to ``client``: called by [Client.extension][simplexmpp.client.Client.extension].
 
         A subclass that overrides this calls ``super().__init__(client)`` first.
         """
@@ -138,9 +138,9 @@ class Extension:
 
     def session_lost(self, error: BaseException | None) -> None:
         """The connection carrying the session is gone: ``error`` is why (None for a clean
-        ``disconnect()``). Next comes [session_resumed][simplexmpp.Extension.session_resumed]
-        or [session_started][simplexmpp.Extension.session_started] after a reconnect, or
-        [client_stopped][simplexmpp.Extension.client_stopped]."""
+        ``disconnect()``). Next comes [session_resumed][simplexmpp.extension.Extension.session_resumed]
+        or [session_started][simplexmpp.extension.Extension.session_started] after a reconnect, or
+        [client_stopped][simplexmpp.extension.Extension.client_stopped]."""
 
     def client_stopped(self, error: BaseException | None) -> None:
         """The client stopped for good (``disconnect()``, or a failure it does not reconnect
@@ -162,7 +162,7 @@ class Extension:
         on the I/O thread for each received ``kind`` ("message" or "presence") stanza it
         asks for and returns True to claim it. Not part of the public interface: it must be
         quick and never block, and user code never runs on the I/O thread; third-party
-        extensions use [Client.add_stanza_handler][simplexmpp.Client.add_stanza_handler]."""
+        extensions use [Client.add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
         return self.client._add_interceptor(kind, interceptor, tags=tags, types=types)
 
     @classmethod
@@ -182,11 +182,11 @@ def installed_extensions(refresh: bool = False) -> list[type[Extension]]:
     """The extension classes installed packages register in the entry-point group
     ``simplexmpp.extensions``, sorted by entry-point name.
 
-    Every new [Client][simplexmpp.Client] attaches them (unless created with
+    Every new [Client][simplexmpp.client.Client] attaches them (unless created with
     ``load_extensions=False``). They are looked up once per process, on the first call (the
     first client created); ``refresh=True`` looks again, for packages installed since. An
     entry point that cannot be loaded, or that names something other than an
-    [Extension][simplexmpp.Extension] subclass, is logged (ERROR) and left out.
+    [Extension][simplexmpp.extension.Extension] subclass, is logged (ERROR) and left out.
     """
     global _installed
     if _installed is not None and not refresh:

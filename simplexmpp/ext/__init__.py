@@ -1,6 +1,6 @@
 """Built-in extensions (XEPs), one module each, attached to every ``Client`` as attributes.
 
-Each is a [simplexmpp.Extension][] subclass using only the public extension interface (see
+Each is a [simplexmpp.extension.Extension][] subclass using only the public extension interface (see
 docs/extensions/writing.md): the client's public methods (``send``, ``new_message``, ``iq``,
 ``send_iq``, ``on``, ``register_iq_handler``, ``add_stanza_handler``, ``declare_event``,
 ``emit``, ``has_callbacks``, ``dispatch``, ``deliver``, ``local_features``,

@@ -13,9 +13,13 @@
 A joined room's groupchat messages and presences never reach the client's inbox: the room keeps
 them (``room.messages()``, ``room.occupants``) and the events ``muc_message``, ``muc_presence``
 run for them. Private messages from occupants (type ``chat``) arrive as ordinary messages.
-After a connection loss that ends in a new session (not a resumed one, XEP-0198) every joined
-room is entered again, asking for the history since the last message seen; repeats are dropped
-by their XEP-0359 stanza-id.
+Every room the user did not leave is entered again after a new session (not after a resumed
+one, XEP-0198), whatever the server said while going down, asking for the history since the
+last message seen (repeats are dropped by their XEP-0359 stanza-id); also, at once, when the
+room put us out with status 332 or 333 (a shutdown, a technical error: nobody chose it), and
+when an XEP-0410 self-ping finds that the room forgot us. A kick, a ban or a destroyed room
+ends it for good. ``with client.muc.join(...) as room:`` leaves at the end of the block.
+A groupchat message from no room we are in is dropped (``stray_groupchat``).
 
 Events (``client.on(name, callback)``):
 
@@ -26,9 +30,9 @@ Events (``client.on(name, callback)``):
 ``muc_nick``       (room, old_nick, new_nick): an occupant, maybe us, changed nickname
 ``muc_status``     (room, codes): the room announced status codes (config changes, §10.2.1)
 ``muc_joined``     (room): we are in the room (after ``join()`` and after every re-join)
-``muc_left``       (room, code): we are out: the status code (307 kicked, 301 banned, 321,
-                   322, 332, 333) or None (left, room destroyed, disconnected); the reason is
-                   in ``room.left_reason``
+``muc_left``       (room, code): we are out for good: the status code (307 kicked, 301
+                   banned, 321, 322) or None (left, room destroyed, disconnected, re-entering
+                   refused); the reason is in ``room.left_reason``
 ``muc_invite``     (room_jid, inviter, reason, password): a mediated (§7.8.2) or direct
                    (XEP-0249) invitation; the message also reaches the inbox
 ``muc_decline``    (room_jid, decliner, reason): someone declined our invitation
@@ -1249,8 +1253,13 @@ class MUC(Extension):
         self._wake_upkeep()
 
     def client_stopped(self, error: BaseException | None) -> None:
+        """The client stopped: we are out of every room; the upkeep thread ends."""
         for room in self._rooms_now():
             room._left("disconnected", None)
+        self._upkeep_wake.set()
+        upkeep = self._upkeep
+        if upkeep is not None and upkeep is not threading.current_thread():
+            upkeep.join(min(self.client.timeout, 5.0))
 
     def _rejoin(self, room: Room, timeout: float | None = None) -> None:
         """Send the presence that enters ``room`` again, with the history since the last
