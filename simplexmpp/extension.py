@@ -71,11 +71,11 @@ class Session:
 class Extension:
     """Base of every client extension, built-in or third-party.
 
-    A subclass sets [name][simplexmpp.extension.Extension.name] (the attribute it becomes on the
-    client) and [features][simplexmpp.extension.Extension.features] (added to the client's disco#info
-    and XEP-0115 caps hash), and overrides the lifecycle hooks it needs. Hooks it does not
-    override are not registered, so a client whose extensions override none starts no
-    dispatcher thread when it connects.
+    A subclass sets [name][simplexmpp.extension.Extension.name] (the attribute it becomes on
+    the client) and [features][simplexmpp.extension.Extension.features] (added to the
+    client's disco#info and XEP-0115 caps hash), and overrides the lifecycle hooks it needs.
+    Hooks it does not override are not registered, so a client whose extensions override
+    none starts no dispatcher thread when it connects.
 
     Attach one with [Client.extension][simplexmpp.client.Client.extension]; a package can have it
     attached to every new client through an entry point in the group
@@ -138,9 +138,10 @@ class Extension:
 
     def session_lost(self, error: BaseException | None) -> None:
         """The connection carrying the session is gone: ``error`` is why (None for a clean
-        ``disconnect()``). Next comes [session_resumed][simplexmpp.extension.Extension.session_resumed]
-        or [session_started][simplexmpp.extension.Extension.session_started] after a reconnect, or
-        [client_stopped][simplexmpp.extension.Extension.client_stopped]."""
+        ``disconnect()``). Next comes
+        [session_resumed][simplexmpp.extension.Extension.session_resumed] or
+        [session_started][simplexmpp.extension.Extension.session_started] after a
+        reconnect, or [client_stopped][simplexmpp.extension.Extension.client_stopped]."""
 
     def client_stopped(self, error: BaseException | None) -> None:
         """The client stopped for good (``disconnect()``, or a failure it does not reconnect
@@ -172,7 +173,7 @@ class Extension:
                      if getattr(cls, hook) is not getattr(Extension, hook))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} extension {self.name!r} of {self.client!r}>"
+        return f"<{type(self).__name__} extension {type(self).name!r} of {self.client!r}>"
 
 
 _installed: list[type[Extension]] | None = None

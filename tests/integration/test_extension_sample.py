@@ -4,6 +4,7 @@ and found through its entry point, against the real Prosody (issue 15)."""
 from __future__ import annotations
 
 import importlib
+import queue
 import subprocess
 import sys
 import threading
@@ -71,9 +72,17 @@ def test_installed_extension_advertises_answers_and_keeps_state_across_a_cut(
         alice.connect()
         bob.connect()
 
-        # Its feature is in our disco#info as another client sees it, and in our caps hash.
+        # Its feature is in our disco#info as another client sees it, and in the XEP-0115
+        # caps hash of our presence (bob verifies the hash against what we answer).
         assert WEATHER_NS in bob.disco.info(alice.jid).features
-        assert WEATHER_NS in alice.disco.local_info().features
+        presences: queue.SimpleQueue[object] = queue.SimpleQueue()
+        bob.on("presence", presences.put)
+        alice.send_presence(to=bob.jid)
+        presences.get(timeout=30)
+        node, ver, algorithm = bob.disco.caps_of(alice.jid) or ("", "", "")
+        assert ver == alice.disco.ver
+        caps = bob.disco.capabilities(alice.jid)
+        assert WEATHER_NS in caps.features and caps.caps_hash(algorithm) == ver
         # It answers the other client's IQ, on the dispatcher thread.
         assert ask(bob, alice.jid, "Paris") == "sunny, 21 °C"
         with pytest.raises(errors.IqError) as refused:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import simplexmpp
-from simplexmpp import Client, Extension, Session
+from simplexmpp import Client, Extension, Message, Session
 from simplexmpp.testing import ClientFactory, FakeServer
 from simplexmpp.testing import xmpp_client, xmpp_server  # noqa: F401  (the fixtures)
 
@@ -108,8 +108,10 @@ class Weather(Extension):
         super().__init__(client)
         self.started: list[Session] = []
         self.stopped = threading.Event()
+        self.hook_threads: list[str] = []
 
     def session_started(self, session: Session) -> None:
+        self.hook_threads.append(threading.current_thread().name)
         self.started.append(session)
 
     def client_stopped(self, error: BaseException | None) -> None:
@@ -166,3 +168,52 @@ def test_session_tells_number_first_and_jid(xmpp_server: FakeServer) -> None:
     assert (first.number, first.first, first.resumed) == (1, True, False)
     assert (second.number, second.first) == (2, True)
     assert first.jid.bare == "alice@" + alice.account.domain
+
+
+def test_hooks_cost_a_dispatcher_thread_only_when_overridden(xmpp_server: FakeServer) -> None:
+    quiet_client = xmpp_server.client("alice")
+    quiet_client.extension(Quiet)  # overrides no hook
+    busy_client = xmpp_server.client("bob")
+    weather = busy_client.extension(Weather)
+    quiet_client.connect()
+    busy_client.connect()
+    try:
+        quiet_client.ping()
+        assert quiet_client._dispatch_thread is None
+        busy_client.ping()
+        xmpp_server.wait_for(lambda: weather.started)
+        assert weather.hook_threads == [f"simplexmpp-dispatch-{busy_client.account.bare}"]
+    finally:
+        quiet_client.disconnect()
+        busy_client.disconnect()
+
+
+def test_stanza_handlers_run_on_the_dispatcher_and_claim(xmpp_server: FakeServer) -> None:
+    alice = xmpp_server.client("alice")
+    alice.connect()
+    got: list[tuple[str | None, str]] = []
+    done = threading.Event()
+
+    def on_weather(msg: Message) -> None:
+        got.append((msg.body, threading.current_thread().name))
+        done.set()
+
+    handle = alice.add_stanza_handler("message", on_weather, tags=["{urn:example:weather}x"])
+    with pytest.raises(ValueError):
+        alice.add_stanza_handler("message", on_weather)  # neither tags nor types
+    try:
+        for body, tagged in (("claimed", True), ("plain", False)):
+            extra = "<x xmlns='urn:example:weather'/>" if tagged else ""
+            xmpp_server.inject(f"<message xmlns='jabber:client' to='{alice.jid}' "
+                               f"from='bob@localhost/x' type='chat'><body>{body}</body>"
+                               f"{extra}</message>")
+        assert alice.next_message(timeout=5).body == "plain"  # the tagged one was claimed
+        assert done.wait(5)
+        assert got == [("claimed", f"simplexmpp-dispatch-{alice.account.bare}")]
+        alice.remove_stanza_handler(handle)
+        xmpp_server.inject(f"<message xmlns='jabber:client' to='{alice.jid}' "
+                           "from='bob@localhost/x' type='chat'><body>free</body>"
+                           "<x xmlns='urn:example:weather'/></message>")
+        assert alice.next_message(timeout=5).body == "free"
+    finally:
+        alice.disconnect()
