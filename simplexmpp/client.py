@@ -1697,7 +1697,7 @@ class Client:
                          tags: Iterable[str] | None = None,
                          types: Iterable[str] | None = None) -> int:
         """Package-private fast path of simplexmpp's own extensions (through
-        ``Extension._intercept``): ``interceptor(stanza)`` sees every received
+        ``Extension._intercept_stanzas``): ``interceptor(stanza)`` sees every received
         ``"message"`` or ``"presence"`` before the client handles it, and returns True to
         claim it. With ``tags`` (Clark names of child elements) it sees only stanzas with
         such a child, with ``types`` only stanzas of those types (a message without a type,

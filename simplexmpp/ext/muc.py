@@ -98,11 +98,11 @@ NICK_CHANGED = 303
 #: §9.3, §11.1, §11.2), with the ``left_reason`` they give.
 REMOVALS = {307: "kicked", 301: "banned", 321: "affiliation-changed", 322: "members-only",
             332: "shutdown", 333: "error"}
-#: Of those, the removals nobody chose: 332, the MUC service is shutting down (§11.1, a
-#: server restart sends it to every occupant), and 333, a technical error on the way to us
-#: (§7.2.19/§11.1: the room got an error bouncing a stanza to us). A person (307 kick,
-#: 301 ban) or a policy (321, 322) did not put us out, so the room is entered again: at
-#: once while the session lasts, else after the next session starts.
+#: Of those, the removals nobody chose (XEP-0045 status-code registry): 332, the system is
+#: shutting down, and 333, removed for technical reasons (the room got an error delivering
+#: to us; Prosody 0.12 sends it to occupants while it restarts, as it closes their sessions
+#: before the rooms). Not a person (307 kick, 301 ban) nor a policy (321, 322): the room is
+#: entered again, at once while the session lasts, else after the next session starts.
 NOT_CHOSEN = frozenset({332, 333})
 #: Errors answering a re-join that may clear up on their own (the room being re-created
 #: and still locked, the service restarting): the re-join is tried again later. Any other
