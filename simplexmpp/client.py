@@ -281,7 +281,7 @@ def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
 
 
 class Client:
-    """A blocking XMPP client. See ../shared/API.md for the contract.
+    """A blocking XMPP client.
 
     >>> with Client("alice@localhost", "password", host="127.0.0.1",
     ...             ca_file="certs/localhost.crt") as client:      # doctest: +SKIP
