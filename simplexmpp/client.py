@@ -437,6 +437,7 @@ class Client:
         self._extension_lock = threading.RLock()
         self._hooks: dict[str, list[Extension]] = {}
         self._stanza_started: float | None = None
+        self._stanza_mark = 0  # stream.elements_received when _stanza_started was set
         self._ping_sent_at: float | None = None
         #: What this client advertises in XEP-0030 disco#info; extensions add theirs.
         self.local_features: set[str] = {PING_NS, "http://jabber.org/protocol/disco#info",
@@ -1247,8 +1248,12 @@ class Client:
         now = time.monotonic()
         if stream.in_stanza:
             # A peer trickling one endless stanza would hold the stream forever (slow loris).
-            if self._stanza_started is None:
+            # The clock restarts whenever an element has completed since the last check, so
+            # steady traffic whose reads all end inside a stanza is not mistaken for one.
+            received = stream.elements_received
+            if self._stanza_started is None or received != self._stanza_mark:
                 self._stanza_started = now
+                self._stanza_mark = received
             elif now - self._stanza_started > self.timeout:
                 raise StreamError("policy-violation",
                                   f"the server took more than {self.timeout:g} s to send one "

@@ -227,6 +227,8 @@ class ClientStream:
         self._pending_id: str | None = None
         self._out: list[str] = []
         self._parser = StreamParser(max_stanza_size=max_stanza_size)
+        self._earlier_replacements = 0  # parser replacements in streams before a restart
+        self._earlier_elements = 0
         self._closing = False
         #: The server asked for an ack (XEP-0198 ``<r/>``) that is not answered yet: the
         #: ``<a/>`` goes out with our next output, or when the owner calls :meth:`send_ack`.
@@ -239,6 +241,17 @@ class ClientStream:
     def in_stanza(self) -> bool:
         """True while the peer is part-way through sending a stanza."""
         return self._parser.in_stanza
+
+    @property
+    def parser_replacements(self) -> int:
+        """How many times the XML parser was replaced to bound the names it keeps (see
+        [StreamParser][simplexmpp.xml.StreamParser] ``recycle_bytes``), restarts included."""
+        return self._earlier_replacements + self._parser.replacements
+
+    @property
+    def elements_received(self) -> int:
+        """Top-level elements (stanzas and nonzas) received so far, restarts included."""
+        return self._earlier_elements + self._parser.completed
 
     # -- driving the machine ---------------------------------------------------------------
     def start(self) -> None:
@@ -351,6 +364,8 @@ class ClientStream:
 
     # -- internals -------------------------------------------------------------------------
     def _restart(self) -> None:
+        self._earlier_replacements += self._parser.replacements
+        self._earlier_elements += self._parser.completed
         self._parser = StreamParser(max_stanza_size=self.max_stanza_size)
         self._out.append(stream_header(self.jid.domain, from_=str(self.jid.bare)
                                        if self.encrypted else None, lang=self.lang))

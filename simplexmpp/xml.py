@@ -16,8 +16,14 @@ so elements are built in C. RFC 6120 §11.1 restrictions are enforced on top:
 * an encoding other than UTF-8 is refused (``unsupported-encoding``, RFC 6120 §11.6);
 * invalid UTF-8 and any other well-formedness error give ``not-well-formed``;
 * a stanza larger than ``max_stanza_size`` bytes or nested deeper than ``max_depth`` gives
-  ``policy-violation``. Bytes are fed to expat in slices of bounded size, so memory stays
-  proportional to the limit, not to what the peer sends.
+  ``policy-violation``. Every byte counts, from the first byte of a stanza (an unclosed start
+  tag too) and between stanzas, except whitespace between stanzas (RFC 6120 §11.7 keepalives),
+  which is dropped before expat sees it. Bytes are fed to expat in slices of bounded size, so
+  memory stays proportional to the limit, not to what the peer sends;
+* expat and ElementTree keep every element, attribute and namespace name they have met, for
+  the life of the parser. So that a peer inventing names cannot grow that table without end,
+  the expat parser is replaced at a stanza boundary once ``recycle_bytes`` bytes have passed
+  through it; the new one is given the stream header's namespace declarations again.
 
 Every error is raised as :class:`simplexmpp.errors.StreamError` with the condition to send back.
 """
@@ -75,6 +81,11 @@ class StreamEnd:
 StreamItem = Union[StreamHeader, ET.Element, StreamEnd]
 
 _XML_DECL = re.compile(rb"\s*<\?xml\s[^?>]*\?>", re.ASCII)
+_SPACE = b" \t\r\n"   # XML 1.0 §2.3 S
+# From a tag's '<' to the end of a read: the tag is complete (a '>' outside the quoted attribute
+# values, which may hold '>' but never '<', XML 1.0 §3.1) and only whitespace follows it.
+_TAG_THEN_SPACE = re.compile(rb"""<[^'"<>]*(?:(?:'[^']*'|"[^"]*")[^'"<>]*)*>[ \t\r\n]*\Z""")
+_SPACE_TO_END = re.compile(rb"[ \t\r\n]*\Z")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _PROLOG_LIMIT = 4096
 
@@ -112,27 +123,46 @@ class StreamParser:
     """
 
     def __init__(self, *, max_stanza_size: int = 1 << 20, max_depth: int = 64,
-                 chunk_size: int = 16384) -> None:
+                 chunk_size: int = 16384, recycle_bytes: int = 1 << 18) -> None:
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
+        #: Bytes after which the expat parser is replaced at the next stanza boundary: the
+        #: names it keeps (elements, attributes, namespaces) come only from these bytes.
+        self.recycle_bytes = recycle_bytes
+        #: How many times the expat parser was replaced (see ``recycle_bytes``).
+        self.replacements = 0
+        #: Top-level elements (stanzas and nonzas) completed so far.
+        self.completed = 0
         # Slices fed to expat at once: limits how far past max_stanza_size one feed can reach.
         self._chunk = max(256, min(chunk_size, max_stanza_size // 4 or 256))
         self._events: list[tuple[str, object]] = []
+        self._parser = self._new_parser(("start", "end", "start-ns"))
+        self._prolog: bytes | None = b""   # bytes before the stream header; None once past it
+        self._root: ET.Element | None = None
+        self._default_ns: str | None = None
+        self._header_ns: list[tuple[str, str]] = []  # the header's xmlns declarations
+        self._restart_header = b""  # what a replacement parser is fed to stand where we are
+        self._elements = 0   # elements completed in the current stanza
+        # Bytes fed since the last top-level element (or the header) was completed: an open
+        # start tag and text between stanzas count too (the whole of expat's buffer).
+        self._stanza_bytes = 0
+        self._fed = 0        # bytes fed to the current expat parser since its header
+        # True when the last byte fed ended a stanza (or the header), possibly followed by
+        # whitespace: expat holds no partial token, so whitespace that comes next can be
+        # dropped and the parser replaced.
+        self._boundary = False
+        self._ended = False
+        self._failed: StreamError | None = None
+
+    def _new_parser(self, events: tuple[str, ...]) -> ET.XMLParser:
         # RFC 6120 §11.1: comments and PIs are refused by their factories, which raise as
         # expat meets them (insert_* makes the TreeBuilder call them at all); so the events
         # list never has to be searched for them.
         builder = ET.TreeBuilder(comment_factory=_refuse_comment, pi_factory=_refuse_pi,
                                  insert_comments=True, insert_pis=True)
-        self._parser = ET.XMLParser(target=builder, encoding="utf-8")
-        self._parser._setevents(  # type: ignore[attr-defined]  # what XMLPullParser uses
-            self._events, ("start", "end", "start-ns"))
-        self._prolog: bytes | None = b""   # bytes before the stream header; None once past it
-        self._root: ET.Element | None = None
-        self._default_ns: str | None = None
-        self._elements = 0   # elements completed in the current stanza
-        self._stanza_bytes = 0
-        self._ended = False
-        self._failed: StreamError | None = None
+        parser = ET.XMLParser(target=builder, encoding="utf-8")
+        parser._setevents(self._events, events)  # type: ignore[attr-defined]  # as XMLPullParser
+        return parser
 
     @property
     def header_seen(self) -> bool:
@@ -140,14 +170,16 @@ class StreamParser:
 
     @property
     def in_stanza(self) -> bool:
-        """True while a top-level element has begun but not ended."""
-        return self._root is not None and len(self._root) > 0
+        """True while a top-level element has begun (its start tag too) but not ended."""
+        root = self._root
+        return root is not None and not self._ended and (len(root) > 0 or not self._boundary)
 
     def feed(self, data: bytes) -> list[StreamItem]:
         """Parse ``data``; return the stream items it completed (header, elements, end).
 
-        Raises :class:`StreamError` (``by_peer=False``) naming the condition to report; after
-        that the parser is dead and every further call raises the same error.
+        Raises:
+            StreamError: (``by_peer=False``) naming the condition to report; after that the
+                parser is dead and every further call raises the same error.
         """
         if self._failed is not None:
             raise self._failed
@@ -159,6 +191,19 @@ class StreamParser:
                 data = self._check_prolog(data)
                 if not data:
                     return out
+            elif self._boundary:
+                if data[0] in _SPACE:
+                    # RFC 6120 §11.7: whitespace between stanzas (keepalives) carries nothing;
+                    # fed to expat it would pile up in the TreeBuilder until the next stanza.
+                    data = data.lstrip(_SPACE)
+                    if not data:
+                        return out
+                self._boundary = False
+            if self._fed >= self.recycle_bytes and self._root is not None:
+                data = data[self._feed_to_boundary(data, out):]
+                if not data or self._ended:
+                    return out
+                self._boundary = False
             chunk = self._chunk
             if len(data) <= chunk:
                 self._feed_slice(data, out)
@@ -167,9 +212,57 @@ class StreamParser:
                     self._feed_slice(data[start:start + chunk], out)
                     if self._ended:
                         break
+            if out and not self._ended and self._root is not None and not len(self._root):
+                self._boundary = self._ends_at_boundary(data)
+                if self._boundary and self._fed >= self.recycle_bytes:
+                    self._replace_parser()
         except StreamError as exc:
             self._fail(exc)
         return out
+
+    @staticmethod
+    def _ends_at_boundary(data: bytes) -> bool:
+        """Whether ``data``, in which a top-level element ended and after which none is open,
+        ends with that element's last tag and whitespace: then expat holds nothing partial."""
+        lt = data.rfind(b"<")
+        if lt == -1:
+            # The '>' that ended the element is in data; after it comes text, no tag.
+            return _SPACE_TO_END.match(data, data.rfind(b">") + 1) is not None
+        return _TAG_THEN_SPACE.match(data, lt) is not None
+
+    def _feed_to_boundary(self, data: bytes, out: list[StreamItem]) -> int:
+        """Feed ``data`` up to the '>' that ends the next top-level element and replace the
+        parser there; return how many bytes were fed (all of them if no element ended)."""
+        pos, size, chunk = 0, len(data), self._chunk
+        while pos < size:
+            gt = data.find(b">", pos, pos + chunk)
+            stop = gt + 1 if gt != -1 else min(pos + chunk, size)
+            before = len(out)
+            self._feed_slice(data[pos:stop], out)
+            pos = stop
+            if self._ended:
+                break
+            assert self._root is not None
+            if gt != -1 and len(out) > before and not len(self._root):
+                # An element ended with the last byte fed: the parser is between stanzas.
+                self._replace_parser()
+                break
+        return pos
+
+    def _replace_parser(self) -> None:
+        """Drop the expat parser (and its name tables) for a new one that has been fed only
+        a stream header declaring the same namespaces, so the stream goes on as before."""
+        events = self._events
+        parser = self._new_parser(("start",))
+        parser.feed(self._restart_header)
+        root = events[0][1]
+        events.clear()
+        parser._setevents(events, ("end",))  # type: ignore[attr-defined]
+        self._parser = parser
+        self._root = root  # type: ignore[assignment]
+        self._fed = 0
+        self._boundary = True
+        self.replacements += 1
 
     def _fail(self, exc: StreamError) -> None:
         self._failed = exc
@@ -229,21 +322,24 @@ class StreamParser:
         finally:
             if self._events:
                 self._take_events(out)
-        if self.in_stanza:
+        root = self._root
+        if root is not None and len(root):
             # The open elements are the chain of last children from root[0]: check its
             # length, so an endless nest is refused without waiting for it to close.
-            assert self._root is not None
-            node, level = self._root[0], 2
+            node, level = root[0], 2
             while len(node):
                 node, level = node[-1], level + 1
                 if level > self.max_depth:
                     raise StreamError("policy-violation",
                                       f"elements nested deeper than {self.max_depth}")
-            # Inside a stanza: count what it costs. Over-counts by at most one slice.
-            self._stanza_bytes += len(data)
-            if self._stanza_bytes > self.max_stanza_size:
-                raise StreamError("policy-violation",
-                                  f"stanza larger than {self.max_stanza_size} bytes")
+        # Every byte counts from the one after the last complete element: an unclosed start
+        # tag, or text between stanzas, sits whole in expat's buffer (and expat 2.5 scans it
+        # again on every feed). Over-counts by at most one slice.
+        self._fed += len(data)
+        self._stanza_bytes += len(data)
+        if self._stanza_bytes > self.max_stanza_size:
+            raise StreamError("policy-violation",
+                              f"stanza larger than {self.max_stanza_size} bytes")
 
     def _take_events(self, out: list[StreamItem]) -> None:
         events = self._events
@@ -284,6 +380,7 @@ class StreamParser:
             stanzas = root[:done]
             del root[:done]  # bounded memory: the stream keeps nothing
             self._stanza_bytes = 0
+            self.completed += done
             for elem in stanzas:
                 if elem.tag[0] != "{":
                     raise StreamError("invalid-namespace", "top-level element in no namespace")
@@ -320,6 +417,7 @@ class StreamParser:
         if done:
             del root[:done]
             self._stanza_bytes = 0
+            self.completed += done
 
     def _take_header_events(self, out: list[StreamItem]) -> None:
         # Until the header has been seen "start" and "start-ns" events come too; the events
@@ -336,6 +434,7 @@ class StreamParser:
                 if root[0] is elem:
                     del root[0]
                     self._stanza_bytes = 0
+                    self.completed += 1
                     count, self._elements = self._elements, 0
                     if count > self.max_depth:
                         _check_depth(elem, self.max_depth)
@@ -348,20 +447,39 @@ class StreamParser:
                     self._start_stream(elem, out)  # type: ignore[arg-type]
                     root = self._root
             elif kind == "start-ns":
-                if root is None and elem[0] == "":  # type: ignore[index]
-                    self._default_ns = elem[1]  # type: ignore[index]
+                if root is None:
+                    prefix, uri = elem  # type: ignore[misc]
+                    self._header_ns.append((prefix, uri))
+                    if prefix == "":
+                        self._default_ns = uri
 
     def _start_stream(self, root: ET.Element, out: list[StreamItem]) -> None:
         if root.tag != _STREAM_TAG:
             raise StreamError("invalid-namespace",
                               f"expected <stream:stream> in {STREAM_NS}, got {root.tag}")
         self._root = root
+        self._stanza_bytes = 0
         # Namespace declarations only matter on the header (the stream's default namespace);
         # stop reporting them, which saves an event per xmlns in every stanza.
         self._parser._setevents(  # type: ignore[attr-defined]
             self._events, ("end",))
+        self._restart_header = self._header_like(self._header_ns)
         attrs = {("xml:lang" if k == "{%s}lang" % XML_NS else k): v for k, v in root.attrib.items()}
         out.append(StreamHeader(attrs, self._default_ns))
+
+    @staticmethod
+    def _header_like(declarations: list[tuple[str, str]]) -> bytes:
+        """A start tag with the stream header's name and namespace declarations, for a
+        replacement parser: the peer's stanzas (and its closing tag) mean the same to it."""
+        stream_prefixes = [prefix for prefix, uri in declarations if uri == STREAM_NS]
+        # The header's own prefix is one bound to the streams namespace ("stream" in
+        # practice); the closing </stream:stream> must match it.
+        prefix = next((p for p in stream_prefixes if p), "" if stream_prefixes else "stream")
+        attrs = "".join(' xmlns%s="%s"' % (":" + p if p else "", escape(uri))
+                        for p, uri in declarations)
+        if not stream_prefixes:
+            attrs += ' xmlns:stream="%s"' % STREAM_NS
+        return ("<%s%s>" % (prefix + ":stream" if prefix else "stream", attrs)).encode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,21 +522,63 @@ def _split(tag: str) -> tuple[str | None, str]:
     return None, tag
 
 
+# Namespaces in XML 1.0 §3 NCName: the XML 1.0 §2.3 Name production without ':'.
+_NAME_START = ("A-Z_a-z\xc0-\xd6\xd8-\xf6\xf8-\u02ff\u0370-\u037d\u037f-\u1fff\u200c\u200d"
+               "\u2070-\u218f\u2c00-\u2fef\u3001-\ud7ff\uf900-\ufdcf\ufdf0-\ufffd"
+               "\U00010000-\U000effff")
+_NCNAME = re.compile("[%s][%s.0-9\xb7\u0300-\u036f\u203f\u2040-]*" % (_NAME_START, _NAME_START))
+_XMLNS_NS = "http://www.w3.org/2000/xmlns/"
+
+
+def _check_name(name: str, ns: str | None, what: str) -> None:
+    """Refuse a name :func:`tostring` cannot write as it is (it would corrupt the stream)."""
+    if _NCNAME.fullmatch(name) is None:
+        raise InvalidStanzaError(f"{what} name {name!r} is not an XML name")
+    if ns is not None:
+        escape(ns)  # characters XML cannot carry
+        if ns == _XMLNS_NS:
+            raise InvalidStanzaError(f"{what} {name!r} is in the reserved namespace {ns}")
+
+
 #: tag -> (namespace, "<local", '<local xmlns="ns"', "</local>"): the pieces of a tag,
-#: worked out once per tag (bounded: a program sends few distinct tags).
+#: worked out (and the name checked) once per tag; bounded: a program sends few distinct tags.
 _TagParts = tuple[Union[str, None], str, str, str]
 _TAGS: dict[str, _TagParts] = {}
 _TAGS_MAX = 2048
+#: Attribute names known to be writable as they are (checked once each, bounded likewise).
+_ATTR_NAMES: set[str] = set()
 
 
 def _tag_parts(tag: object) -> _TagParts:
     if not isinstance(tag, str):  # Comment/PI objects are never sent (RFC 6120 §11.1)
         raise InvalidStanzaError("comments and processing instructions cannot be sent")
+    if not tag:
+        raise InvalidStanzaError("an element needs a name")
     ns, local = _split(tag)
+    _check_name(local, ns, "element")
+    if ns == XML_NS:  # may not be a default namespace (Namespaces in XML 1.0 §3)
+        raise InvalidStanzaError(f"element {local!r} cannot be in the namespace {ns}")
     parts = (ns, "<" + local, '<%s xmlns="%s"' % (local, escape(ns or "")), "</%s>" % local)
     if len(_TAGS) < _TAGS_MAX:
         _TAGS[tag] = parts
     return parts
+
+
+def _check_attribute(key: object) -> None:
+    if not isinstance(key, str) or not key:
+        raise InvalidStanzaError(f"attribute name {key!r} is not an XML name")
+    if key[0] == "{":
+        ns, local = _split(key)
+        _check_name(local, ns, "attribute")
+    elif key.startswith("xml:"):  # the xml prefix is bound without a declaration
+        _check_name(key[4:], None, "attribute")
+    else:
+        _check_name(key, None, "attribute")
+        if key == "xmlns":  # would redeclare the default namespace under the element
+            raise InvalidStanzaError("an xmlns attribute cannot be set: the namespace is "
+                                     "part of the tag, {namespace}name")
+    if len(_ATTR_NAMES) < _TAGS_MAX:
+        _ATTR_NAMES.add(key)
 
 
 def tostring(elem: ET.Element, default_ns: str | None = CLIENT_NS) -> str:
@@ -441,6 +601,8 @@ def _write(elem: ET.Element, parent_ns: str | None, parts: list[str]) -> None:
     if attrib:
         prefixes: dict[str, str] | None = None
         for key, value in attrib.items():
+            if key not in _ATTR_NAMES:
+                _check_attribute(key)
             if key[0] == "{":
                 ans, aname = _split(key)
                 if ans == XML_NS:
