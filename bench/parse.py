@@ -5,7 +5,10 @@ Compares simplexmpp's hardened StreamParser with two baselines fed the same byte
 
 * bare expat (``xml.parsers.expat`` with no handlers: the floor cost of tokenising), and
 * ``ElementTree.XMLPullParser`` (builds the same Element trees, but without any of the
-  RFC 6120 §11.1 hardening, size limits or stream handling).
+  RFC 6120 §11.1 hardening, size limits or stream handling), and
+* defusedxml's ``DefusedXMLParser`` (when defusedxml is installed): to hook expat's DTD and
+  entity handlers it must use the pure-Python ElementTree parser, so every element costs
+  Python calls. This row is why simplexmpp does not use it on the receive path.
 
     python bench/parse.py [--count 100000] [--repeat 5]
 
@@ -70,6 +73,15 @@ def run_pull(pieces: list[bytes]) -> int:
     return count
 
 
+def run_defusedxml(pieces: list[bytes]) -> int:
+    from defusedxml.ElementTree import DefusedXMLParser
+    builder = ET.TreeBuilder()
+    parser = DefusedXMLParser(target=builder, forbid_dtd=True)
+    for piece in pieces:
+        parser.feed(piece)
+    return -1  # the tree is built but not walked (it costs nothing here)
+
+
 def run_expat(pieces: list[bytes]) -> int:
     parser = xml.parsers.expat.ParserCreate(namespace_separator="}")
     for piece in pieces:
@@ -101,6 +113,12 @@ def main() -> None:
         "ElementTree.XMLPullParser": measure(run_pull, pieces, args.repeat),
         "simplexmpp StreamParser": measure(run_simplexmpp, pieces, args.repeat),
     }
+    try:
+        import defusedxml  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        results["defusedxml DefusedXMLParser"] = measure(run_defusedxml, pieces, args.repeat)
     expat = results["bare expat (no handlers)"]
     print(f"{args.count} stanzas, {len(data) / 1e6:.1f} MB, {CHUNK}-byte chunks, "
           f"median of {args.repeat}; Python {sys.version.split()[0]}")

@@ -238,7 +238,7 @@ class StreamParser:
             gt = data.find(b">", pos, pos + chunk)
             stop = gt + 1 if gt != -1 else min(pos + chunk, size)
             before = len(out)
-            self._feed_slice(data[pos:stop], out)
+            self._feed_slice(data[pos:stop], out, flush=True)
             pos = stop
             if self._ended:
                 break
@@ -306,9 +306,13 @@ class StreamParser:
         self._prolog = None
         return buf
 
-    def _feed_slice(self, data: bytes, out: list[StreamItem]) -> None:
+    def _feed_slice(self, data: bytes, out: list[StreamItem], flush: bool = False) -> None:
         try:
             self._parser.feed(data)
+            if flush and hasattr(self._parser, "flush"):
+                # expat >= 2.6 may defer parsing a small feed that ends a partial token;
+                # finding a boundary needs every byte fed to have been parsed.
+                self._parser.flush()
         except _Refused:
             self._events.clear()
             raise StreamError("restricted-xml",

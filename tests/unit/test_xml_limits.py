@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simplexmpp.errors import InvalidStanzaError, StreamError
 from simplexmpp.xml import STREAM_FOOTER, StreamEnd, StreamParser, tostring
@@ -239,3 +241,28 @@ def test_a_bad_name_is_refused_before_anything_is_queued() -> None:
     with pytest.raises(InvalidStanzaError):
         t.stream.send(bad)
     assert t.stream.data_to_send() == b"" and len(t.stream.unacked) == unacked
+
+
+TRICKY = (b"<message id='a>b' to=\"c'>d\"><body>x &gt; y > z</body></message>  \n"
+          b"<presence/>\t<iq type='get' id='q  >  '><db:result xmlns:p='urn:p' p:a='>'/>"
+          b"</iq>\r\n<message id='   '><x xmlns='urn:x'><![CDATA[ <a> ]]></x></message>")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(HEADER + TRICKY * 3)), max_size=20),
+       st.integers(min_value=0, max_value=400))
+def test_any_split_with_replacements_parses_like_the_whole(cuts: list[int],
+                                                           recycle: int) -> None:
+    # '>' in attribute values and text, whitespace inside values and between stanzas,
+    # CDATA: replacing the parser and dropping whitespace must change nothing.
+    data = HEADER + TRICKY * 3 + STREAM_FOOTER.encode()
+    whole = StreamParser().feed(data)
+    parser = StreamParser(recycle_bytes=recycle)
+    items: list[object] = []
+    start = 0
+    for point in sorted(set(cuts)) + [len(data)]:
+        items += parser.feed(data[start:point])
+        start = point
+    assert len(items) == len(whole) == 14
+    assert [tostring(i) for i in items[1:-1]] == [tostring(i) for i in whole[1:-1]]  # type: ignore[arg-type]
+    assert isinstance(items[-1], StreamEnd)
