@@ -82,9 +82,9 @@ StreamItem = Union[StreamHeader, ET.Element, StreamEnd]
 
 _XML_DECL = re.compile(rb"\s*<\?xml\s[^?>]*\?>", re.ASCII)
 _SPACE = b" \t\r\n"   # XML 1.0 §2.3 S
-# From a tag's '<' to the end of a read: the tag is complete (a '>' outside the quoted attribute
-# values, which may hold '>' but never '<', XML 1.0 §3.1) and only whitespace follows it.
-_TAG_THEN_SPACE = re.compile(rb"""<[^'"<>]*(?:(?:'[^']*'|"[^"]*")[^'"<>]*)*>[ \t\r\n]*\Z""")
+# A complete tag from its '<': its '>' is outside the quoted attribute values, which may hold
+# '>' but never '<' (XML 1.0 §3.1).
+_TAG = re.compile(rb"""<[^'"<>]*(?:(?:'[^']*'|"[^"]*")[^'"<>]*)*>""")
 _SPACE_TO_END = re.compile(rb"[ \t\r\n]*\Z")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _PROLOG_LIMIT = 4096
@@ -151,6 +151,7 @@ class StreamParser:
         # whitespace: expat holds no partial token, so whitespace that comes next can be
         # dropped and the parser replaced.
         self._boundary = False
+        self._open_tag = False  # a start tag has begun, not closed (so in_stanza)
         self._ended = False
         self._failed: StreamError | None = None
 
@@ -172,7 +173,7 @@ class StreamParser:
     def in_stanza(self) -> bool:
         """True while a top-level element has begun (its start tag too) but not ended."""
         root = self._root
-        return root is not None and not self._ended and (len(root) > 0 or not self._boundary)
+        return root is not None and not self._ended and (len(root) > 0 or self._open_tag)
 
     def feed(self, data: bytes) -> list[StreamItem]:
         """Parse ``data``; return the stream items it completed (header, elements, end).
@@ -212,23 +213,30 @@ class StreamParser:
                     self._feed_slice(data[start:start + chunk], out)
                     if self._ended:
                         break
-            if out and not self._ended and self._root is not None and not len(self._root):
-                self._boundary = self._ends_at_boundary(data)
-                if self._boundary and self._fed >= self.recycle_bytes:
-                    self._replace_parser()
+            if not self._ended and self._root is not None and not len(self._root):
+                self._between_stanzas(data, bool(out))
         except StreamError as exc:
             self._fail(exc)
         return out
 
-    @staticmethod
-    def _ends_at_boundary(data: bytes) -> bool:
-        """Whether ``data``, in which a top-level element ended and after which none is open,
-        ends with that element's last tag and whitespace: then expat holds nothing partial."""
+    def _between_stanzas(self, data: bytes, completed: bool) -> None:
+        """After a feed that left no top-level element open: whether a start tag has begun
+        (the last '<' fed opens a tag not yet closed) and, when an element was completed by
+        this feed, whether it ended with that element's last tag and whitespace, so expat
+        holds nothing partial (then the parser may be replaced)."""
         lt = data.rfind(b"<")
-        if lt == -1:
+        if lt != -1:
+            tag = _TAG.match(data, lt)
+            self._open_tag = tag is None
+            if completed:
+                self._boundary = tag is not None and \
+                    _SPACE_TO_END.match(data, tag.end()) is not None
+        elif completed:
             # The '>' that ended the element is in data; after it comes text, no tag.
-            return _SPACE_TO_END.match(data, data.rfind(b">") + 1) is not None
-        return _TAG_THEN_SPACE.match(data, lt) is not None
+            self._open_tag = False
+            self._boundary = _SPACE_TO_END.match(data, data.rfind(b">") + 1) is not None
+        if self._boundary and self._fed >= self.recycle_bytes:
+            self._replace_parser()
 
     def _feed_to_boundary(self, data: bytes, out: list[StreamItem]) -> int:
         """Feed ``data`` up to the '>' that ends the next top-level element and replace the
@@ -262,6 +270,7 @@ class StreamParser:
         self._root = root  # type: ignore[assignment]
         self._fed = 0
         self._boundary = True
+        self._open_tag = False
         self.replacements += 1
 
     def _fail(self, exc: StreamError) -> None:

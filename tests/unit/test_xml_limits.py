@@ -266,3 +266,14 @@ def test_any_split_with_replacements_parses_like_the_whole(cuts: list[int],
     assert len(items) == len(whole) == 14
     assert [tostring(i) for i in items[1:-1]] == [tostring(i) for i in whole[1:-1]]  # type: ignore[arg-type]
     assert isinstance(items[-1], StreamEnd)
+
+
+def test_text_between_stanzas_is_not_a_stanza_begun() -> None:
+    parser = StreamParser()
+    parser.feed(HEADER)
+    parser.feed(b"just text")
+    assert not parser.in_stanza
+    parser.feed(b" <mess")
+    assert parser.in_stanza
+    parser.feed(b"age/>more text")
+    assert not parser.in_stanza
