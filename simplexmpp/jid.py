@@ -30,7 +30,13 @@ _OPAQUE = get_profile("OpaqueString")
 
 
 def _octets(part: str) -> int:
-    return len(part.encode("utf-8"))
+    """The UTF-8 length of ``part``; a str that has no UTF-8 form (a lone surrogate, which
+    no XML stream can carry either) is not a JID part."""
+    try:
+        return len(part.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise JIDError(f"invalid JID {part!r}: not Unicode text ({exc.reason} at position "
+                       f"{exc.start})") from None
 
 
 @functools.lru_cache(maxsize=4096)

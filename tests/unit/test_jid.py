@@ -134,3 +134,43 @@ def test_normalisation_is_idempotent_and_never_crashes(text: str) -> None:
         return
     again = JID(str(jid))
     assert str(again) == str(jid) and again == jid
+
+
+# Any code point, lone surrogates included (st.text() leaves those out by default): a Python
+# str can hold them, and one reaching JID() must be a JIDError like any other bad input.
+# Surrogates are drawn on purpose as well: among all code points they would be rare.
+ANY_CHAR = st.one_of(st.characters(exclude_categories=()),
+                     st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))
+ANY_TEXT = st.text(ANY_CHAR, max_size=30)
+#: Text shaped like a JID (local@domain/resource), each part arbitrary, so the examples get
+#: past the first split into the PRECIS and IDNA code.
+JID_SHAPED = st.builds(lambda local, domain, resource: f"{local}@{domain}/{resource}",
+                       ANY_TEXT, st.one_of(ANY_TEXT, st.just("example.com")), ANY_TEXT)
+
+
+@pytest.mark.parametrize("text", ["a\ud800@localhost", "alice@localhost/\udcff", "\ud83d",
+                                  "alice@exa\udfffmple.com"])
+def test_lone_surrogate_is_a_jid_error(text: str) -> None:
+    with pytest.raises(JIDError, match="not Unicode text"):
+        JID(text)
+
+
+@given(st.one_of(ANY_TEXT, JID_SHAPED))
+def test_any_text_is_a_jid_or_a_jid_error(text: str) -> None:
+    try:
+        jid = JID(text)
+    except JIDError:
+        return
+    assert JID(str(jid)) == jid
+
+
+@given(ANY_TEXT, ANY_TEXT, ANY_TEXT)
+def test_any_keyword_parts_are_a_jid_or_a_jid_error(local: str, domain: str,
+                                                    resource: str) -> None:
+    for kwargs in (dict(local=local, domain=domain, resource=resource), dict(domain=domain),
+                   dict(local=local, domain="example.com"),
+                   dict(domain="example.com", resource=resource)):
+        try:
+            JID(**kwargs)
+        except JIDError:
+            pass
