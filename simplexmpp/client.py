@@ -130,6 +130,17 @@ def _handle_of(entry: _Interceptor) -> int:
     return entry[0]
 
 
+def timeout_seconds(timeout: float) -> float:
+    """``timeout`` as seconds every waiting primitive accepts: NaN or a negative number is a
+    ValueError; infinity, or anything longer than ``threading.TIMEOUT_MAX`` (some 292 years),
+    becomes ``threading.TIMEOUT_MAX``: wait as long as it takes (issue 14: ``float("inf")``
+    used to raise OverflowError from deep inside a lock or a socket)."""
+    seconds = float(timeout)
+    if not seconds >= 0:  # also catches NaN, which compares false with everything
+        raise ValueError(f"timeout must be a number of seconds >= 0 (or None), not {timeout!r}")
+    return seconds if seconds < threading.TIMEOUT_MAX else threading.TIMEOUT_MAX
+
+
 def _checked_message(to: JID | str, body: str | None, type: str, subject: str | None,
                      thread: str | None) -> JID:
     """new_message()/send_message(): the recipient as a JID, once type and texts are checked."""
@@ -346,7 +357,9 @@ class Client:
         if not verify:
             log.warning("TLS certificate verification is OFF for %s: anyone on the network "
                         "path can read and change this session", self.account)
-        self.timeout = float(timeout)
+        #: Seconds a blocking call waits when it is given no ``timeout`` (the default of
+        #: every ``timeout=None``).
+        self.timeout = timeout_seconds(timeout)
         self.stream_management = stream_management
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
@@ -381,7 +394,7 @@ class Client:
         self._lost_at: float | None = None  # when the connection was lost (None: not lost)
         self._failed_attempts = 0      # reconnect attempts failed since then
         self._sessions_before = 0
-        self._io_timeout = float(timeout)
+        self._io_timeout = self.timeout
         self._sending = bytearray()    # taken from _outbuf, being written (I/O side only)
         self._negotiation_deadline: float | None = None
         self._dispatch_thread: threading.Thread | None = None
@@ -807,7 +820,9 @@ class Client:
             log.exception("disconnect after an error failed")
 
     def _timeout(self, timeout: float | None) -> float:
-        return self.timeout if timeout is None else float(timeout)
+        """The seconds a blocking call given ``timeout`` waits (None: the client's
+        ``timeout``); every blocking call goes through here (see ``timeout_seconds``)."""
+        return timeout_seconds(self.timeout if timeout is None else timeout)
 
     # ------------------------------------------------------------------------------------
     # Threads
@@ -1398,6 +1413,8 @@ class Client:
         if len(text) > self.max_stanza_size:
             raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
                                      f"({self.max_stanza_size})")
+        if timeout is not None:  # checked even when the ready stream will not need it
+            timeout = timeout_seconds(timeout)
         with self._lock:  # the lock of self._changed, so _wait_ready may wait on it
             stream = self._wait_ready(timeout)
             if element is None:
@@ -1551,6 +1568,8 @@ class Client:
             raise InvalidStanzaError(f"send_iq() sends get/set requests, not {iq.type!r}")
         if not iq.id:
             iq.id = new_id()
+        if timeout is not None:
+            timeout = timeout_seconds(timeout)  # a bad one fails before anything is pending
         future = IqFuture(self)
         to = iq.xml.get("to")
         with self._lock:
@@ -1578,6 +1597,11 @@ class Client:
                 f"{iq.to or self.account.domain} within {timeout:g} s") from None
         except XMPPError as exc:
             raise exc.with_traceback(None) from None
+        except BaseException:
+            # Interrupted while waiting (KeyboardInterrupt, say): nothing is left behind.
+            with self._lock:
+                self._pending.pop(iq.id or "", None)
+            raise
 
     @staticmethod
     def _payload_name(iq: Iq) -> str:
@@ -1992,6 +2016,8 @@ class Client:
         kept while we were offline come first (with ``.delay`` set, XEP-0203).
         """
         self._inbox_used = True
+        if timeout is not None:  # None: no limit
+            timeout = timeout_seconds(timeout)
         yield from self._inbox.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:

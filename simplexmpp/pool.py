@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import errors
-from .client import Client
+from .client import Client, timeout_seconds
 from .inbox import DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .stanza import Message
@@ -155,6 +155,8 @@ class Pool:
     def messages(self, timeout: float | None = None) -> Iterator[tuple[JID, Message]]:
         """Incoming messages of all accounts as ``(account, message)``; ends after
         ``timeout`` seconds without one, or when the pool is disconnected."""
+        if timeout is not None:  # None: no limit
+            timeout = timeout_seconds(timeout)
         yield from self._inbox.iterate(timeout)
 
     @property

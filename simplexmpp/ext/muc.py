@@ -56,6 +56,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..client import timeout_seconds
 from ..errors import DisconnectedError, IqError, StanzaError, XMPPError
 from ..extension import Extension, Session
 from ..inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
@@ -347,6 +348,8 @@ class Room:
         included; ends when we leave or are put out of the room, or the client disconnects.
         With ``timeout``, it also ends after that many seconds without a message."""
         self._queue_used = True
+        if timeout is not None:  # None: no limit
+            timeout = timeout_seconds(timeout)
         yield from self._queue.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:
