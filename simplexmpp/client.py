@@ -38,7 +38,7 @@ from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
-from .stanza import Iq, Message, Presence, Stanza, new_id
+from .stanza import Iq, Message, Presence, Stanza, error_element, new_id
 from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
                      SMState, StartTLS, StreamClosed)
 from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
@@ -412,6 +412,8 @@ class Client:
         self._seen_ids: set[str] = set()
         self._seen_order: deque[str] = deque()
         self._sender_keys: dict[str, str] = {}   # 'from' attribute -> its key prefix
+        #: 'from'/'to' values of received stanzas found to be valid JIDs (_misaddressed).
+        self._valid_addresses: set[str] = set()
         #: The stanza-id our own archive gave the last message received (XEP-0359).
         self.last_stanza_id: str | None = None
         self.duplicate_window = 10000
@@ -1214,8 +1216,14 @@ class Client:
                     self._take_output()
             closed = False
             incoming, message = self._incoming, self._incoming_message
+            valid = self._valid_addresses
             for event in events:
                 if type(event) is _ELEMENT:  # a stanza (see stream.Event)
+                    sender, to = event.get("from"), event.get("to")
+                    if ((sender is not None and sender not in valid)
+                            or (to is not None and to not in valid)) \
+                            and self._misaddressed(event):
+                        continue
                     if event.tag == _MESSAGE:
                         message(event)
                     else:
@@ -1617,6 +1625,16 @@ class Client:
             return None
         return frozenset({str(target)})
 
+    def _own_bare_jid(self, address: str) -> bool:
+        """Whether ``address`` is our account's bare JID (normalised, so case and the
+        like do not matter)."""
+        if address == self._own_bare:
+            return True
+        try:
+            return JID(address).full == self._own_bare
+        except errors.JIDError:
+            return False
+
     def _reply_sender_ok(self, expected: frozenset[str] | None, sender: str | None) -> bool:
         if expected is None:
             # A request to our own account is answered by the server on its behalf: no from,
@@ -1666,6 +1684,38 @@ class Client:
                 self._incoming_presence(presence)
         elif tag == _IQ:
             self._incoming_iq(Iq(element))
+
+    def _misaddressed(self, element: ET.Element) -> bool:
+        """Whether a received stanza has a 'from' or 'to' that is not a JID (RFC 7622): it
+        is dropped, logged in one line, and an IQ request is answered with jid-malformed
+        (RFC 6120 §8.3.3.8). The one check every received stanza passes (``_read``, and
+        ``deliver`` for what extensions unwrap), so no handler ever meets a bad address.
+        Addresses found valid are remembered (a bounded set), so a known sender costs two
+        lookups, not a parse."""
+        valid = self._valid_addresses
+        for name in ("from", "to"):
+            value = element.get(name)
+            if value is None or value == "" or value in valid:
+                continue  # an empty address is an absent one (stanza.parse_jid)
+            try:
+                JID(value)
+            except errors.JIDError as exc:
+                kind = element.tag.rpartition("}")[2]
+                type_ = element.get("type")
+                log.warning("dropping a <%s type=%r id=%r> with a malformed %s %r: %s", kind,
+                            type_, element.get("id"), name, value, exc)
+                if element.tag == _IQ and type_ in ("get", "set"):
+                    reply = _ELEMENT(_IQ, {"type": "error", "id": element.get("id", "")})
+                    sender = element.get("from")
+                    if sender:
+                        reply.set("to", sender)  # as it came: the server can route it back
+                    reply.append(error_element("jid-malformed", "modify"))
+                    self._send_reply(reply)
+                return True
+            if len(valid) >= 4096:
+                valid.clear()
+            valid.add(value)
+        return False
 
     def _intercepted(self, kind: str, stanza: Stanza) -> bool:
         """Whether an interceptor claimed ``stanza`` (a ``kind``: message or presence)."""
@@ -1792,6 +1842,8 @@ class Client:
     def deliver(self, msg: Message) -> None:
         """Hand a message to the normal path (inbox and "message" events), for extensions
         that unwrap messages (carbons, archives)."""
+        if self._misaddressed(msg.xml):
+            return
         self._incoming_message(msg.xml, msg, intercept=False)
 
     def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
@@ -1887,9 +1939,13 @@ class Client:
 
     def _roster_push(self, iq: Iq, query: ET.Element) -> None:
         sender = iq.xml.get("from")
-        # RFC 6121 §2.1.6: a push is only valid from our own account (or with no from).
-        if sender is not None and not self._reply_sender_ok(None, sender):
-            log.warning("ignoring a roster push from %s: only the server may push", sender)
+        if sender is not None and not self._own_bare_jid(sender):
+            # RFC 6121 §2.1.6: only a push with no 'from' or from our bare JID is the
+            # server's; not one from another resource of our own account, nor from our
+            # domain. The RFC allows service-unavailable or no answer; this is what any IQ
+            # nobody handles gets (RFC 6120 §8.4), so it tells the sender nothing more.
+            log.warning("ignoring a roster push from %r: only the server may push", sender)
+            self._send_reply(iq.error_reply("service-unavailable"))
             return
         items = query.findall("{%s}item" % ROSTER_NS)
         if len(items) != 1:

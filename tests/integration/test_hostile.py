@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -254,3 +255,101 @@ def test_server_that_hangs_up_at_once_gives_connection_error(hostile) -> None:
 def test_plain_text_to_a_non_loopback_host_is_refused() -> None:
     with pytest.raises(ValueError, match="loopback"):
         Client("alice@example.org", "pw", host="192.0.2.1", tls="none")
+
+
+# Issue 14 item 3: a stanza whose 'from' is not a JID is dropped and logged in one line (an
+# IQ request answered jid-malformed); the session lives. These froms are what Prosody itself
+# refuses to route (see test_hostile_peers.py for those it passes), so a script sends them.
+MALFORMED_FROMS = ["/", "a@b@localhost", "@localhost", "\u202e@localhost",
+                   "x@localhost/\u202e", "\u2603@localhost"]
+
+
+def answer_ping_then_close(conn: Conn) -> None:
+    """Answer the ping by which disconnect() flushes, then wait for the client's close."""
+    ping = conn.read_until(r'<iq [^>]*id="([^"]+)"[^>]*><ping ')
+    conn.send(f"<iq type='result' from='localhost' id='{ping.group(1).decode()}'/>")
+    conn.read_until(r"</stream:stream>")
+
+
+def _xml_attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")
+
+
+@pytest.mark.parametrize("bad", MALFORMED_FROMS)
+def test_stanzas_from_a_malformed_address_are_dropped_and_the_session_lives(
+        hostile, caplog: pytest.LogCaptureFixture, bad: str) -> None:
+    replies: list[str] = []
+    frm = _xml_attr(bad)
+
+    def script(conn: Conn) -> None:
+        conn.anonymous_session(jid="anon@localhost/r1")
+        conn.send(f"<presence from='{frm}'/>"
+                  f"<presence from='{frm}' type='unavailable'/>"
+                  f"<presence from='{frm}' type='subscribe'/>"
+                  f"<message from='{frm}' type='chat' id='m1'><body>forged</body>"
+                  "<request xmlns='urn:xmpp:receipts'/>"
+                  "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+                  f"<message from='{frm}' type='chat' id='m2'>"
+                  "<received xmlns='urn:xmpp:receipts' id='x'/></message>"
+                  f"<message from='{frm}' type='chat' id='m3'>"
+                  "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+                  f"<message from='good@localhost/x' to='{frm}' type='chat' id='m4'>"
+                  "<body>forged too</body></message>"
+                  f"<iq from='{frm}' type='get' id='q1'><query xmlns='urn:example'/></iq>"
+                  f"<iq from='{frm}' type='set' id='q2'><query xmlns='jabber:iq:roster'>"
+                  "<item jid='evil@localhost'/></query></iq>"
+                  f"<iq from='{frm}' type='result' id='q3'/>")
+        for _ in range(2):
+            replies.append(conn.read_until(r"<iq [^>]*>.*?</iq>").group(0).decode())
+        conn.send("<message from='good@localhost/x' type='chat' id='end'><body>end</body>"
+                  "</message>")
+        answer_ping_then_close(conn)
+
+    _, client = hostile(script, jid="anon@localhost")
+    events: list[object] = []
+    for name in ("presence", "subscription_request", "receipt", "chat_state", "roster_push"):
+        client.on(name, lambda *args, name=name: events.append((name, args)))
+    with caplog.at_level(logging.WARNING, logger="simplexmpp"):
+        client.connect()
+        msg = client.next_message(timeout=10)
+        assert msg.body == "end", "a message from a malformed address was delivered"
+        assert client.is_connected and client._sessions == 1
+        client.disconnect()
+    assert events == []
+    assert len(client.roster) == 0
+    for reply, iq_id in zip(replies, ("q1", "q2")):
+        assert f'id="{iq_id}"' in reply and 'type="error"' in reply and "jid-malformed" in reply
+    dropped = [r for r in caplog.records if "with a malformed" in r.getMessage()]
+    assert len(dropped) == 10 and all("\n" not in r.getMessage() for r in dropped)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_roster_push_from_our_other_resource_or_our_domain_is_refused(hostile) -> None:
+    """Issue 14 item 4, RFC 6121 §2.1.6: only no 'from' or our bare JID may push."""
+    replies: list[str] = []
+
+    def push(iq_id: str, sender: str | None, contact: str) -> str:
+        frm = f" from='{sender}'" if sender else ""
+        return (f"<iq type='set' id='{iq_id}'{frm}><query xmlns='jabber:iq:roster'>"
+                f"<item jid='{contact}'/></query></iq>")
+
+    def script(conn: Conn) -> None:
+        conn.anonymous_session(jid="anon@localhost/r1")
+        conn.send(push("p1", "anon@localhost/evil", "evil1@localhost")
+                  + push("p2", "localhost", "evil2@localhost")
+                  + push("p3", "ANON@localhost", "good1@localhost")
+                  + push("p4", None, "good2@localhost"))
+        for _ in range(4):
+            replies.append(conn.read_until(r"<iq [^>]*>(.*?</iq>)?").group(0).decode())
+        answer_ping_then_close(conn)
+
+    _, client = hostile(script, jid="anon@localhost")
+    pushed = threading.Semaphore(0)
+    client.on("roster_push", lambda item, removed: pushed.release())
+    client.connect()
+    assert pushed.acquire(timeout=5) and pushed.acquire(timeout=5)
+    client.disconnect()
+    assert sorted(str(jid) for jid in client.roster) == ["good1@localhost", "good2@localhost"]
+    by_id = {re.search(r'id="([^"]+)"', r).group(1): r for r in replies}
+    assert "service-unavailable" in by_id["p1"] and "service-unavailable" in by_id["p2"]
+    assert 'type="result"' in by_id["p3"] and 'type="result"' in by_id["p4"]
