@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import queue
@@ -163,6 +164,10 @@ def _wrap_message(element: ET.Element) -> Message:
 def _message_type(type_: str | None) -> str:
     """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
     return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
+
+
+#: A lock that is none (see Client._read).
+_UNLOCKED = contextlib.nullcontext()
 
 
 #: Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
@@ -1205,7 +1210,11 @@ class Client:
             if wire_log.isEnabledFor(logging.DEBUG):
                 self._log_wire("RECV", data)
             failure: StreamError | None = None
-            with self._lock:
+            # During SASL the stream computes SCRAM's salted password, as slow as the
+            # server's iteration count makes it: not under the lock, which connect() and
+            # disconnect() need to give up in time (issue 14). No other thread touches a
+            # stream before its session is ready, so the lock guards nothing there.
+            with self._lock if stream.state != "sasl" else _UNLOCKED:
                 try:
                     events = stream.receive_data(data)
                 except StreamError as exc:
@@ -1213,7 +1222,8 @@ class Client:
                     # §3.2: the answer to <remove/> arrives right before the stream error).
                     events, failure = stream.events_before_error, exc
                 finally:
-                    self._take_output()
+                    with self._lock:
+                        self._take_output()
             closed = False
             incoming, message = self._incoming, self._incoming_message
             valid = self._valid_addresses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from simplexmpp import Client, Iq, errors
+from simplexmpp import Client, Iq, errors, sasl
 
 from .hostile import HEADER, Conn, HostileServer
 
@@ -340,7 +341,8 @@ def test_roster_push_from_our_other_resource_or_our_domain_is_refused(hostile) -
                   + push("p3", "ANON@localhost", "good1@localhost")
                   + push("p4", None, "good2@localhost"))
         for _ in range(4):
-            replies.append(conn.read_until(r"<iq [^>]*>(.*?</iq>)?").group(0).decode())
+            replies.append(conn.read_until(r"<iq [^>]*/>|<iq [^>]*[^/]>.*?</iq>")
+                           .group(0).decode())
         answer_ping_then_close(conn)
 
     _, client = hostile(script, jid="anon@localhost")
@@ -353,3 +355,51 @@ def test_roster_push_from_our_other_resource_or_our_domain_is_refused(hostile) -
     by_id = {re.search(r'id="([^"]+)"', r).group(1): r for r in replies}
     assert "service-unavailable" in by_id["p1"] and "service-unavailable" in by_id["p2"]
     assert 'type="result"' in by_id["p3"] and 'type="result"' in by_id["p4"]
+
+
+def scram_challenge(mechanism: str, iterations: int) -> Callable[[Conn], None]:
+    """A server that answers <auth/> with a SCRAM server-first asking for ``iterations``."""
+    def script(conn: Conn) -> None:
+        conn.open_stream("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                         f"<mechanism>{mechanism}</mechanism></mechanisms>")
+        auth = conn.read_until(r"<auth [^>]*>([^<]*)</auth>")
+        bare = base64.b64decode(auth.group(1)).decode().split(",", 2)[2]
+        nonce = dict(p.split("=", 1) for p in bare.split(","))["r"] + "srv"
+        first = f"r={nonce},s={base64.b64encode(b'salt-salt-salt').decode()},i={iterations}"
+        conn.send("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                  f"{base64.b64encode(first.encode()).decode()}</challenge>")
+        conn.read_until(r"</stream:stream>")
+    return script
+
+
+def test_huge_scram_iteration_count_is_refused_naming_it(hostile) -> None:
+    """Issue 14 item 6: 10**7 iterations of SCRAM-SHA-512 (5.8 s of hashing) are refused."""
+    _, client = hostile(scram_challenge("SCRAM-SHA-512", 10_000_000), jid="alice@localhost",
+                        password="password", mechanisms=["SCRAM-SHA-512"])
+    error = connect_fails(client, errors.AuthenticationError)
+    assert "10000000" in str(error)
+
+
+def test_connect_timeout_holds_while_scram_hashes(hostile, monkeypatch) -> None:
+    """Issue 14 item 6: the I/O thread hashes without the client lock, so connect() gives up
+    at its timeout however long the hashing takes. The hashing here waits until released
+    (or 10 s) and the test asserts connect() raised before that."""
+    hashing, release, hashed = threading.Event(), threading.Event(), threading.Event()
+    real = sasl._salted_password
+
+    def slow(*args: object) -> bytes:
+        hashing.set()
+        release.wait(10)
+        hashed.set()
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sasl, "_salted_password", slow)
+    _, client = hostile(scram_challenge("SCRAM-SHA-512", 4096), jid="alice@localhost",
+                        password="password", mechanisms=["SCRAM-SHA-512"], timeout=1)
+    try:
+        with pytest.raises(errors.TimeoutError):
+            client.connect()
+        assert hashing.is_set(), "the client never got to the hashing"
+        assert not hashed.is_set(), "connect() waited for the hashing to end"
+    finally:
+        release.set()

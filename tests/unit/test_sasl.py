@@ -212,3 +212,24 @@ def test_tls_server_end_point_hashes_with_the_certificate_signature_hash(
 def test_tls_server_end_point_of_garbage_is_none() -> None:
     assert tls_server_end_point(b"\x30\x03\x02\x01") is None
     assert tls_server_end_point(b"") is None
+
+
+@pytest.mark.parametrize("iterations", [10_000_000, sasl.MAX_ITERATIONS + 1])
+def test_iteration_count_above_the_maximum_is_refused_by_its_count(
+        iterations: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: 10**7 iterations of SCRAM-SHA-512 took 5.8 s; refused before any hashing."""
+    def no_hashing(*args: object) -> bytes:
+        raise AssertionError("hashed a refused iteration count")
+    monkeypatch.setattr(sasl, "_salted_password", no_hashing)
+    mech = Scram("SCRAM-SHA-512", "user", "pencil", nonce="fyko")
+    mech.initial_response()
+    with pytest.raises(AuthenticationError) as info:
+        mech.challenge(f"r=fykoXX,s=QSXCR+Q6sek8bf92,i={iterations}".encode())
+    assert str(iterations) in str(info.value) and info.value.condition == "malformed-request"
+
+
+def test_iteration_count_at_the_maximum_is_accepted() -> None:
+    assert 100_000 <= sasl.MAX_ITERATIONS <= 1_000_000
+    mech = Scram("SCRAM-SHA-1", "user", "pencil", nonce="fyko")
+    mech.initial_response()
+    assert mech.challenge(f"r=fykoXX,s=QSXCR+Q6sek8bf92,i={sasl.MAX_ITERATIONS}".encode())
