@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -13,6 +14,8 @@ from .jid import JID
 from .stanza import Presence
 
 __all__ = ["ROSTER_NS", "RosterItem", "Roster", "PresenceBook", "parse_item", "item_element"]
+
+log = logging.getLogger(__name__)
 
 ROSTER_NS = "jabber:iq:roster"
 _ITEM = "{%s}item" % ROSTER_NS
@@ -138,11 +141,23 @@ class Roster(Mapping[JID, RosterItem]):
 
 
 class PresenceBook:
-    """The latest available presence of every resource we heard from (thread-safe)."""
+    """The latest available presence of every resource we heard from (thread-safe).
+
+    Anyone may send us directed presence (RFC 6121 §4.6), from as many addresses as they
+    like, so the book is bounded: past ``limit`` resources it forgets the entity heard from
+    least recently (a contact that is online announces itself again on its next change)."""
+
+    #: The most resources remembered, all entities together.
+    limit = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_bare: dict[JID, dict[str, Presence]] = {}
+        self._by_bare: dict[JID, dict[str, Presence]] = {}  # least recently updated first
+        self._count = 0  # resources held, all entities together
+        self._warned = False
+
+    def __len__(self) -> int:
+        return self._count
 
     def update(self, presence: Presence) -> bool:
         """Record an available/unavailable presence; True if it changed the book."""
@@ -151,20 +166,50 @@ class PresenceBook:
             return False
         kind = presence.type
         with self._lock:
-            resources = self._by_bare.setdefault(sender.bare, {})
+            bare = sender.bare
+            resources = self._by_bare.pop(bare, None)
+            if resources is None:
+                resources = {}
+            self._by_bare[bare] = resources  # (re)inserted last: the most recent
             key = sender.resource or ""
             if kind is None:
+                if key not in resources:
+                    self._count += 1
+                    if self._count > self.limit:
+                        self._forget_oldest(bare)
                 resources[key] = presence
                 return True
             if kind == "unavailable":
                 if sender.resource is None:
+                    self._count -= len(resources)
                     resources.clear()   # unavailable from the bare JID: every resource is gone
-                else:
-                    resources.pop(key, None)
+                elif resources.pop(key, None) is not None:
+                    self._count -= 1
                 if not resources:
-                    self._by_bare.pop(sender.bare, None)
+                    self._by_bare.pop(bare, None)
                 return True
+            if not resources:
+                self._by_bare.pop(bare, None)
         return False
+
+    def _forget_oldest(self, keep: JID) -> None:
+        """Under the lock: drop what was heard least recently until within ``limit``."""
+        if not self._warned:
+            self._warned = True
+            log.warning("more than %d resources sent presence; forgetting the oldest",
+                        self.limit)
+        by_bare = self._by_bare
+        while self._count > self.limit:
+            oldest = next(iter(by_bare))
+            resources = by_bare[oldest]
+            if oldest == keep:  # only the newest entity is left: trim its resources
+                if not resources:
+                    break
+                resources.pop(next(iter(resources)))
+                self._count -= 1
+                continue
+            del by_bare[oldest]
+            self._count -= len(resources)
 
     def of(self, jid: JID) -> dict[str, Presence]:
         with self._lock:
@@ -173,3 +218,4 @@ class PresenceBook:
     def clear(self) -> None:
         with self._lock:
             self._by_bare.clear()
+            self._count = 0

@@ -7,8 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from simplexmpp import Client, Iq, Message, Pool, errors
+from simplexmpp import Client, Iq, Message, Pool, Presence, errors
 from simplexmpp.client import IqFuture
+from simplexmpp.jid import JID
+from simplexmpp.roster import PresenceBook
 from simplexmpp.testing import NO_REPLY, FakeServer
 from simplexmpp.testing import xmpp_server  # noqa: F401  (the fixture)
 
@@ -119,3 +121,44 @@ def test_pool_messages_with_an_infinite_timeout(xmpp_server: FakeServer) -> None
     finally:
         alice.disconnect()
         pool.disconnect()
+
+
+# ---------------------------------------------------------------------------------------------
+# Seen while writing the client fuzzer: anyone may send us directed presence (RFC 6121 §4.6),
+# from as many addresses as they like, and every one stayed in the presence book.
+
+def test_presence_book_is_bounded(xmpp_server: FakeServer,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PresenceBook, "limit", 50)
+    alice = xmpp_server.client("alice").connect()
+    seen = threading.Semaphore(0)
+    alice.on("presence", lambda presence: seen.release())
+    try:
+        for i in range(40):
+            xmpp_server.inject(f"<presence from='stranger{i}@evil.example/r' to='{alice.jid}'/>")
+        for i in range(30):
+            xmpp_server.inject(f"<presence from='many@evil.example/r{i}' to='{alice.jid}'/>")
+        xmpp_server.inject(f"<presence from='stranger39@evil.example/r' to='{alice.jid}'><show>"
+                           "away</show></presence>")
+        for _ in range(71):
+            assert seen.acquire(timeout=10)
+        book = alice._presences
+        assert len(book) == 50
+        assert sum(len(book.of(JID(f"stranger{i}@evil.example"))) for i in range(40)) == 20
+        assert len(book.of(JID("many@evil.example"))) == 30
+        assert book.of(JID("stranger0@evil.example")) == {}     # heard from longest ago
+        assert book.of(JID("stranger39@evil.example"))["r"].show == "away"  # heard from last
+        xmpp_server.inject(f"<presence from='many@evil.example' type='unavailable' "
+                           f"to='{alice.jid}'/>")
+        assert seen.acquire(timeout=10)
+        assert len(book) == 20
+    finally:
+        alice.disconnect()
+
+
+def test_presence_book_trims_one_entity_with_too_many_resources() -> None:
+    book = PresenceBook()
+    book.limit = 3
+    for i in range(5):
+        book.update(Presence(from_=f"many@evil.example/r{i}"))
+    assert len(book) == 3 and sorted(book.of(JID("many@evil.example"))) == ["r2", "r3", "r4"]
