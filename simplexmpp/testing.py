@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
 from . import errors
-from .client import Client
+from .client import Client, timeout_seconds
 from .errors import IqError, JIDError, StreamError, XMPPError
 from .jid import JID
 from .roster import ROSTER_NS, RosterItem
@@ -718,6 +718,7 @@ class FakeServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection (clients see a ``system-shutdown`` stream error), join every
         thread, and raise :class:`FakeServerError` if anything failed inside the server."""
+        timeout = timeout_seconds(timeout)
         with self._lock:
             if not self._running:
                 return
@@ -1021,7 +1022,7 @@ class FakeServer:
 
         >>> server.wait_for(lambda: server.sent_to("bob@localhost"))   # doctest: +SKIP
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_seconds(timeout)
         with self._changed:
             while True:
                 value = condition()

@@ -162,3 +162,11 @@ def test_presence_book_trims_one_entity_with_too_many_resources() -> None:
     for i in range(5):
         book.update(Presence(from_=f"many@evil.example/r{i}"))
     assert len(book) == 3 and sorted(book.of(JID("many@evil.example"))) == ["r2", "r3", "r4"]
+
+
+def test_fake_server_takes_huge_timeouts_too() -> None:
+    server = FakeServer(users={"alice": "pw"}).start()
+    assert server.wait_for(lambda: True, timeout=float("inf"))
+    with pytest.raises(ValueError, match="timeout"):
+        server.wait_for(lambda: True, timeout=float("nan"))
+    server.stop(timeout=float("inf"))
