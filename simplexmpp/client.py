@@ -1712,8 +1712,9 @@ class Client:
             except errors.JIDError as exc:
                 kind = element.tag.rpartition("}")[2]
                 type_ = element.get("type")
-                log.warning("dropping a <%s type=%r id=%r> with a malformed %s %r: %s", kind,
-                            type_, element.get("id"), name, value, exc)
+                # One line whatever the peer sent (%r escapes line breaks), and a short one.
+                log.warning("dropping a <%s type=%r id=%r> with a malformed %s %r: %.200s",
+                            kind, type_, element.get("id"), name, value[:200], exc)
                 if element.tag == _IQ and type_ in ("get", "set"):
                     reply = _ELEMENT(_IQ, {"type": "error", "id": element.get("id", "")})
                     sender = element.get("from")
