@@ -33,17 +33,15 @@ import threading
 import time
 import tracemalloc
 import weakref
+import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from simplexmpp import Client, Iq, errors
 from simplexmpp.roster import ROSTER_NS
 from simplexmpp.stanza import Message, Presence
-
-import xml.etree.ElementTree as ET
 
 TRANSCRIPT = Path(__file__).with_name("transcripts") / "prosody.json"
 ME = "fuzz@localhost/r1"
@@ -257,7 +255,7 @@ class _Watch(logging.Handler):
 
 
 #: Events the callbacks got, over the run (a run whose cases never get this far finds little).
-SEEN: list[str] = []
+SEEN: Counter[str] = Counter()
 
 
 def _touch(stanza: object, *more: object) -> None:
@@ -310,7 +308,7 @@ def _run_client(case: Case, where: str, verbose: bool,
     client.on("disconnected", lambda exc: (ended_with.append(exc), stopped.set()))
     for event in ("message", "message_error", "presence", "subscription_request", "iq",
                   "roster_push", "chat_state", "receipt"):
-        client.on(event, lambda *args, event=event: (_touch(*args), SEEN.append(event)))
+        client.on(event, lambda *args, event=event: (_touch(*args), SEEN.update((event,))))
     try:
         client.connect()
         future = client.send_iq(Iq.get(None, ET.Element("{%s}query" % ROSTER_NS)))
@@ -426,7 +424,7 @@ def main() -> None:
                   f"{current / 1e6:.1f} MB (+{(current - baseline) / 1e6:.1f} MB since case "
                   f"500), threads {threading.active_count()}", flush=True)
             assert current - baseline < 16e6, "memory keeps growing with the cases"
-    events = {name: SEEN.count(name) for name in sorted(set(SEEN))}
+    events = dict(sorted(SEEN.items()))
     print(f"{count} cases, no finding. Outcomes: {json.dumps(outcomes)}; events the "
           f"callbacks got: {json.dumps(events)}")
 
