@@ -154,8 +154,10 @@ class Extension:
         self.client._follow_sessions(self)  # noqa: SLF001 - the client's side of this class
 
     def timeout(self, timeout: float | None) -> float:
-        """``timeout``, or the client's default timeout when it is None."""
-        return self.client.timeout if timeout is None else float(timeout)
+        """``timeout``, or the client's default timeout when it is None, in seconds the
+        waiting primitives take: infinite or huge means as long as it takes, NaN or a
+        negative number is a ValueError (the client's own rule for every blocking call)."""
+        return self.client._timeout(timeout)
 
     def _intercept_stanzas(self, kind: str, interceptor: Callable[[Any], bool], *,
                    tags: Any = None, types: Any = None) -> int:

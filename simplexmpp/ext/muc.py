@@ -56,7 +56,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..client import timeout_seconds
 from ..errors import DisconnectedError, IqError, StanzaError, XMPPError
 from ..extension import Extension, Session
 from ..inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
@@ -349,7 +348,7 @@ class Room:
         With ``timeout``, it also ends after that many seconds without a message."""
         self._queue_used = True
         if timeout is not None:  # None: no limit
-            timeout = timeout_seconds(timeout)
+            timeout = self._muc.timeout(timeout)
         yield from self._queue.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:

@@ -163,7 +163,7 @@ class OOB(Extension):
         error), :class:`~errors.TimeoutError`, ``OSError`` for local file problems.
         """
         check_http_url(url, "downloading", DownloadError)
-        seconds = self._client._timeout(timeout)
+        seconds = self.timeout(timeout)
         target = Path(path_or_dir)
         what = f"downloading {url}"
         import requests  # here, not at the top: see upload.http_session()

@@ -59,7 +59,7 @@ class Receipts(Extension):
 
     def wait(self, msg_id: str, timeout: float | None = None) -> JID | None:
         """Block until the receipt for ``msg_id`` arrives; return who sent it."""
-        limit = self._client._timeout(timeout)
+        limit = self.timeout(timeout)
         end = time.monotonic() + limit
         with self._changed:
             while msg_id not in self._acked:

@@ -246,7 +246,7 @@ class Registration(Extension):
         :class:`~errors.DisconnectedError` when the connection ended before the server
         confirmed (then the account may or may not be gone)."""
         client = self._client
-        deadline = time.monotonic() + client._timeout(timeout)
+        deadline = time.monotonic() + self.timeout(timeout)
         # The server SHOULD close the stream right after its answer (§3.2): say so before
         # asking, or the client would take the close for a failure and reconnect.
         client.expect_server_close()

@@ -364,7 +364,7 @@ class Upload(Extension):
 
     def _put(self, slot: Slot, stream: IO[bytes], size: int, content_type: str,
              progress: Progress | None, timeout: float | None) -> str:
-        seconds = self._client._timeout(timeout)
+        seconds = self.timeout(timeout)
         headers = dict(slot.headers)
         # §6: Content-Type must match the one in the slot request; Content-Length the size.
         headers["Content-Type"] = content_type
