@@ -1,7 +1,7 @@
 """Record what a real Prosody sends one client during a busy session, as the seed corpus of
-fuzz_client.py (tests/fuzz/transcripts/prosody.txt). Re-run after a server upgrade:
+fuzz_client.py (tests/fuzz/transcripts/prosody.json). Re-run after a server upgrade:
 
-    ../shared/xmpp-server/prosody-up --dir /tmp/p --auto-ports --muc-instant > /tmp/p.env
+    scripts/prosody-up --dir /tmp/p --auto-ports --muc-instant > /tmp/p.env
     python -m tests.fuzz.record_transcript /tmp/p.env
 
 The file is a JSON list of what each socket read returned once the session was ready (TLS
