@@ -297,11 +297,40 @@ def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
 
 
 class Client:
-    """A blocking XMPP client.
+    """A blocking XMPP client: one account, one connection, usable from any number of threads.
 
-    >>> with Client("alice@localhost", "password", host="127.0.0.1",
-    ...             ca_file="certs/localhost.crt") as client:      # doctest: +SKIP
-    ...     client.send_message("bob@localhost", "Hello!")
+    Nothing goes on the network until :meth:`connect` (or a ``with`` block, which connects on
+    entry and disconnects on exit). The guide to this API is the "The API" page of the
+    documentation (docs/api.md).
+
+    >>> with Client("alice@example.org", "password",
+    ...             ca_file="certs/example.org.crt") as client:      # doctest: +SKIP
+    ...     client.send_message("bob@example.org", "Hello!")
+
+    Args:
+        jid: The account, ``local@domain``; a resource part asks for that resource.
+        password: The account's password.
+        host: Where to connect. None: DNS SRV records of the JID's domain
+            (``_xmpps-client._tcp``, ``_xmpp-client._tcp``; RFC 6120 §3.2), else the domain.
+        port: The port; None: 5222, or 5223 with ``tls="direct"``.
+        tls: ``"starttls"`` (the default: TLS required, a server without STARTTLS is refused
+            as a downgrade), ``"direct"`` (TLS from the first byte, XEP-0368) or ``"none"``
+            (plain text, loopback hosts only; PLAIN is then never used).
+        ca_file: A CA certificate (or a self-signed server certificate) to trust besides the
+            system's store. The certificate is checked against the JID's domain.
+        verify: False turns certificate checking off, with a warning logged.
+        resource: The resource to ask for (the server may assign another).
+        timeout: Seconds every blocking call waits by default.
+        stream_management: Use XEP-0198 (acknowledgements, resumption) when offered.
+        reconnect: Reconnect, with backoff, after a connection is lost.
+        max_stanza_size: Largest stanza, in bytes, sent or accepted (a larger one from the
+            server ends the stream with ``policy-violation``).
+        keepalive: Seconds of silence after which a ping checks the connection.
+        mechanisms: SASL mechanisms allowed, e.g. ``["SCRAM-SHA-256"]``; None: all the
+            library supports, strongest first.
+        lang: The ``xml:lang`` of our stream.
+        reconnect_max_delay: Longest wait, in seconds, between two reconnect attempts.
+        ack_every: Ask for an XEP-0198 acknowledgement after this many unacknowledged stanzas.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
