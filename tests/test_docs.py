@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 from html.parser import HTMLParser
@@ -236,3 +237,18 @@ def test_pages_fit_the_window_in_a_browser(site: Path, tmp_path: Path) -> None:
         assert report, f"{rel}: the page did not finish loading: {dom.stderr[-500:]}"
         wide = html.unescape(report.group(1))
         assert wide == "[]", f"{rel} is wider than the window: {wide}"
+
+
+def test_import_lines_in_the_docs_work() -> None:
+    """Every `from simplexmpp... import ...` the pages show imports what it names."""
+    statements = set()
+    for page in sorted(DOCS.rglob("*.md")):
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for m in re.finditer(r"^(from simplexmpp[\w.]* import (?:\([^)]*\)|.*)|"
+                                 r"import simplexmpp[\w.]*)", block, re.M):
+                statements.add(re.sub(r"\s*#.*$", "", m.group(1), flags=re.M))
+    assert len(statements) > 20
+    code = "\n".join(sorted(statements))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
