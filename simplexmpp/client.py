@@ -318,7 +318,8 @@ class Client:
             (plain text, loopback hosts only; PLAIN is then never used).
         ca_file: A CA certificate (or a self-signed server certificate) to trust besides the
             system's store. The certificate is checked against the JID's domain.
-        verify: False turns certificate checking off, with a warning logged.
+        verify: False turns certificate checking off, with a warning logged (an
+            ``ssl.SSLContext`` here is the same as ``ssl_context=``).
         resource: The resource to ask for (the server may assign another).
         timeout: Seconds every blocking call waits by default.
         stream_management: Use XEP-0198 (acknowledgements, resumption) when offered.
@@ -331,6 +332,9 @@ class Client:
         lang: The ``xml:lang`` of our stream.
         reconnect_max_delay: Longest wait, in seconds, between two reconnect attempts.
         ack_every: Ask for an XEP-0198 acknowledgement after this many unacknowledged stanzas.
+        ssl_context: Your own ``ssl.SSLContext`` for every TLS handshake (client certificates,
+            pinned CAs, TLS versions); not combined with ``ca_file`` or ``verify=False``.
+        resolver: A ``dns.resolver.Resolver`` for the SRV look-ups; None: the system's.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
