@@ -335,6 +335,8 @@ class Client:
         ssl_context: Your own ``ssl.SSLContext`` for every TLS handshake (client certificates,
             pinned CAs, TLS versions); not combined with ``ca_file`` or ``verify=False``.
         resolver: A ``dns.resolver.Resolver`` for the SRV look-ups; None: the system's.
+        max_inbox: Most received messages kept for ``messages()``/``next_message()``; when
+            full the oldest is given up (counted in ``inbox_dropped``). None: no bound.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
