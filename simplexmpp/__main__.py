@@ -1,4 +1,4 @@
-"""``python -m simplexmpp``: the command line (see :mod:`simplexmpp.cli`)."""
+"""`python -m simplexmpp`: the command line (see `simplexmpp.cli`)."""
 
 import sys
 

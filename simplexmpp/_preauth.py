@@ -2,7 +2,7 @@
 
 Not an extension: a variant of the client's connection that stops negotiating once TLS is
 up, before SASL. It overrides the client's connection internals, which is why it lives
-beside the client and not in ``simplexmpp/ext`` (whose modules use only the public extension
+beside the client and not in `simplexmpp/ext` (whose modules use only the public extension
 interface); the negotiator step of issue 15 replaces it.
 """
 

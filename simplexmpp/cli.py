@@ -1,14 +1,16 @@
-"""The ``simplexmpp`` command (also ``python -m simplexmpp``): XMPP from the shell.
+"""The `simplexmpp` command (also `python -m simplexmpp`): XMPP from the shell.
 
-    simplexmpp send bob@example.org "Hello"          # or the message on stdin
-    simplexmpp listen --json                          # one line per incoming message
-    simplexmpp roster | ping | disco | upload FILE | muc | register
+```sh
+simplexmpp send bob@example.org "Hello"          # or the message on stdin
+simplexmpp listen --json                          # one line per incoming message
+simplexmpp roster | ping | disco | upload FILE | muc | register
+```
 
-Credentials come from flags, then the environment (``XMPP_JID``, ``XMPP_PASSWORD``,
-``XMPP_HOST``, ``XMPP_PORT``, ``XMPP_CA``), then ``~/.config/simplexmpp/config.toml``
-(``jid = "…"``, ``password = "…"``, ``host``, ``port``, ``ca_file``, ``tls``), then a prompt on a
+Credentials come from flags, then the environment (`XMPP_JID`, `XMPP_PASSWORD`,
+`XMPP_HOST`, `XMPP_PORT`, `XMPP_CA`), then `~/.config/simplexmpp/config.toml`
+(`jid = "…"`, `password = "…"`, `host`, `port`, `ca_file`, `tls`), then a prompt on a
 terminal for the password. Passwords are never echoed or printed, and never taken as a flag's
-value (other users see the command line in ``ps``): ``--password-file``, the environment or the
+value (other users see the command line in `ps`): `--password-file`, the environment or the
 config file instead.
 
 Exit codes: 0 ok, 1 usage, 2 authentication, 3 network/TLS/server, 4 timeout.
@@ -53,7 +55,7 @@ class UsageError(Exception):
 # -- arguments ---------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    """No abbreviations (``--password`` must not pass for ``--password-file``), and argparse's
+    """No abbreviations (`--password` must not pass for `--password-file`), and argparse's
     own usage errors exit with the documented usage code 1 (its default, 2, is ours for a
     failed authentication)."""
 
@@ -67,7 +69,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _RefusePassword(argparse.Action):
-    """``--password``: refused before anything else, without repeating the value."""
+    """`--password`: refused before anything else, without repeating the value."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
@@ -237,7 +239,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _tls_context(ca_file: str | None, minimum: ssl.TLSVersion, verify: bool) -> ssl.SSLContext:
-    """The TLS context of ``--tls-version`` (with ``--ca-file`` and ``--no-verify``)."""
+    """The TLS context of `--tls-version` (with `--ca-file` and `--no-verify`)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         try:
@@ -274,7 +276,7 @@ def _split(text: str, lines: bool) -> Iterator[str]:
 
 
 def _input_text(args: argparse.Namespace) -> str:
-    """The message: ``--message``, else ``--file`` (``-``: stdin), else stdin."""
+    """The message: `--message`, else `--file` (`-`: stdin), else stdin."""
     if args.message is not None:
         if args.file is not None:
             raise UsageError("send: give the message with --message or --file, not both")
@@ -296,10 +298,10 @@ _STANZAS = {f"{{{CLIENT_NS}}}{name}" for name in ("message", "presence", "iq")}
 
 
 def parse_raw_stanza(text: str, max_size: int = 1 << 20) -> Stanza:
-    """One stanza from ``text`` for ``send --raw``: well-formed XML (with the stream parser's
+    """One stanza from `text` for `send --raw`: well-formed XML (with the stream parser's
     restrictions: no DTD, comments or processing instructions), exactly one top-level
-    element, and that a ``message``, ``presence`` or ``iq`` of ``jabber:client``. Raises
-    ``UsageError`` saying what is wrong."""
+    element, and that a `message`, `presence` or `iq` of `jabber:client`. Raises
+    `UsageError` saying what is wrong."""
     parser = StreamParser(max_stanza_size=max_size)
     parser.feed(b"<stream:stream xmlns='jabber:client' "
                 b"xmlns:stream='http://etherx.jabber.org/streams'>")
@@ -587,8 +589,8 @@ _KEYWORD_FLAGS = [
 
 
 def cli_message(message: str) -> str:
-    """A library error message in the words of this command: its flags (``--ca-file``), not
-    the Python keywords (``ca_file=``) the library's messages name."""
+    """A library error message in the words of this command: its flags (`--ca-file`), not
+    the Python keywords (`ca_file=`) the library's messages name."""
     for pattern, flag in _KEYWORD_FLAGS:
         message = pattern.sub(flag, message)
     return message

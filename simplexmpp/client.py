@@ -1,13 +1,13 @@
-"""``Client``: the blocking API, on two background threads.
+"""`Client`: the blocking API, on two background threads.
 
 Threads (see docs/threads.md):
 
-* the **I/O thread** (``simplexmpp-io-<jid>``) owns the socket: it connects, negotiates the
+* the **I/O thread** (`simplexmpp-io-<jid>`) owns the socket: it connects, negotiates the
   stream, reads and parses, writes what other threads queued, answers keepalives, resolves IQ
   futures and reconnects. It never runs user code.
-* the **dispatcher thread** (``simplexmpp-dispatch-<jid>``) runs event callbacks, IQ request
-  handlers and ``Future`` done-callbacks, one at a time, so a callback may call any blocking
-  method (``get_roster()`` included) without deadlock.
+* the **dispatcher thread** (`simplexmpp-dispatch-<jid>`) runs event callbacks, IQ request
+  handlers and `Future` done-callbacks, one at a time, so a callback may call any blocking
+  method (`get_roster()` included) without deadlock.
 * any user thread may call any method. One lock guards the stream state and the outgoing
   buffer; it is never held while user code runs.
 """
@@ -88,7 +88,6 @@ _STANZA_ID = "{%s}stanza-id" % SID_NS
 _SENDABLE_MESSAGE_TYPES = frozenset(("chat", "normal", "headline", "groupchat"))
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
-#: Every event name :meth:`Client.on` accepts (extensions add theirs with ``declare_event``).
 EVENTS = frozenset({
     "message",               # Message (not errors): every chat/normal/headline/groupchat
     "message_error",         # Message of type error (its .error is a MessageError)
@@ -105,6 +104,8 @@ EVENTS = frozenset({
     "reconnecting",          # the connection dropped; exception that caused it
     "disconnected",          # exception or None: the client stopped for good
 })
+"""Every event name [`Client.on()`][simplexmpp.Client.on] accepts (extensions add theirs with
+`declare_event`)."""
 
 _RECONNECT_FATAL = (AuthenticationError, TLSError)
 _REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
@@ -114,11 +115,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Extension)
 
 
-#: (handle, interceptor, child tags it wants, types it wants; None: all) — see
-#: _add_interceptor().
+# (handle, interceptor, child tags it wants, types it wants; None: all) — see
+# _add_interceptor().
 _Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None",
                      "frozenset[str] | None"]
-#: Per kind: (interceptors for all, by child tag, by type) — see _index_interceptors().
+# Per kind: (interceptors for all, by child tag, by type) — see _index_interceptors().
 _InterceptorIndex = tuple[list[_Interceptor], dict[str, list[_Interceptor]],
                           dict[str, list[_Interceptor]]]
 _NO_INTERCEPTORS: dict[str, list[_Interceptor]] = {}
@@ -132,9 +133,9 @@ def _handle_of(entry: _Interceptor) -> int:
 
 
 def timeout_seconds(timeout: float) -> float:
-    """``timeout`` as seconds every waiting primitive accepts: NaN or a negative number is a
-    ValueError; infinity, or anything longer than ``threading.TIMEOUT_MAX`` (some 292 years),
-    becomes ``threading.TIMEOUT_MAX``: wait as long as it takes (issue 14: ``float("inf")``
+    """`timeout` as seconds every waiting primitive accepts: NaN or a negative number is a
+    ValueError; infinity, or anything longer than `threading.TIMEOUT_MAX` (some 292 years),
+    becomes `threading.TIMEOUT_MAX`: wait as long as it takes (issue 14: `float("inf")`
     used to raise OverflowError from deep inside a lock or a socket)."""
     seconds = float(timeout)
     if not seconds >= 0:  # also catches NaN, which compares false with everything
@@ -166,16 +167,16 @@ def _message_type(type_: str | None) -> str:
     return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
-#: A lock that is none (see Client._read).
+# A lock that is none (see Client._read).
 _UNLOCKED = contextlib.nullcontext()
 
 
-#: Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
+# Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
 _HUB_READS_PER_TURN = 16
 
 
 def _close_clients(clients: list[tuple[Client, float]]) -> list[NotSentError | None]:
-    """Flush and close ``clients``, each by its deadline (``time.monotonic()``), side by side:
+    """Flush and close `clients`, each by its deadline (`time.monotonic()`), side by side:
     every confirmation is asked for before any is waited for, so several clients take as
     long as the slowest, not the sum. Starts no thread (at interpreter exit Python 3.12
     refuses new ones). Returns, per client, what it could not confirm (None: all)."""
@@ -205,14 +206,14 @@ def _close_clients(clients: list[tuple[Client, float]]) -> list[NotSentError | N
     return results
 
 
-#: Clients connected (or reconnecting), flushed and closed at interpreter exit.
+# Clients connected (or reconnecting), flushed and closed at interpreter exit.
 _live: set[Client] = set()
 _live_lock = threading.Lock()
 _exit_hook = False
 
 
 def _track(client: Client) -> None:
-    """connect(): flush and close ``client`` at interpreter exit unless it stops before."""
+    """connect(): flush and close `client` at interpreter exit unless it stops before."""
     global _exit_hook
     with _live_lock:
         _live.add(client)
@@ -233,7 +234,7 @@ def _untrack(client: Client) -> None:
 
 def _close_at_exit() -> None:
     """At interpreter exit: flush every client still connected (each within its own
-    ``timeout``, all side by side), close its stream, and name on stderr what the server
+    `timeout`, all side by side), close its stream, and name on stderr what the server
     could not confirm. See docs/reliability.md, "A script that just ends"."""
     with _live_lock:
         clients = list(_live)
@@ -258,7 +259,7 @@ def _close_at_exit() -> None:
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A ``Future[Iq]`` whose done-callbacks run on the client's dispatcher thread, never on the
+    """A `Future[Iq]` whose done-callbacks run on the client's dispatcher thread, never on the
     I/O thread (so a callback may block)."""
 
     def __init__(self, client: Client) -> None:
@@ -272,7 +273,7 @@ class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
 def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
                         context: ssl.SSLContext | None) -> ssl.SSLContext | None:
-    """The caller's own TLS context (``ssl_context=``, or ``verify=`` a context, as
+    """The caller's own TLS context (`ssl_context=`, or `verify=` a context, as
     requests and httpx take one), refusing combinations that contradict each other: the
     context alone decides what is trusted and how."""
     if isinstance(verify, ssl.SSLContext):
@@ -299,44 +300,46 @@ def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
 class Client:
     """A blocking XMPP client: one account, one connection, usable from any number of threads.
 
-    Nothing goes on the network until :meth:`connect` (or a ``with`` block, which connects on
-    entry and disconnects on exit). The guide to this API is the "The API" page of the
-    documentation (docs/api.md).
+    Nothing goes on the network until [`connect()`][simplexmpp.Client.connect] (or a `with` block,
+    which connects on entry and disconnects on exit). The guide to this API is the "The API" page of
+    the documentation (docs/api.md).
 
-    >>> with Client("alice@example.org", "password",
-    ...             ca_file="certs/example.org.crt") as client:      # doctest: +SKIP
-    ...     client.send_message("bob@example.org", "Hello!")
+    ```python
+    with Client("alice@example.org", "password",
+                ca_file="certs/example.org.crt") as client:
+        client.send_message("bob@example.org", "Hello!")
+    ```
 
     Args:
-        jid: The account, ``local@domain``; a resource part asks for that resource.
+        jid: The account, `local@domain`; a resource part asks for that resource.
         password: The account's password.
         host: Where to connect. None: DNS SRV records of the JID's domain
-            (``_xmpps-client._tcp``, ``_xmpp-client._tcp``; RFC 6120 §3.2), else the domain.
-        port: The port; None: 5222, or 5223 with ``tls="direct"``.
-        tls: ``"starttls"`` (the default: TLS required, a server without STARTTLS is refused
-            as a downgrade), ``"direct"`` (TLS from the first byte, XEP-0368) or ``"none"``
+            (`_xmpps-client._tcp`, `_xmpp-client._tcp`; RFC 6120 §3.2), else the domain.
+        port: The port; None: 5222, or 5223 with `tls="direct"`.
+        tls: `"starttls"` (the default: TLS required, a server without STARTTLS is refused
+            as a downgrade), `"direct"` (TLS from the first byte, XEP-0368) or `"none"`
             (plain text, loopback hosts only; PLAIN is then never used).
         ca_file: A CA certificate (or a self-signed server certificate) to trust besides the
             system's store. The certificate is checked against the JID's domain.
         verify: False turns certificate checking off, with a warning logged (an
-            ``ssl.SSLContext`` here is the same as ``ssl_context=``).
+            `ssl.SSLContext` here is the same as `ssl_context=`).
         resource: The resource to ask for (the server may assign another).
         timeout: Seconds every blocking call waits by default.
         stream_management: Use XEP-0198 (acknowledgements, resumption) when offered.
         reconnect: Reconnect, with backoff, after a connection is lost.
         max_stanza_size: Largest stanza, in bytes, sent or accepted (a larger one from the
-            server ends the stream with ``policy-violation``).
+            server ends the stream with `policy-violation`).
         keepalive: Seconds of silence after which a ping checks the connection.
-        mechanisms: SASL mechanisms allowed, e.g. ``["SCRAM-SHA-256"]``; None: all the
+        mechanisms: SASL mechanisms allowed, e.g. `["SCRAM-SHA-256"]`; None: all the
             library supports, strongest first.
-        lang: The ``xml:lang`` of our stream.
+        lang: The `xml:lang` of our stream.
         reconnect_max_delay: Longest wait, in seconds, between two reconnect attempts.
         ack_every: Ask for an XEP-0198 acknowledgement after this many unacknowledged stanzas.
-        ssl_context: Your own ``ssl.SSLContext`` for every TLS handshake (client certificates,
-            pinned CAs, TLS versions); not combined with ``ca_file`` or ``verify=False``.
-        resolver: A ``dns.resolver.Resolver`` for the SRV look-ups; None: the system's.
-        max_inbox: Most received messages kept for ``messages()``/``next_message()``; when
-            full the oldest is given up (counted in ``inbox_dropped``). None: no bound.
+        ssl_context: Your own `ssl.SSLContext` for every TLS handshake (client certificates,
+            pinned CAs, TLS versions); not combined with `ca_file` or `verify=False`.
+        resolver: A `dns.resolver.Resolver` for the SRV look-ups; None: the system's.
+        max_inbox: Most received messages kept for `messages()`/`next_message()`; when
+            full the oldest is given up (counted in `inbox_dropped`). None: no bound.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
@@ -384,22 +387,22 @@ class Client:
         self.host = host
         self.port = port
         self.tls = tls
-        #: The TLS context of every handshake when given (``ssl_context=`` or ``verify=``
-        #: a context); None: one built from ``ca_file`` and ``verify``.
         self.ssl_context: ssl.SSLContext | None = _check_tls_settings(ca_file, verify,
                                                                       ssl_context)
+        """The TLS context of every handshake when given (`ssl_context=` or `verify=` a
+        context); None: one built from `ca_file` and `verify`."""
         self.ca_file = ca_file
         if self.ssl_context is not None:
             verify = self.ssl_context.verify_mode != ssl.CERT_NONE
         self.verify = bool(verify)
-        #: The ``dns.resolver.Resolver`` of the SRV lookups (None: the system's).
         self.resolver = resolver
+        """The `dns.resolver.Resolver` of the SRV lookups (None: the system's)."""
         if not verify:
             log.warning("TLS certificate verification is OFF for %s: anyone on the network "
                         "path can read and change this session", self.account)
-        #: Seconds a blocking call waits when it is given no ``timeout`` (the default of
-        #: every ``timeout=None``).
         self.timeout = timeout_seconds(timeout)
+        """Seconds a blocking call waits when it is given no `timeout` (the default of every
+        `timeout=None`)."""
         self.stream_management = stream_management
         self.reconnect = reconnect
         self.reconnect_max_delay = reconnect_max_delay
@@ -425,8 +428,8 @@ class Client:
         self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
-        #: Set by a Pool: the shared thread that takes over ready connections (see
-        #: transport.Hub); None = this client's I/O thread keeps its connection.
+        # Set by a Pool: the shared thread that takes over ready connections (see
+        # transport.Hub); None = this client's I/O thread keeps its connection.
         self._hub: Hub | None = None
         self._in_hub = False           # the hub drives the current connection
         self._done: threading.Event | None = None  # set by _finish: the client has stopped
@@ -452,10 +455,10 @@ class Client:
         self._seen_ids: set[str] = set()
         self._seen_order: deque[str] = deque()
         self._sender_keys: dict[str, str] = {}   # 'from' attribute -> its key prefix
-        #: 'from'/'to' values of received stanzas found to be valid JIDs (_misaddressed).
+        # 'from'/'to' values of received stanzas found to be valid JIDs (_misaddressed).
         self._valid_addresses: set[str] = set()
-        #: The stanza-id our own archive gave the last message received (XEP-0359).
         self.last_stanza_id: str | None = None
+        """The stanza-id our own archive gave the last message received (XEP-0359)."""
         self.duplicate_window = 10000
         self.duplicates_dropped = 0
         # Received messages waiting for messages()/next_message(): bare elements, wrapped
@@ -487,34 +490,34 @@ class Client:
         self._new_sessions = 0     # new sessions (not resumptions) so far: Session.number
         self._connect_pending = True   # the next new session is the first since connect()
         self._session_up = False   # a session is established on the current connection
-        #: Attached extensions by class, and per lifecycle hook the extensions that follow it.
+        # Attached extensions by class, and per lifecycle hook the extensions that follow it.
         self._extensions: dict[type[Extension], Extension] = {}
         self._extension_lock = threading.RLock()
         self._hooks: dict[str, list[Extension]] = {}
         self._stanza_started: float | None = None
         self._stanza_mark = 0  # stream.elements_received when _stanza_started was set
         self._ping_sent_at: float | None = None
-        #: What this client advertises in XEP-0030 disco#info; extensions add theirs.
         self.local_features: set[str] = {PING_NS, "http://jabber.org/protocol/disco#info",
                                          SID_NS}
-        #: (category, type, name) identities for disco#info (XEP-0030 §3.1).
+        """What this client advertises in XEP-0030 disco#info; extensions add theirs."""
         self.local_identities: set[tuple[str, str, str]] = {("client", "pc", "simplexmpp")}
-        #: For extensions: callables that add children to every available presence this
-        #: client sends with ``send_presence()`` (XEP-0115 caps, for one).
+        """(category, type, name) identities for disco#info (XEP-0030 §3.1)."""
         self.presence_decorators: list[Callable[[Presence], None]] = []
+        """For extensions: callables that add children to every available presence this client sends
+        with `send_presence()` (XEP-0115 caps, for one)."""
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._load_extensions()
         if load_extensions:
             self._attach_installed()
 
     def _load_extensions(self) -> None:
-        """Attach the built-in extensions (``client.disco``, ``client.muc`` …)."""
+        """Attach the built-in extensions (`client.disco`, `client.muc` …)."""
         from . import ext
         ext.attach(self)
 
     def _attach_installed(self) -> None:
         """Attach the extensions installed packages register in the entry-point group
-        ``simplexmpp.extensions`` (found once per process, see
+        `simplexmpp.extensions` (found once per process, see
         [installed_extensions][simplexmpp.extension.installed_extensions]). One that cannot
         be attached is logged and skipped: a broken plug-in does not stop the client."""
         for cls in installed_extensions():
@@ -528,13 +531,13 @@ class Client:
     # Extensions (see simplexmpp.extension and docs/extensions/writing.md)
 
     def extension(self, cls: type[E]) -> E:
-        """Attach an extension: create one ``cls(client)``, make it ``client.<cls.name>``,
-        add its ``features`` to our disco#info and caps hash and register the lifecycle
+        """Attach an extension: create one `cls(client)`, make it `client.<cls.name>`,
+        add its `features` to our disco#info and caps hash and register the lifecycle
         hooks it overrides. Attached once: later calls return the same object.
 
         Raises:
-            TypeError: ``cls`` is not a subclass of [Extension][simplexmpp.extension.Extension].
-            ValueError: its ``name`` is not an identifier, starts with ``_``, or is taken by
+            TypeError: `cls` is not a subclass of [Extension][simplexmpp.extension.Extension].
+            ValueError: its `name` is not an identifier, starts with `_`, or is taken by
                 another attribute of the client (or another extension).
 
         Example:
@@ -587,7 +590,7 @@ class Client:
         self._password = password
 
     def _follow_sessions(self, extension: Extension) -> None:
-        """Register the lifecycle hooks ``extension`` overrides (once each)."""
+        """Register the lifecycle hooks `extension` overrides (once each)."""
         with self._lock:
             for hook in type(extension).overridden_hooks():
                 followers = self._hooks.get(hook, [])
@@ -596,7 +599,7 @@ class Client:
                     self._hooks[hook] = followers + [extension]
 
     def _run_hooks(self, hook: str, arg: object) -> None:
-        """Queue ``hook(arg)`` of every extension that follows it on the dispatcher."""
+        """Queue `hook(arg)` of every extension that follows it on the dispatcher."""
         for extension in self._hooks.get(hook, ()):
             self._dispatch(getattr(extension, hook), arg)
 
@@ -613,12 +616,14 @@ class Client:
 
         A client may be connected again after [disconnect][simplexmpp.Client.disconnect]
         (or after it stopped for good): that is a fresh start, like the first one. Messages
-        still unread in the inbox stay readable; ``messages()`` and ``next_message()`` wait
+        still unread in the inbox stay readable; `messages()` and `next_message()` wait
         for the new session's.
 
-        Raises :class:`~errors.ConnectionError`, :class:`~errors.TLSError`,
-        :class:`~errors.AuthenticationError`, :class:`~errors.StreamError` or
-        :class:`~errors.TimeoutError`.
+        Raises [`ConnectionError`][simplexmpp.errors.ConnectionError],
+        [`TLSError`][simplexmpp.errors.TLSError],
+        [`AuthenticationError`][simplexmpp.errors.AuthenticationError],
+        [`StreamError`][simplexmpp.errors.StreamError] or
+        [`TimeoutError`][simplexmpp.errors.TimeoutError].
         """
         timeout = self._timeout(timeout)
         with self._lock:
@@ -663,11 +668,12 @@ class Client:
     def disconnect(self, timeout: float | None = None) -> None:
         """Flush what was sent, close the stream cleanly and stop the threads.
 
-        Nothing ``send_message()`` accepted is dropped silently: the server must acknowledge it
-        (XEP-0198) or answer a ping sent after it; otherwise :class:`~errors.NotSentError`
-        lists the stanza ids that may not have been delivered.
+        Nothing `send_message()` accepted is dropped silently: the server must acknowledge it
+        (XEP-0198) or answer a ping sent after it; otherwise
+        [`NotSentError`][simplexmpp.errors.NotSentError] lists the stanza ids that may not have been
+        delivered.
 
-        ``timeout`` (None: the client's) is the whole budget: flushing, the closing
+        `timeout` (None: the client's) is the whole budget: flushing, the closing
         handshake and stopping the threads. A server that does not answer in time has its
         connection cut when the budget is spent; the call returns a moment later.
         """
@@ -681,7 +687,7 @@ class Client:
 
     def _ask_confirmation(self) -> tuple[IqFuture, int] | None:
         """Step 1 of a flush, not waiting: ask the server to confirm what it has handled, by
-        an XEP-0198 ``<r/>`` (the answer counts what it handled), or else a ping, whose answer
+        an XEP-0198 `<r/>` (the answer counts what it handled), or else a ping, whose answer
         proves everything sent before it was handled (RFC 6120 §10.1: stanzas on one stream
         are handled in order). Returns the ping's future and what it confirms (see
         _send_flush_ping), or None."""
@@ -747,7 +753,7 @@ class Client:
     def _flush(self, deadline: float, ping: tuple[IqFuture, int] | None = None
                ) -> tuple[bool, list[str]]:
         """Wait until the server has handled everything we sent: (confirmed, the ids of the
-        stanzas it did not confirm). ``ping``: one already sent by _ask_confirmation."""
+        stanzas it did not confirm). `ping`: one already sent by _ask_confirmation."""
         stream = self._stream
         if stream is not None and stream.sm is not None:
             with self._lock:
@@ -808,7 +814,7 @@ class Client:
         if self._wire is not None:
             self._wire.wake()
 
-    #: Seconds a connection cut at the end of the budget of disconnect() gets to stop.
+    # Seconds a connection cut at the end of the budget of disconnect() gets to stop.
     _stop_grace = 0.5
 
     def _end_close(self, deadline: float) -> None:
@@ -839,13 +845,13 @@ class Client:
 
     @classmethod
     def register(cls, jid: JID | str, password: str, **connection_kwargs: Any) -> None:
-        """Create the account ``jid`` with ``password`` by XEP-0077 in-band registration, on a
+        """Create the account `jid` with `password` by XEP-0077 in-band registration, on a
         stream of its own (closed again before returning); afterwards the account can log in.
 
-        ``connection_kwargs`` are those of the constructor (``host``, ``port``, ``tls``,
-        ``ca_file``, ``timeout`` …) plus ``fields`` (extra registration fields). Raises
-        ``AccountExistsError``, ``RegistrationNotSupportedError`` or ``RegistrationError``
-        from :mod:`simplexmpp.ext.register`, or the usual connection errors.
+        `connection_kwargs` are those of the constructor (`host`, `port`, `tls`,
+        `ca_file`, `timeout` …) plus `fields` (extra registration fields). Raises
+        `AccountExistsError`, `RegistrationNotSupportedError` or `RegistrationError`
+        from [`simplexmpp.ext.register`][simplexmpp.ext.register], or the usual connection errors.
         """
         from .ext.register import register_account
         register_account(jid, password, **connection_kwargs)
@@ -862,19 +868,19 @@ class Client:
             log.exception("disconnect after an error failed")
 
     def _timeout(self, timeout: float | None) -> float:
-        """The seconds a blocking call given ``timeout`` waits (None: the client's
-        ``timeout``); every blocking call goes through here (see ``timeout_seconds``)."""
+        """The seconds a blocking call given `timeout` waits (None: the client's
+        `timeout`); every blocking call goes through here (see `timeout_seconds`)."""
         return timeout_seconds(self.timeout if timeout is None else timeout)
 
     # ------------------------------------------------------------------------------------
     # Threads
 
-    #: Longest a XEP-0198 ``<a/>`` waits for other output to ride along with (seconds).
     ack_delay = 0.05
+    """Longest a XEP-0198 `<a/>` waits for other output to ride along with (seconds)."""
 
-    #: Seconds the dispatcher thread waits for work before it ends; the next callback
-    #: starts a new one. Idle clients (a Pool of them, say) then hold only their I/O thread.
     dispatcher_idle = 10.0
+    """Seconds the dispatcher thread waits for work before it ends; the next callback starts a new
+    one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
 
     def _dispatch_main(self) -> None:
         current = threading.current_thread()
@@ -903,7 +909,7 @@ class Client:
                 log.exception("callback %r raised; the client carries on", fn)
 
     def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn(*args)`` on the dispatcher thread (started when there is work)."""
+        """Run `fn(*args)` on the dispatcher thread (started when there is work)."""
         with self._dispatch_lock:
             self._tasks.put((fn, args))
             if self._dispatch_thread is None:
@@ -926,7 +932,7 @@ class Client:
                 self._tasks.put(None)
 
     def _join_threads(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds in all for the client's threads to end."""
+        """Wait up to `timeout` seconds in all for the client's threads to end."""
         end = time.monotonic() + timeout
         current = threading.current_thread()
         done = self._done
@@ -954,7 +960,7 @@ class Client:
 
     def _io_main(self, timeout: float, delay: float = 0.0) -> None:
         """The I/O thread: connect, run, and reconnect until told to stop, or until a shared
-        :class:`~simplexmpp.transport.Hub` takes the ready connection over."""
+        [`Hub`][simplexmpp.transport.Hub] takes the ready connection over."""
         while True:
             if delay and self._sleep_unless_closing(delay):
                 self._finish(None)
@@ -980,9 +986,9 @@ class Client:
         return errors.ConnectionError(f"connection failed: {exc!r}")
 
     def _connection_ended(self, error: BaseException | None) -> float | None:
-        """The connection is gone (cleanly when ``error`` is None). Returns the delay before
+        """The connection is gone (cleanly when `error` is None). Returns the delay before
         the next attempt, or None once the client has stopped for good (then it has run
-        ``_finish``). Runs on the I/O thread, or on the hub's thread for a hub connection."""
+        `_finish`). Runs on the I/O thread, or on the hub's thread for a hub connection."""
         with self._lock:
             if self._stream is not None:
                 self._stream.connection_lost()
@@ -1193,7 +1199,7 @@ class Client:
             self._start_io_thread(self._io_timeout, delay)
 
     def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
-        """The sans-IO stream machine for one connection (``Component`` supplies its own)."""
+        """The sans-IO stream machine for one connection (`Component` supplies its own)."""
         return ClientStream(
             self.account, self._password,
             tls="direct" if target.direct_tls else ("none" if self.tls == "none" else "starttls"),
@@ -1207,7 +1213,7 @@ class Client:
                                   "like user@example.org")
 
     def _tick(self, now: float) -> float:
-        """How long the I/O thread may sleep: until the next timer of ``_timers()`` is due.
+        """How long the I/O thread may sleep: until the next timer of `_timers()` is due.
         An idle connection wakes only for its keepalive, not every second, so a thousand
         idle clients cost next to no CPU."""
         stream = self._stream
@@ -1227,7 +1233,7 @@ class Client:
         return min(max(due - now, 0.005), 60.0)
 
     def _read(self, wire: Wire, stream: ClientStream, max_reads: int | None = None) -> bool:
-        """Read and handle everything available, or ``max_reads`` socket reads of it; True
+        """Read and handle everything available, or `max_reads` socket reads of it; True
         once the stream has closed."""
         reads = 0
         while max_reads is None or reads < max_reads:
@@ -1371,8 +1377,8 @@ class Client:
                 self._outbuf += data
 
     def _collect_output(self, sending: bytearray, idle: bool) -> None:
-        """I/O thread: move what other threads queued into ``sending``. With ``idle`` it is
-        about to wait: output queued after this must wake it (see :meth:`_wake`)."""
+        """I/O thread: move what other threads queued into `sending`. With `idle` it is
+        about to wait: output queued after this must wake it (see `_wake()`)."""
         with self._lock:
             if self._outbuf:
                 sending += self._outbuf
@@ -1449,10 +1455,10 @@ class Client:
     # Sending
 
     def send(self, stanza: Stanza | ET.Element, timeout: float | None = None) -> None:
-        """Send a stanza (any ``Message``, ``Presence``, ``Iq`` or raw element).
+        """Send a stanza (any `Message`, `Presence`, `Iq` or raw element).
 
-        While the client is reconnecting this waits (up to ``timeout``) for the session to come
-        back; once disconnected it raises :class:`~errors.DisconnectedError`.
+        While the client is reconnecting this waits (up to `timeout`) for the session to come back;
+        once disconnected it raises [`DisconnectedError`][simplexmpp.errors.DisconnectedError].
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         # Serialised here, once (it validates the characters before anything is queued).
@@ -1460,9 +1466,9 @@ class Client:
 
     def _send_text(self, text: str, timeout: float | None,
                    element: ET.Element | None = None) -> None:
-        """Queue serialised XML (see :meth:`send`): ``element`` serialised, which the stream
-        gets too (it tells stanzas from nonzas; a component's stream completes the addresses
-        and serialises again), or, without it, a stanza written directly."""
+        """Queue serialised XML (see [`send()`][simplexmpp.Client.send]): `element` serialised,
+        which the stream gets too (it tells stanzas from nonzas; a component's stream completes the
+        addresses and serialises again), or, without it, a stanza written directly."""
         if len(text) > self.max_stanza_size:
             raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
                                      f"({self.max_stanza_size})")
@@ -1491,7 +1497,7 @@ class Client:
 
     def _wait_ready(self, timeout: float | None) -> ClientStream:
         """Under the lock: the ready session's stream, once there is one (waiting up to
-        ``timeout``, None: the client's); raise if there will not be one."""
+        `timeout`, None: the client's); raise if there will not be one."""
         stream = self._stream
         if self._state == "ready" and stream is not None and stream.state == "ready":
             return stream  # the usual case, without a clock reading
@@ -1515,8 +1521,8 @@ class Client:
 
     def new_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                     subject: str | None = None, thread: str | None = None) -> Message:
-        """A message ready for :meth:`send`: ``type`` and text checked, a fresh id, and an
-        XEP-0359 origin-id equal to the id, by which receivers drop duplicates after a
+        """A message ready for [`send()`][simplexmpp.Client.send]: `type` and text checked, a fresh
+        id, and an XEP-0359 origin-id equal to the id, by which receivers drop duplicates after a
         reconnect. Extensions add their payload to it before sending it."""
         recipient = _checked_message(to, body, type, subject, thread)
         # Built directly (hot path): the same element Message(to=, type=, id=, subject=,
@@ -1535,7 +1541,7 @@ class Client:
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                      subject: str | None = None, thread: str | None = None,
                      timeout: float | None = None) -> str:
-        """Send a message (see :meth:`new_message`); return its id."""
+        """Send a message (see [`new_message()`][simplexmpp.Client.new_message]); return its id."""
         recipient = _checked_message(to, body, type, subject, thread)
         stanza_id = new_id()
         # Hot path: written directly, byte for byte what tostring(new_message(...).xml) gives
@@ -1568,55 +1574,56 @@ class Client:
 
     @property
     def broadcast_presence(self) -> Presence | None:
-        """The available presence last broadcast with ``send_presence()``, or None."""
+        """The available presence last broadcast with `send_presence()`, or None."""
         return self._last_presence
 
     def subscribe(self, jid: JID | str, timeout: float | None = None) -> None:
-        """Ask to see ``jid``'s presence (RFC 6121 §3.1.1).
+        """Ask to see `jid`'s presence (RFC 6121 §3.1.1).
 
-        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        While the client is reconnecting this waits up to `timeout` (None: the client's)
         for the session to come back, then raises
         [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="subscribe", id=new_id()), timeout)
 
     def unsubscribe(self, jid: JID | str, timeout: float | None = None) -> None:
-        """Stop seeing ``jid``'s presence (RFC 6121 §3.3).
+        """Stop seeing `jid`'s presence (RFC 6121 §3.3).
 
-        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        While the client is reconnecting this waits up to `timeout` (None: the client's)
         for the session to come back, then raises
         [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="unsubscribe", id=new_id()), timeout)
 
     def approve(self, jid: JID | str, timeout: float | None = None) -> None:
-        """Let ``jid`` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4).
+        """Let `jid` see our presence (RFC 6121 §3.1.4, also pre-approval §3.4).
 
-        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        While the client is reconnecting this waits up to `timeout` (None: the client's)
         for the session to come back, then raises
         [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="subscribed", id=new_id()), timeout)
 
     def deny(self, jid: JID | str, timeout: float | None = None) -> None:
-        """Refuse, or cancel, ``jid``'s subscription to our presence (RFC 6121 §3.2).
+        """Refuse, or cancel, `jid`'s subscription to our presence (RFC 6121 §3.2).
 
-        While the client is reconnecting this waits up to ``timeout`` (None: the client's)
+        While the client is reconnecting this waits up to `timeout` (None: the client's)
         for the session to come back, then raises
         [TimeoutError][simplexmpp.errors.TimeoutError].
         """
         self.send(Presence(to=JID(str(jid)).bare, type="unsubscribed", id=new_id()), timeout)
 
     def presence_of(self, jid: JID | str) -> dict[str, Presence]:
-        """The latest available presence of each resource of ``jid`` we know of."""
+        """The latest available presence of each resource of `jid` we know of."""
         return self._presences.of(JID(str(jid)))
 
     # ------------------------------------------------------------------------------------
     # IQ
 
     def send_iq(self, iq: Iq, timeout: float | None = None) -> IqFuture:
-        """Send an IQ request; the future resolves to the result ``Iq`` or fails with
-        :class:`~errors.IqError` (or :class:`~errors.DisconnectedError`)."""
+        """Send an IQ request; the future resolves to the result `Iq` or fails with
+        [`IqError`][simplexmpp.errors.IqError] (or
+        [`DisconnectedError`][simplexmpp.errors.DisconnectedError])."""
         if iq.type not in ("get", "set"):
             raise InvalidStanzaError(f"send_iq() sends get/set requests, not {iq.type!r}")
         if not iq.id:
@@ -1662,7 +1669,7 @@ class Client:
         return "" if payload is None else payload.tag
 
     def _expected_senders(self, to: str | None) -> frozenset[str] | None:
-        """Who may answer a request sent to ``to`` (RFC 6120 §8.1.2.1); None: our account."""
+        """Who may answer a request sent to `to` (RFC 6120 §8.1.2.1); None: our account."""
         if to is None:
             return None
         target = JID(to)
@@ -1671,7 +1678,7 @@ class Client:
         return frozenset({str(target)})
 
     def _own_bare_jid(self, address: str) -> bool:
-        """Whether ``address`` is our account's bare JID (normalised, so case and the
+        """Whether `address` is our account's bare JID (normalised, so case and the
         like do not matter)."""
         if address == self._own_bare:
             return True
@@ -1708,10 +1715,10 @@ class Client:
         return time.perf_counter() - started
 
     def register_iq_handler(self, type: str, tag: str, handler: Callable[[Iq], object]) -> None:
-        """Answer incoming IQ ``type`` (get/set) requests whose payload is ``tag`` (Clark
+        """Answer incoming IQ `type` (get/set) requests whose payload is `tag` (Clark
         notation). The handler runs on the dispatcher thread and returns the result payload
-        (an Element), a complete ``Iq`` reply, or None for an empty result; raising
-        :class:`~errors.IqError` sends that error back."""
+        (an Element), a complete `Iq` reply, or None for an empty result; raising
+        [`IqError`][simplexmpp.errors.IqError] sends that error back."""
         if type not in ("get", "set"):
             raise ValueError("type must be 'get' or 'set'")
         self._iq_handlers[(type, tag)] = handler
@@ -1733,8 +1740,8 @@ class Client:
     def _misaddressed(self, element: ET.Element) -> bool:
         """Whether a received stanza has a 'from' or 'to' that is not a JID (RFC 7622): it
         is dropped, logged in one line, and an IQ request is answered with jid-malformed
-        (RFC 6120 §8.3.3.8). The one check every received stanza passes (``_read``, and
-        ``deliver`` for what extensions unwrap), so no handler ever meets a bad address.
+        (RFC 6120 §8.3.3.8). The one check every received stanza passes (`_read`, and
+        `deliver` for what extensions unwrap), so no handler ever meets a bad address.
         Addresses found valid are remembered (a bounded set), so a known sender costs two
         lookups, not a parse."""
         valid = self._valid_addresses
@@ -1764,7 +1771,7 @@ class Client:
         return False
 
     def _intercepted(self, kind: str, stanza: Stanza) -> bool:
-        """Whether an interceptor claimed ``stanza`` (a ``kind``: message or presence)."""
+        """Whether an interceptor claimed `stanza` (a `kind`: message or presence)."""
         index = self._interceptor_index.get(kind)
         if index is None:
             return False
@@ -1781,8 +1788,8 @@ class Client:
 
     def _run_interceptors(self, stanza: Stanza, index: _InterceptorIndex,
                           matched: list[_Interceptor] | None, type_: str) -> bool:
-        """Ask the interceptors that want ``stanza`` (all of them, those for its type
-        ``type_``, and ``matched``: those for one of its children's tags), oldest first."""
+        """Ask the interceptors that want `stanza` (all of them, those for its type
+        `type_`, and `matched`: those for one of its children's tags), oldest first."""
         always, _by_tag, by_type = index
         typed = by_type.get(type_) if by_type else None
         if matched is None and typed is None:
@@ -1802,7 +1809,7 @@ class Client:
         return False
 
     def _index_interceptors(self, kind: str) -> None:
-        """Under the lock: rebuild what ``_intercepted`` reads (copy on write, so the I/O
+        """Under the lock: rebuild what `_intercepted` reads (copy on write, so the I/O
         thread never needs the lock)."""
         always = []
         by_tag: dict[str, list[_Interceptor]] = {}
@@ -1822,12 +1829,12 @@ class Client:
                          tags: Iterable[str] | None = None,
                          types: Iterable[str] | None = None) -> int:
         """Package-private fast path of simplexmpp's own extensions (through
-        ``Extension._intercept_stanzas``): ``interceptor(stanza)`` sees every received
-        ``"message"`` or ``"presence"`` before the client handles it, and returns True to
-        claim it. With ``tags`` (Clark names of child elements) it sees only stanzas with
-        such a child, with ``types`` only stanzas of those types (a message without a type,
-        or with one not in RFC 6121, is ``"normal"``; a presence without one is
-        ``"available"``); both keep the receive path fast.
+        `Extension._intercept_stanzas`): `interceptor(stanza)` sees every received
+        `"message"` or `"presence"` before the client handles it, and returns True to
+        claim it. With `tags` (Clark names of child elements) it sees only stanzas with
+        such a child, with `types` only stanzas of those types (a message without a type,
+        or with one not in RFC 6121, is `"normal"`; a presence without one is
+        `"available"`); both keep the receive path fast.
 
         It runs on the I/O thread, so it must be quick and must not block or call blocking
         client methods. User code never runs here: the public way is
@@ -1846,13 +1853,13 @@ class Client:
     def add_stanza_handler(self, kind: str, handler: Callable[[Any], object], *,
                            tags: Iterable[str] | None = None,
                            types: Iterable[str] | None = None) -> int:
-        """Handle received ``kind`` stanzas (``"message"`` or ``"presence"``) that carry a
-        child element named in ``tags`` (Clark notation, ``"{urn:example}x"``) and/or are of
-        one of ``types``: ``handler(stanza)`` runs on the dispatcher thread (never on the I/O
+        """Handle received `kind` stanzas (`"message"` or `"presence"`) that carry a
+        child element named in `tags` (Clark notation, `"{urn:example}x"`) and/or are of
+        one of `types`: `handler(stanza)` runs on the dispatcher thread (never on the I/O
         thread), so it may call blocking client methods. The stanzas it gets are claimed:
-        they do not reach ``messages()``, ``next_message()`` or the "message"/"presence"
-        callbacks. At least one of ``tags`` and ``types`` is required (a message without a
-        type is ``"normal"``, a presence without one ``"available"``); returns a handle for
+        they do not reach `messages()`, `next_message()` or the "message"/"presence"
+        callbacks. At least one of `tags` and `types` is required (a message without a
+        type is `"normal"`, a presence without one `"available"`); returns a handle for
         [remove_stanza_handler][simplexmpp.client.Client.remove_stanza_handler].
 
         Example:
@@ -1872,7 +1879,7 @@ class Client:
         return self._add_interceptor(kind, claim, tags=tags, types=types)
 
     def remove_stanza_handler(self, handle: int) -> None:
-        """Stop the stanza handler registered under ``handle``."""
+        """Stop the stanza handler registered under `handle`."""
         self._remove_interceptor(handle)
 
     def _remove_interceptor(self, handle: int) -> None:
@@ -1882,7 +1889,7 @@ class Client:
                 self._index_interceptors(kind)
 
     def dispatch(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn(*args)`` on the dispatcher thread (where callbacks run)."""
+        """Run `fn(*args)` on the dispatcher thread (where callbacks run)."""
         self._dispatch(fn, *args)
 
     def deliver(self, msg: Message) -> None:
@@ -1898,7 +1905,7 @@ class Client:
         and the origin-id the sender gave it, or, without an origin-id, by the stanza-id our
         own archive gave it: one key per message, so the bounded window covers as many
         messages as it holds keys. (A re-send gets a new stanza-id but keeps its origin-id; an
-        archive copy keeps both.) ``origin_el`` is the message's last origin-id child.
+        archive copy keeps both.) `origin_el` is the message's last origin-id child.
         (_incoming_message checks a message without stanza-ids itself, with the same
         _origin_key and _remember.)"""
         archived = None
@@ -1928,8 +1935,8 @@ class Client:
         return (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
 
     def _remember(self, key: str) -> bool:
-        """True if ``key`` is in the duplicate window; otherwise add it, dropping the oldest
-        keys beyond ``duplicate_window``."""
+        """True if `key` is in the duplicate window; otherwise add it, dropping the oldest
+        keys beyond `duplicate_window`."""
         seen = self._seen_ids
         if key in seen:
             return True
@@ -1943,14 +1950,14 @@ class Client:
         return False
 
     def _sender_key(self, sender: str) -> str:
-        """The key prefix of a message from ``sender`` (see _is_duplicate), remembered."""
+        """The key prefix of a message from `sender` (see _is_duplicate), remembered."""
         if len(self._sender_keys) >= 1024:
             self._sender_keys.clear()
         prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
         return prefix
 
     def _forget_oldest(self) -> None:
-        """Shrink the duplicate window to ``duplicate_window`` keys, oldest out first."""
+        """Shrink the duplicate window to `duplicate_window` keys, oldest out first."""
         seen, order, window = self._seen_ids, self._seen_order, self.duplicate_window
         while len(order) > window:
             seen.discard(order.popleft())
@@ -2046,7 +2053,7 @@ class Client:
 
     def _incoming_message(self, element: ET.Element, msg: Message | None = None,
                           intercept: bool = True) -> None:
-        """A received message (``msg`` its wrapper if one was made already; ``intercept``
+        """A received message (`msg` its wrapper if one was made already; `intercept`
         False for what deliver() hands over): the interceptors, then the inbox and
         "message" callbacks, unless it is an error or a repeat (XEP-0359).
 
@@ -2113,9 +2120,9 @@ class Client:
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """Incoming messages as they arrive; ends when the client disconnects for good.
 
-        With ``timeout`` the iteration also ends after that many seconds without a message;
+        With `timeout` the iteration also ends after that many seconds without a message;
         without it, it waits for as long as the client is connected. Messages the server
-        kept while we were offline come first (with ``.delay`` set, XEP-0203).
+        kept while we were offline come first (with `.delay` set, XEP-0203).
         """
         self._inbox_used = True
         if timeout is not None:  # None: no limit
@@ -2162,8 +2169,9 @@ class Client:
     # Events
 
     def on(self, event: str, callback: Callable[..., object]) -> int:
-        """Call ``callback`` on the dispatcher thread whenever ``event`` happens; returns a
-        handle for :meth:`off`. See :data:`EVENTS` for the names and arguments."""
+        """Call `callback` on the dispatcher thread whenever `event` happens; returns a handle for
+        [`off()`][simplexmpp.Client.off]. See [`EVENTS`][simplexmpp.EVENTS] for the names and
+        arguments."""
         if event not in self._event_names:
             raise ValueError(f"unknown event {event!r}; known: "
                              f"{', '.join(sorted(self._event_names))}")
@@ -2173,13 +2181,13 @@ class Client:
         return handle
 
     def off(self, handle: int) -> None:
-        """Stop the callback registered under ``handle``."""
+        """Stop the callback registered under `handle`."""
         with self._lock:
             for name, callbacks in self._handlers.items():
                 self._handlers[name] = [(h, cb) for h, cb in callbacks if h != handle]
 
     def declare_event(self, name: str) -> None:
-        """Extensions add their event names here before users can ``on()`` them."""
+        """Extensions add their event names here before users can `on()` them."""
         self._event_names.add(name)
 
     def _emit(self, event: str, *args: object) -> None:
@@ -2187,12 +2195,12 @@ class Client:
             self._dispatch(callback, *args)
 
     def has_callbacks(self, event: str) -> bool:
-        """Whether any callback is registered for ``event`` (queues that only callbacks
+        """Whether any callback is registered for `event` (queues that only callbacks
         drain, like the inbox, are skipped when nobody reads them otherwise)."""
         return bool(self._handlers.get(event))
 
     def emit(self, event: str, *args: object) -> None:
-        """For extensions: run the callbacks of a declared ``event`` with ``args`` on the
+        """For extensions: run the callbacks of a declared `event` with `args` on the
         dispatcher thread (safe to call from the I/O thread)."""
         if event not in self._event_names:
             raise ValueError(f"unknown event {event!r}; declare_event() it first")
@@ -2203,7 +2211,7 @@ class Client:
 
     @property
     def roster(self) -> Roster:
-        """The cached roster (after ``get_roster()``), kept current by roster pushes."""
+        """The cached roster (after `get_roster()`), kept current by roster pushes."""
         return self._roster
 
     def get_roster(self, timeout: float | None = None) -> Roster:
@@ -2233,7 +2241,7 @@ class Client:
 
     @property
     def state(self) -> str:
-        """``disconnected``, ``connecting``, ``ready``, ``reconnecting`` or ``closing``."""
+        """`disconnected`, `connecting`, `ready`, `reconnecting` or `closing`."""
         return self._state
 
     def __repr__(self) -> str:

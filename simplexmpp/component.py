@@ -1,25 +1,28 @@
-"""``Component``: an XEP-0114 external component, on the same two threads as ``Client``.
+"""`Component`: an XEP-0114 external component, on the same two threads as `Client`.
 
 An external component connects to a server's component port, claims a whole domain
-(``echo.example.org``) and authenticates with a shared secret: it sends the hex SHA-1 of the
+(`echo.example.org`) and authenticates with a shared secret: it sends the hex SHA-1 of the
 stream id followed by the secret (XEP-0114 §3). Every stanza addressed to that domain, or to any
-JID at it (``user@echo.example.org/x``), is routed to the component, which answers from those
+JID at it (`user@echo.example.org/x`), is routed to the component, which answers from those
 addresses.
 
 Two layers, as for the client:
 
-* :class:`ComponentStream` is the sans-IO stream machine (bytes in, events and bytes out), a
-  :class:`~simplexmpp.stream.ClientStream` whose negotiation is the handshake instead of
-  STARTTLS/SASL/bind. The stream's namespace is ``jabber:component:accept``; the rest of the
-  library works with ``{jabber:client}`` stanzas, so the machine renames received elements to
-  ``jabber:client`` and, on the way out, lets the serializer write ``jabber:client`` elements
-  without an ``xmlns`` (they inherit the stream's ``jabber:component:accept``).
-* :class:`Component` is a :class:`~simplexmpp.Client` driving that machine: the I/O thread owns
-  the socket, callbacks and IQ handlers run on the dispatcher thread, any thread may send.
+* [`ComponentStream`][simplexmpp.component.ComponentStream] is the sans-IO stream machine (bytes in,
+  events and bytes out), a [`ClientStream`][simplexmpp.stream.ClientStream] whose negotiation is the
+  handshake instead of STARTTLS/SASL/bind. The stream's namespace is `jabber:component:accept`; the
+  rest of the library works with `{jabber:client}` stanzas, so the machine renames received elements
+  to `jabber:client` and, on the way out, lets the serializer write `jabber:client` elements without
+  an `xmlns` (they inherit the stream's `jabber:component:accept`).
+* [`Component`][simplexmpp.Component] is a [`Client`][simplexmpp.Client] driving that machine: the
+  I/O thread owns the socket, callbacks and IQ handlers run on the dispatcher thread, any thread may
+  send.
 
->>> with Component("echo.localhost", "secret", "127.0.0.1", 5347) as component:  # doctest: +SKIP
-...     for msg in component.messages():
-...         component.send_message(msg.from_, msg.body, from_=msg.to)
+```python
+with Component("echo.localhost", "secret", "127.0.0.1", 5347) as component:
+    for msg in component.messages():
+        component.send_message(msg.from_, msg.body, from_=msg.to)
+```
 """
 
 from __future__ import annotations
@@ -59,10 +62,10 @@ _FEATURES = "{%s}features" % STREAM_NS
 _PING = "{%s}ping" % PING_NS
 _REDACT_HANDSHAKE = re.compile(r"(<handshake>)[^<]+")
 
-#: Extensions that act on a user account the server keeps (its carbons, archive, blocklist,
-#: PEP, registration, client state) and so mean nothing for a component: not attached.
 COMPONENT_SKIPPED_EXTENSIONS = frozenset({
     "carbons", "csi", "blocking", "mam", "registration", "pep", "avatar"})
+"""Extensions that act on a user account the server keeps (its carbons, archive, blocklist, PEP,
+registration, client state) and so mean nothing for a component: not attached."""
 
 
 def handshake_digest(stream_id: str, secret: str) -> str:
@@ -72,11 +75,11 @@ def handshake_digest(stream_id: str, secret: str) -> str:
 
 
 def to_client_namespace(element: ET.Element) -> ET.Element:
-    """Rename, in place, every element of ``element`` (itself included) that is in
-    ``jabber:component:accept`` to ``jabber:client``; return ``element``.
+    """Rename, in place, every element of `element` (itself included) that is in
+    `jabber:component:accept` to `jabber:client`; return `element`.
 
-    Inside a component stream that namespace plays the part ``jabber:client`` plays on a
-    client stream (stanzas, ``<body/>``, ``<error/>`` …); payloads in other namespaces keep
+    Inside a component stream that namespace plays the part `jabber:client` plays on a
+    client stream (stanzas, `<body/>`, `<error/>` …); payloads in other namespaces keep
     theirs."""
     prefix, size = _COMPONENT_PREFIX, len(_COMPONENT_PREFIX)
     for node in element.iter():
@@ -96,18 +99,20 @@ def _domain_of(jid: str) -> str:
 class ComponentStream(ClientStream):
     """The component side of one XEP-0114 stream (sans-IO).
 
-    ``jid`` is the component's domain. Negotiation (XEP-0114 §3)::
+    `jid` is the component's domain. Negotiation (XEP-0114 §3):
 
-        header (jabber:component:accept, to=domain) -> server header with an id
-               -> <handshake>hex(SHA-1(id + secret))</handshake> -> <handshake/> -> Ready
+    ```text
+    header (jabber:component:accept, to=domain) -> server header with an id
+           -> <handshake>hex(SHA-1(id + secret))</handshake> -> <handshake/> -> Ready
+    ```
 
-    The same interface as :class:`~simplexmpp.stream.ClientStream`: ``start()``,
-    ``receive_data()`` returning events (:class:`~simplexmpp.stream.Authenticated` with
-    mechanism ``"handshake"``, :class:`~simplexmpp.stream.Ready`,
-    and the received stanzas' elements …), ``data_to_send()``, ``send()``, ``close()``.
+    The same interface as [`ClientStream`][simplexmpp.stream.ClientStream]: `start()`,
+    `receive_data()` returning events ([`Authenticated`][simplexmpp.stream.Authenticated] with
+    mechanism `"handshake"`, [`Ready`][simplexmpp.stream.Ready],
+    and the received stanzas' elements …), `data_to_send()`, `send()`, `close()`.
     No TLS, no SASL, no stream management. A rejected secret raises
-    :class:`~simplexmpp.errors.AuthenticationError`; an unknown domain raises
-    :class:`~simplexmpp.errors.StreamError` ``host-unknown``.
+    [`AuthenticationError`][simplexmpp.errors.AuthenticationError]; an unknown domain raises
+    [`StreamError`][simplexmpp.errors.StreamError] `host-unknown`.
     """
 
     _stanzas_as_parsed = False  # _element renames them into jabber:client
@@ -122,17 +127,17 @@ class ComponentStream(ClientStream):
         super().__init__(jid, secret, tls="none", sm=False, max_stanza_size=max_stanza_size,
                          lang=lang)
         self.domain = jid.domain
-        #: The id of the server's stream header (what the handshake hashes).
         self.stream_id: str | None = None
+        """The id of the server's stream header (what the handshake hashes)."""
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, element: ET.Element, text: str | None = None) -> None:
-        """Queue a stanza (``text`` is ignored: the element may change here). A missing ``from`` becomes the component's domain (the server
-        routes nothing without one); a ``from`` outside the domain raises
-        :class:`~simplexmpp.errors.InvalidStanzaError` before anything is queued, where the
-        server would otherwise close the stream (``invalid-from``). A missing ``to`` (only the
-        library's own keepalive ping omits it) becomes the component's domain too: the server
-        rejects stanzas without one."""
+        """Queue a stanza (`text` is ignored: the element may change here). A missing `from` becomes
+        the component's domain (the server routes nothing without one); a `from` outside the domain
+        raises [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] before anything is
+        queued, where the server would otherwise close the stream (`invalid-from`). A missing `to`
+        (only the library's own keepalive ping omits it) becomes the component's domain too: the
+        server rejects stanzas without one."""
         if self.state != "ready":
             raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
         if element.tag in _STANZA_TAGS:
@@ -218,29 +223,32 @@ class ComponentStream(ClientStream):
 
 
 class Component(Client):
-    """An XEP-0114 external component: serves every address at domain ``jid``.
+    """An XEP-0114 external component: serves every address at domain `jid`.
 
-    It behaves like :class:`~simplexmpp.Client` (same threads, ``messages()``, ``on()``,
-    ``iq()``/``send_iq()``, ``register_iq_handler()``, ``with`` block, reconnects), with these
+    It behaves like [`Client`][simplexmpp.Client] (same threads, `messages()`, `on()`,
+    `iq()`/`send_iq()`, `register_iq_handler()`, `with` block, reconnects), with these
     differences:
 
-    * the connection is plain TCP to a loopback ``host`` (XEP-0114 has no TLS; the secret and
-      every stanza would cross the network in clear text), authenticated with ``secret``;
-    * every stanza needs a ``to``; a missing ``from`` becomes the component's domain, and
-      ``send_message()``/``send_presence()`` take ``from_=`` to send from another JID at the
-      domain (``user@echo.example.org``). Replies to IQ requests go from the address the
+    * the connection is plain TCP to a loopback `host` (XEP-0114 has no TLS; the secret and
+      every stanza would cross the network in clear text), authenticated with `secret`;
+    * every stanza needs a `to`; a missing `from` becomes the component's domain, and
+      `send_message()`/`send_presence()` take `from_=` to send from another JID at the
+      domain (`user@echo.example.org`). Replies to IQ requests go from the address the
       request was sent to;
-    * there is no roster (``get_roster()`` raises NotImplementedError), no broadcast
+    * there is no roster (`get_roster()` raises NotImplementedError), no broadcast
       presence, no stream management;
-    * disco#info answers identity ``component/generic``; extensions that act on a user's
-      account (:data:`COMPONENT_SKIPPED_EXTENSIONS`) are not attached.
+    * disco#info answers identity `component/generic`; extensions that act on a user's account
+      ([`COMPONENT_SKIPPED_EXTENSIONS`][simplexmpp.component.COMPONENT_SKIPPED_EXTENSIONS]) are not
+      attached.
 
-    >>> with Component("echo.localhost", "secret", "127.0.0.1", 5347) as c:  # doctest: +SKIP
-    ...     c.send_message("alice@localhost", "hello from a component")
+    ```python
+    with Component("echo.localhost", "secret", "127.0.0.1", 5347) as c:
+        c.send_message("alice@localhost", "hello from a component")
+    ```
     """
 
-    #: How many IQ requests to JIDs at our domain are remembered, to answer from them.
     request_window = 10000
+    """How many IQ requests to JIDs at our domain are remembered, to answer from them."""
 
     def __init__(self, jid: JID | str, secret: str, host: str, port: int = 5347, *,
                  timeout: float = 30.0, reconnect: bool = True,
@@ -301,10 +309,11 @@ class Component(Client):
     def connect(self, timeout: float | None = None) -> Component:
         """Connect to the component port and do the handshake; return self once ready.
 
-        Raises :class:`~errors.AuthenticationError` (wrong secret),
-        :class:`~errors.StreamError` (``host-unknown``: the server has no component of that
-        name; ``conflict``: another connection serves it),
-        :class:`~errors.ConnectionError` or :class:`~errors.TimeoutError`.
+        Raises [`AuthenticationError`][simplexmpp.errors.AuthenticationError] (wrong secret),
+        [`StreamError`][simplexmpp.errors.StreamError] (`host-unknown`: the server has no component
+        of that name; `conflict`: another connection serves it),
+        [`ConnectionError`][simplexmpp.errors.ConnectionError] or
+        [`TimeoutError`][simplexmpp.errors.TimeoutError].
         """
         super().connect(timeout)
         return self
@@ -316,11 +325,11 @@ class Component(Client):
     # Sending
 
     def send(self, stanza: Stanza | ET.Element, timeout: float | None = None) -> None:
-        """Send a ``Message``, ``Presence`` or ``Iq`` (or a raw stanza element).
+        """Send a `Message`, `Presence` or `Iq` (or a raw stanza element).
 
-        It must have a ``to``; without a ``from`` it goes from the component's domain (an IQ
+        It must have a `to`; without a `from` it goes from the component's domain (an IQ
         reply without one goes from the address its request was sent to). Raises
-        :class:`~errors.InvalidStanzaError` for anything else."""
+        [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] for anything else."""
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         if element.tag not in _STANZA_TAGS:
             raise InvalidStanzaError(f"a component stream carries only message, presence and "
@@ -351,8 +360,9 @@ class Component(Client):
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                      subject: str | None = None, thread: str | None = None,
                      timeout: float | None = None, from_: JID | str | None = None) -> str:
-        """Send a message from ``from_`` (default: the component's domain); return its id.
-        Like :meth:`Client.send_message`, it carries an XEP-0359 origin-id equal to the id."""
+        """Send a message from `from_` (default: the component's domain); return its id. Like
+        [`Client.send_message()`][simplexmpp.Client.send_message], it carries an XEP-0359 origin-id
+        equal to the id."""
         msg = self.new_message(to, body, type, subject=subject, thread=thread)
         msg.from_ = self._sender(from_)
         self.send(msg, timeout)
@@ -362,10 +372,10 @@ class Component(Client):
                       priority: int = 0, to: JID | str | None = None, *,
                       type: str | None = None, timeout: float | None = None,
                       from_: JID | str | None = None) -> None:
-        """Send presence to ``to`` from ``from_`` (default: the component's domain).
+        """Send presence to `to` from `from_` (default: the component's domain).
 
-        A component has no roster for the server to broadcast to, so ``to`` is required
-        (:class:`~errors.InvalidStanzaError` otherwise)."""
+        A component has no roster for the server to broadcast to, so `to` is required
+        ([`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] otherwise)."""
         if to is None:
             raise InvalidStanzaError("a component has no roster to broadcast presence to; "
                                      "send it to someone with to=")

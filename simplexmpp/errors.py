@@ -1,7 +1,7 @@
-"""Every exception simplexmpp raises, rooted at :class:`XMPPError`.
+"""Every exception simplexmpp raises, rooted at [`XMPPError`][simplexmpp.errors.XMPPError].
 
-Subclasses also inherit the matching builtin (``TimeoutError``, ``ConnectionError``,
-``ValueError``) so that existing ``except`` clauses keep working.
+Subclasses also inherit the matching builtin (`TimeoutError`, `ConnectionError`,
+`ValueError`) so that existing `except` clauses keep working.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class NoXMPPServiceError(ConnectionError):
 
 
 class AuthenticationError(XMPPError):
-    """SASL authentication failed; ``condition`` is the SASL failure condition (RFC 6120 §6.5)."""
+    """SASL authentication failed; `condition` is the SASL failure condition (RFC 6120 §6.5)."""
 
     def __init__(self, message: str, condition: str = "not-authorized", text: str | None = None):
         super().__init__(message)
@@ -64,8 +64,8 @@ class AuthenticationError(XMPPError):
 class StreamError(XMPPError):
     """A stream-level error (RFC 6120 §4.9), sent by the peer or detected by us.
 
-    ``by_peer`` says whether the server sent it (True) or we found the fault (False).
-    ``other_host`` is set for ``see-other-host``.
+    `by_peer` says whether the server sent it (True) or we found the fault (False).
+    `other_host` is set for `see-other-host`.
     """
 
     def __init__(self, condition: str, text: str | None = None, *, by_peer: bool = False,
@@ -84,8 +84,8 @@ class StreamError(XMPPError):
 
 
 class StanzaError(XMPPError):
-    """An error stanza (RFC 6120 §8.3): ``condition``, ``type`` (cancel, continue, modify, auth,
-    wait), ``text``, and the original ``stanza`` wrapper."""
+    """An error stanza (RFC 6120 §8.3): `condition`, `type` (cancel, continue, modify, auth,
+    wait), `text`, and the original `stanza` wrapper."""
 
     kind = "stanza"
 
@@ -135,7 +135,7 @@ class DisconnectedError(ConnectionError):
 
 
 class NotSentError(DisconnectedError):
-    """``disconnect()`` could not confirm delivery of some stanzas; ``ids`` lists them."""
+    """`disconnect()` could not confirm delivery of some stanzas; `ids` lists them."""
 
     def __init__(self, message: str, ids: list[str]):
         super().__init__(message)

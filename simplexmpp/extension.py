@@ -1,9 +1,9 @@
 """The public extension interface: [Extension][simplexmpp.extension.Extension] and
 [Session][simplexmpp.extension.Session].
 
-Built-in extensions (``client.muc``, ``client.carbons`` …) and third-party ones use the same
+Built-in extensions (`client.muc`, `client.carbons` …) and third-party ones use the same
 interface; none reaches into the client's private attributes (a test checks every module of
-``simplexmpp/ext``). See docs/extensions/writing.md.
+`simplexmpp/ext`). See docs/extensions/writing.md.
 
 ```python
 import simplexmpp
@@ -36,11 +36,11 @@ __all__ = ["Extension", "Session", "ENTRY_POINT_GROUP", "HOOKS"]
 
 log = logging.getLogger(__name__)
 
-#: The importlib.metadata entry-point group third-party packages register extensions in.
 ENTRY_POINT_GROUP = "simplexmpp.extensions"
+"""The importlib.metadata entry-point group third-party packages register extensions in."""
 
-#: The lifecycle hooks an extension may override; each is called on the dispatcher thread.
 HOOKS = ("session_started", "session_resumed", "session_lost", "client_stopped")
+"""The lifecycle hooks an extension may override; each is called on the dispatcher thread."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,13 @@ class Session:
 
     Attributes:
         number: 1 for the first session this client object ever had, 2 for the next new
-            session (after a reconnect that could not resume, or after ``disconnect()`` and
-            ``connect()``), and so on. A resumption (XEP-0198) keeps the number.
-        first: Whether this is the first session since the latest ``connect()``.
+            session (after a reconnect that could not resume, or after `disconnect()` and
+            `connect()`), and so on. A resumption (XEP-0198) keeps the number.
+        first: Whether this is the first session since the latest `connect()`.
         jid: The full JID the server bound for this session.
         resumed: Whether the session was resumed (XEP-0198) rather than started anew.
         started: When this session (or, for a resumption, the resumed one) became ready, UTC.
-        connected: When the first session since the latest ``connect()`` became ready, UTC.
+        connected: When the first session since the latest `connect()` became ready, UTC.
     """
 
     number: int
@@ -79,7 +79,7 @@ class Extension:
 
     Attach one with [Client.extension][simplexmpp.client.Client.extension]; a package can have it
     attached to every new client through an entry point in the group
-    ``simplexmpp.extensions`` (see docs/extensions/writing.md).
+    `simplexmpp.extensions` (see docs/extensions/writing.md).
 
     Threads: the constructor runs on the thread that attaches the extension (the one
     creating the client, for built-ins and entry points). Every hook runs on the client's
@@ -102,26 +102,26 @@ class Extension:
         ```
     """
 
-    #: The attribute the extension becomes on the client (``client.<name>``); a valid
-    #: Python identifier that is not already a client attribute.
     name: ClassVar[str] = ""
-    #: Feature namespaces this extension adds to the client's disco#info (XEP-0030) and so to
-    #: its XEP-0115 capabilities hash.
+    """The attribute the extension becomes on the client (`client.<name>`); a valid Python
+    identifier that is not already a client attribute."""
     features: ClassVar[tuple[str, ...]] = ()
-    #: When True (the default) the overridden hooks are called from the moment the extension
-    #: is attached. An extension that has nothing to restore until it is used sets False and
-    #: calls [follow_sessions][simplexmpp.extension.Extension.follow_sessions] once it has state to
-    #: keep (the built-in MUC does so on the first join), so that an unused extension starts
-    #: no dispatcher thread.
+    """Feature namespaces this extension adds to the client's disco#info (XEP-0030) and so to its
+    XEP-0115 capabilities hash."""
     follow_sessions_from_start: ClassVar[bool] = True
+    """When True (the default) the overridden hooks are called from the moment the extension is
+    attached. An extension that has nothing to restore until it is used sets False and calls
+    [follow_sessions][simplexmpp.extension.Extension.follow_sessions] once it has state to keep (the
+    built-in MUC does so on the first join), so that an unused extension starts no dispatcher
+    thread."""
 
     def __init__(self, client: Client) -> None:
-        """Attach to ``client``: called by [Client.extension][simplexmpp.client.Client.extension].
+        """Attach to `client`: called by [Client.extension][simplexmpp.client.Client.extension].
 
-        A subclass that overrides this calls ``super().__init__(client)`` first.
+        A subclass that overrides this calls `super().__init__(client)` first.
         """
-        #: The client this extension is attached to.
         self.client = client
+        """The client this extension is attached to."""
         # The same, under the name the built-in extensions have always used.
         self._client = client
 
@@ -137,32 +137,32 @@ class Extension:
         nothing was lost. Runs on the dispatcher thread before the "resumed" callbacks."""
 
     def session_lost(self, error: BaseException | None) -> None:
-        """The connection carrying the session is gone: ``error`` is why (None for a clean
-        ``disconnect()``). Next comes
+        """The connection carrying the session is gone: `error` is why (None for a clean
+        `disconnect()`). Next comes
         [session_resumed][simplexmpp.extension.Extension.session_resumed] or
         [session_started][simplexmpp.extension.Extension.session_started] after a
         reconnect, or [client_stopped][simplexmpp.extension.Extension.client_stopped]."""
 
     def client_stopped(self, error: BaseException | None) -> None:
-        """The client stopped for good (``disconnect()``, or a failure it does not reconnect
-        after): ``error`` is the failure, or None. Runs before the "disconnected" callbacks."""
+        """The client stopped for good (`disconnect()`, or a failure it does not reconnect
+        after): `error` is the failure, or None. Runs before the "disconnected" callbacks."""
 
     # -- helpers -------------------------------------------------------------------------------
     def follow_sessions(self) -> None:
         """Have the overridden hooks called from now on (for an extension whose
-        ``follow_sessions_from_start`` is False). Calling it again does nothing."""
+        `follow_sessions_from_start` is False). Calling it again does nothing."""
         self.client._follow_sessions(self)  # noqa: SLF001 - the client's side of this class
 
     def timeout(self, timeout: float | None) -> float:
-        """``timeout``, or the client's default timeout when it is None, in seconds the
+        """`timeout`, or the client's default timeout when it is None, in seconds the
         waiting primitives take: infinite or huge means as long as it takes, NaN or a
         negative number is a ValueError (the client's own rule for every blocking call)."""
         return self.client._timeout(timeout)
 
     def _intercept_stanzas(self, kind: str, interceptor: Callable[[Any], bool], *,
                    tags: Any = None, types: Any = None) -> int:
-        """Package-private fast path for simplexmpp's own extensions: ``interceptor`` runs
-        on the I/O thread for each received ``kind`` ("message" or "presence") stanza it
+        """Package-private fast path for simplexmpp's own extensions: `interceptor` runs
+        on the I/O thread for each received `kind` ("message" or "presence") stanza it
         asks for and returns True to claim it. Not part of the public interface: it must be
         quick and never block, and user code never runs on the I/O thread; third-party
         extensions use [Client.add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
@@ -183,11 +183,11 @@ _installed: list[type[Extension]] | None = None
 
 def installed_extensions(refresh: bool = False) -> list[type[Extension]]:
     """The extension classes installed packages register in the entry-point group
-    ``simplexmpp.extensions``, sorted by entry-point name.
+    `simplexmpp.extensions`, sorted by entry-point name.
 
     Every new [Client][simplexmpp.client.Client] attaches them (unless created with
-    ``load_extensions=False``). They are looked up once per process, on the first call (the
-    first client created); ``refresh=True`` looks again, for packages installed since. An
+    `load_extensions=False`). They are looked up once per process, on the first call (the
+    first client created); `refresh=True` looks again, for packages installed since. An
     entry point that cannot be loaded, or that names something other than an
     [Extension][simplexmpp.extension.Extension] subclass, is logged (ERROR) and left out.
     """

@@ -10,7 +10,7 @@ and logged once per episode.
 Closing marks the end for readers (an iterator ends, [Inbox.get][simplexmpp.inbox.Inbox.get]
 returns [CLOSED][simplexmpp.inbox.CLOSED] once everything put before was read); reopening
 starts afresh, so the same inbox serves a client that is connected again after
-``disconnect()``: items still waiting stay readable, the old end is forgotten.
+`disconnect()`: items still waiting stay readable, the old end is forgotten.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The default bound of a client's inbox (and of a pool's and a room's): messages waiting to
-#: be read. About 1-2 KiB of memory each for a short chat message.
 DEFAULT_MAX_INBOX = 10_000
+"""The default bound of a client's inbox (and of a pool's and a room's): messages waiting to be
+read. About 1-2 KiB of memory each for a short chat message."""
 
 
 class _Closed:
@@ -42,8 +42,8 @@ class _Closed:
         return "CLOSED"
 
 
-#: Returned by [Inbox.get][simplexmpp.inbox.Inbox.get] once the inbox is closed and empty.
 CLOSED: Any = _Closed()
+"""Returned by [Inbox.get][simplexmpp.inbox.Inbox.get] once the inbox is closed and empty."""
 
 
 class _End:
@@ -61,10 +61,10 @@ class Inbox(Generic[T]):
 
     Args:
         maxsize: The most items kept waiting; putting one more gives up the oldest (counted
-            in ``dropped``). None or 0: no bound.
+            in `dropped`). None or 0: no bound.
         convert: Applied to each item as it is taken (the client keeps bare XML elements and
-            makes the ``Message`` wrapper late).
-        name: Names the inbox in the log (``"alice@example.org's inbox"``).
+            makes the `Message` wrapper late).
+        name: Names the inbox in the log (`"alice@example.org's inbox"`).
         hint: Appended to the warning logged when items are given up (what to do about it).
     """
 
@@ -77,8 +77,8 @@ class Inbox(Generic[T]):
         self._queue = q
         self._get = q.get
         self.qsize: Callable[[], int] = q.qsize
-        #: How many items were given up because the inbox was full (oldest first).
         self.dropped = 0
+        """How many items were given up because the inbox was full (oldest first)."""
         self.name = name
         self.hint = hint
         self._convert = convert
@@ -106,7 +106,7 @@ class Inbox(Generic[T]):
         self.put = self._put_bounded if self._maxsize else self._queue.put
 
     def _put_bounded(self, item: Any) -> None:
-        """Put ``item``; if the inbox is full, give up the oldest item first. Never blocks."""
+        """Put `item`; if the inbox is full, give up the oldest item first. Never blocks."""
         q = self._queue
         if q.qsize() >= self._maxsize:
             self._make_room()
@@ -159,11 +159,11 @@ class Inbox(Generic[T]):
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        """The oldest item, waiting up to ``timeout`` seconds (None: for ever) for one.
+        """The oldest item, waiting up to `timeout` seconds (None: for ever) for one.
 
         Returns [CLOSED][simplexmpp.inbox.CLOSED] once the inbox is closed and everything put
         before was taken (and again to every later call, until reopened); raises
-        ``queue.Empty`` when nothing came in time.
+        `queue.Empty` when nothing came in time.
         """
         deadline = None
         while True:
@@ -193,7 +193,7 @@ class Inbox(Generic[T]):
                          self.dropped)
 
     def iterate(self, timeout: float | None = None) -> Iterator[T]:
-        """Items as they come; ends when the inbox is closed and read, or after ``timeout``
+        """Items as they come; ends when the inbox is closed and read, or after `timeout`
         seconds without an item."""
         while True:
             try:

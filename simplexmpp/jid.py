@@ -1,6 +1,6 @@
 """Jabber identifiers (RFC 7622): parsing, validation and normalisation.
 
-``JID("Alice@Example.COM/Phone")`` normalises to ``alice@example.com/Phone``: the localpart
+`JID("Alice@Example.COM/Phone")` normalises to `alice@example.com/Phone`: the localpart
 through the PRECIS UsernameCaseMapped profile (RFC 8265 §3.3), the resourcepart through
 OpaqueString (RFC 8265 §4.2), the domainpart through IDNA2008 with UTS #46 mapping. Parses are
 cached, so building the same JID again costs a dictionary lookup.
@@ -30,7 +30,7 @@ _OPAQUE = get_profile("OpaqueString")
 
 
 def _octets(part: str) -> int:
-    """The UTF-8 length of ``part``; a str that has no UTF-8 form (a lone surrogate, which
+    """The UTF-8 length of `part`; a str that has no UTF-8 form (a lone surrogate, which
     no XML stream can carry either) is not a JID part."""
     try:
         return len(part.encode("utf-8"))
@@ -122,10 +122,10 @@ def _parse(text: str) -> tuple[str | None, str, str | None]:
 class JID:
     """An immutable, normalised Jabber ID; compares equal to its string form.
 
-    >>> JID("Alice@Example.com/phone")
-    JID('alice@example.com/phone')
-    >>> JID(local="bob", domain="example.com").with_resource("pc").full
-    'bob@example.com/pc'
+    ```python
+    JID("Alice@Example.com/phone")  # -> JID('alice@example.com/phone')
+    JID(local="bob", domain="example.com").with_resource("pc").full  # -> 'bob@example.com/pc'
+    ```
     """
 
     __slots__ = ("local", "domain", "resource", "_str")
@@ -222,7 +222,7 @@ class JID:
 
 
 def parse_jid(value: str | JID | None) -> JID | None:
-    """``JID(value)``, or None for None or an empty string (an absent ``to``/``from``)."""
+    """`JID(value)`, or None for None or an empty string (an absent `to`/`from`)."""
     if value is None or value == "":
         return None
     return value if isinstance(value, JID) else JID(value)

@@ -1,18 +1,20 @@
 """Many accounts in one object (the role of Perl's AnyEvent::XMPP::Client).
 
->>> with Pool(host="127.0.0.1", ca_file="ca.crt") as pool:          # doctest: +SKIP
-...     pool.add("alice@example.org", "secret")
-...     pool.add("bob@example.org", "secret")
-...     pool.connect()
-...     pool.send_message("alice@example.org", "carol@example.org", "hi from alice")
-...     for account, msg in pool.messages(timeout=10):
-...         print(account, msg.from_, msg.body)
+```python
+with Pool(host="127.0.0.1", ca_file="ca.crt") as pool:
+    pool.add("alice@example.org", "secret")
+    pool.add("bob@example.org", "secret")
+    pool.connect()
+    pool.send_message("alice@example.org", "carol@example.org", "hi from alice")
+    for account, msg in pool.messages(timeout=10):
+        print(account, msg.from_, msg.body)
+```
 
-Every account is a full :class:`~simplexmpp.Client` (``pool[jid]``) with the pool's shared
-settings (host, TLS, timeouts, reconnect policy) unless ``add()`` overrides them. Incoming
+Every account is a full [`Client`][simplexmpp.Client] (`pool[jid]`) with the pool's shared
+settings (host, TLS, timeouts, reconnect policy) unless `add()` overrides them. Incoming
 messages of all accounts arrive in one stream, each tagged with the account that received it.
-Once connected, all accounts share one I/O thread (a :class:`~simplexmpp.transport.Hub`)
-instead of one thread each, unless ``shared_io=False``.
+Once connected, all accounts share one I/O thread (a [`Hub`][simplexmpp.transport.Hub])
+instead of one thread each, unless `shared_io=False`.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ __all__ = ["Pool"]
 
 
 class Pool:
-    """A set of accounts sharing settings, with a merged ``messages()`` stream."""
+    """A set of accounts sharing settings, with a merged `messages()` stream."""
 
     def __init__(self, *, shared_io: bool = True, **client_defaults: Any) -> None:
-        """``client_defaults`` are :class:`~simplexmpp.Client` keywords every account gets.
-        With ``shared_io`` (the default) one thread drives all the ready connections instead
+        """`client_defaults` are [`Client`][simplexmpp.Client] keywords every account gets.
+        With `shared_io` (the default) one thread drives all the ready connections instead
         of a thread per account (connecting and reconnecting still use a thread each, for as
         long as that takes)."""
         self.defaults = client_defaults
@@ -98,9 +100,9 @@ class Pool:
     # -- connecting ----------------------------------------------------------------------------
     def connect(self, timeout: float | None = None, *, parallel: int = 16,
                 raise_on_error: bool = True) -> dict[JID, BaseException]:
-        """Connect every account not yet connected, ``parallel`` at a time.
+        """Connect every account not yet connected, `parallel` at a time.
 
-        Returns the failures by account (empty when all connected); with ``raise_on_error``
+        Returns the failures by account (empty when all connected); with `raise_on_error`
         the first failure is raised after all attempts finished, the others in its notes.
         """
         pending = [c for c in self.clients if c.state == "disconnected"]
@@ -153,8 +155,8 @@ class Pool:
         return self[account].send_message(to, body, **kwargs)
 
     def messages(self, timeout: float | None = None) -> Iterator[tuple[JID, Message]]:
-        """Incoming messages of all accounts as ``(account, message)``; ends after
-        ``timeout`` seconds without one, or when the pool is disconnected."""
+        """Incoming messages of all accounts as `(account, message)`; ends after
+        `timeout` seconds without one, or when the pool is disconnected."""
         if timeout is not None:  # None: no limit
             timeout = timeout_seconds(timeout)
         yield from self._inbox.iterate(timeout)
@@ -162,5 +164,5 @@ class Pool:
     @property
     def inbox_dropped(self) -> int:
         """Messages given up because nobody read [messages][simplexmpp.Pool.messages] and
-        more than ``max_inbox`` (a client keyword, default 10,000) were waiting."""
+        more than `max_inbox` (a client keyword, default 10,000) were waiting."""
         return self._inbox.dropped

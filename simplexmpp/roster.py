@@ -25,7 +25,7 @@ SUBSCRIPTIONS = ("none", "to", "from", "both")
 
 @dataclass(frozen=True)
 class RosterItem:
-    """One contact: ``subscription`` is none/to/from/both; ``ask`` is True while our
+    """One contact: `subscription` is none/to/from/both; `ask` is True while our
     subscription request is pending (RFC 6121 §2.1.2.2)."""
 
     jid: JID
@@ -37,7 +37,7 @@ class RosterItem:
 
 
 def parse_item(element: ET.Element) -> tuple[RosterItem, bool]:
-    """``(item, removed)`` from an ``<item/>``; raises JIDError on a bad jid attribute."""
+    """`(item, removed)` from an `<item/>`; raises JIDError on a bad jid attribute."""
     jid = JID(element.get("jid", ""))
     subscription = element.get("subscription", "none")
     removed = subscription == "remove"
@@ -52,7 +52,7 @@ def parse_item(element: ET.Element) -> tuple[RosterItem, bool]:
 
 def item_element(jid: JID, name: str | None = None, groups: tuple[str, ...] | frozenset[str] = (),
                  remove: bool = False) -> ET.Element:
-    """A ``<query><item/></query>`` for a roster set (RFC 6121 §2.3, §2.5)."""
+    """A `<query><item/></query>` for a roster set (RFC 6121 §2.3, §2.5)."""
     query = ET.Element("{%s}query" % ROSTER_NS)
     item = ET.SubElement(query, _ITEM, jid=str(jid.bare))
     if remove:
@@ -68,8 +68,8 @@ def item_element(jid: JID, name: str | None = None, groups: tuple[str, ...] | fr
 
 
 class Roster(Mapping[JID, RosterItem]):
-    """The contact list: a read-only mapping from bare JID to :class:`RosterItem`, with the
-    roster ``version`` (RFC 6121 §2.6) when the server supports versioning."""
+    """The contact list: a read-only mapping from bare JID to [`RosterItem`][simplexmpp.RosterItem],
+    with the roster `version` (RFC 6121 §2.6) when the server supports versioning."""
 
     def __init__(self, items: Mapping[JID, RosterItem] | None = None,
                  version: str | None = None) -> None:
@@ -108,7 +108,7 @@ class Roster(Mapping[JID, RosterItem]):
 
     @classmethod
     def from_query(cls, query: ET.Element) -> Roster:
-        """Build from the ``<query/>`` of a roster result; bad items are skipped."""
+        """Build from the `<query/>` of a roster result; bad items are skipped."""
         roster = cls(version=query.get("ver"))
         for element in query.findall(_ITEM):
             try:
@@ -144,11 +144,11 @@ class PresenceBook:
     """The latest available presence of every resource we heard from (thread-safe).
 
     Anyone may send us directed presence (RFC 6121 §4.6), from as many addresses as they
-    like, so the book is bounded: past ``limit`` resources it forgets the entity heard from
+    like, so the book is bounded: past `limit` resources it forgets the entity heard from
     least recently (a contact that is online announces itself again on its next change)."""
 
-    #: The most resources remembered, all entities together.
     limit = 10_000
+    """The most resources remembered, all entities together."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -193,7 +193,7 @@ class PresenceBook:
         return False
 
     def _forget_oldest(self, keep: JID) -> None:
-        """Under the lock: drop what was heard least recently until within ``limit``."""
+        """Under the lock: drop what was heard least recently until within `limit`."""
         if not self._warned:
             self._warned = True
             log.warning("more than %d resources sent presence; forgetting the oldest",

@@ -1,7 +1,7 @@
 """SASL mechanisms for XMPP (RFC 6120 §6): SCRAM (RFC 5802, RFC 7677), PLAIN, EXTERNAL, ANONYMOUS.
 
-Sans-IO: a :class:`Mechanism` turns server challenges (bytes) into responses (bytes). The
-stream state machine base64-wraps them into ``<auth/>``, ``<response/>``.
+Sans-IO: a [`Mechanism`][simplexmpp.sasl.Mechanism] turns server challenges (bytes) into responses
+(bytes). The stream state machine base64-wraps them into `<auth/>`, `<response/>`.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ PREFERENCE = ("SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
 # RFC 9266 makes tls-exporter the default for TLS 1.3; tls-unique is only sound under 1.2.
 CHANNEL_BINDING_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
 MIN_ITERATIONS = 4096      # RFC 7677 §4: at least 4096
-#: The most SCRAM iterations a server may ask for; above, AuthenticationError. RFC 5802 §9: "a
-#: hostile server can perform a computational denial-of-service attack on clients by sending
-#: a big iteration count value". Real servers ask for 4096 to 10,000 (Prosody, ejabberd);
-#: node-postgres and the MongoDB driver specification (DRIVERS-3472) stop at 100,000; this
-#: allows 600,000, OWASP's 2023 figure for PBKDF2-HMAC-SHA256, in case an administrator
-#: follows it: ~0.13 s of SHA-1/-256 or ~0.4 s of SHA-512 on a 2020s CPU (10^7 took 5.8 s).
-#: A module attribute, read at each exchange: raise it for a server that needs more.
 MAX_ITERATIONS = 600_000
+"""The most SCRAM iterations a server may ask for; above, AuthenticationError. RFC 5802 §9: "a
+hostile server can perform a computational denial-of-service attack on clients by sending a big
+iteration count value". Real servers ask for 4096 to 10,000 (Prosody, ejabberd); node-postgres and
+the MongoDB driver specification (DRIVERS-3472) stop at 100,000; this allows 600,000, OWASP's 2023
+figure for PBKDF2-HMAC-SHA256, in case an administrator follows it: ~0.13 s of SHA-1/-256 or ~0.4 s
+of SHA-512 on a 2020s CPU (10^7 took 5.8 s). A module attribute, read at each exchange: raise it for
+a server that needs more."""
 
 _OPAQUE = get_profile("OpaqueString")
 
@@ -54,7 +54,7 @@ def saslprep(password: str) -> str:
 
 
 def parse_attributes(data: bytes) -> dict[str, str]:
-    """``a=1,b=2`` (RFC 5802 §5) to a dict; a malformed message is an AuthenticationError."""
+    """`a=1,b=2` (RFC 5802 §5) to a dict; a malformed message is an AuthenticationError."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -100,8 +100,8 @@ def clear_cache() -> None:
 
 
 class Mechanism:
-    """One SASL exchange. ``initial_response`` first, then ``challenge`` per server
-    challenge, then ``success`` with the additional data of ``<success/>``, if any."""
+    """One SASL exchange. `initial_response` first, then `challenge` per server
+    challenge, then `success` with the additional data of `<success/>`, if any."""
 
     name: ClassVar[str] = ""
 
@@ -260,8 +260,8 @@ def choose_mechanism(offered: Iterable[str], *, username: str, password: str | N
                      nonce: str | None = None) -> Mechanism:
     """The strongest mechanism both sides support, ready to run.
 
-    ``server_cb_types`` lists what the server advertised with XEP-0440; None means it said
-    nothing, in which case only ``tls-unique`` is assumed (RFC 5802 §6).
+    `server_cb_types` lists what the server advertised with XEP-0440; None means it said
+    nothing, in which case only `tls-unique` is assumed (RFC 5802 §6).
     """
     offered_set = {m.strip().upper() for m in offered}
     allowed_set = None if allowed is None else {m.upper() for m in allowed}
@@ -337,7 +337,7 @@ _RSASSA_PSS = "1.2.840.113549.1.1.10"
 
 
 def _tlv(data: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, start of content, end of content) of the DER element at ``pos``."""
+    """(tag, start of content, end of content) of the DER element at `pos`."""
     tag = data[pos]
     length = data[pos + 1]
     pos += 2
@@ -387,7 +387,7 @@ def _signature_hash(der: bytes) -> str | None:
 
 
 def tls_server_end_point(der: bytes) -> bytes | None:
-    """The ``tls-server-end-point`` channel binding of a DER certificate (RFC 5929 §4.1).
+    """The `tls-server-end-point` channel binding of a DER certificate (RFC 5929 §4.1).
 
     None when the certificate's signature algorithm names no single hash (Ed25519, say),
     for which RFC 5929 defines no binding.

@@ -1,7 +1,7 @@
-"""Stanzas: thin typed wrappers around ``xml.etree.ElementTree.Element`` (sans-IO).
+"""Stanzas: thin typed wrappers around `xml.etree.ElementTree.Element` (sans-IO).
 
-``Message``, ``Presence`` and ``Iq`` expose the common attributes (``to``, ``from_``, ``id``,
-``type``) and their own children as properties; ``.xml`` is the element itself, so anything the
+`Message`, `Presence` and `Iq` expose the common attributes (`to`, `from_`, `id`,
+`type`) and their own children as properties; `.xml` is the element itself, so anything the
 wrappers do not cover can be read or built with ElementTree. Attribute values are parsed when
 read, which keeps wrapping a received element nearly free.
 """
@@ -39,7 +39,7 @@ _FRACTION = re.compile(r"\.(\d+)")
 
 
 def parse_datetime(text: str) -> datetime:
-    """An XEP-0082 DateTime (``2002-09-10T23:08:25Z``, fractions and offsets allowed) as an
+    """An XEP-0082 DateTime (`2002-09-10T23:08:25Z`, fractions and offsets allowed) as an
     aware datetime; ValueError when it is not one."""
     text = text.strip()
     if not text or "T" not in text:
@@ -73,8 +73,8 @@ if hasattr(os, "register_at_fork"):  # a forked child must not hand out its pare
 def new_id() -> str:
     """A fresh stanza id: unique and unpredictable (RFC 6120 §8.1.3 and §13.10).
 
-    96 bits from ``os.urandom`` (as ``secrets.token_urlsafe(12)``), read for many ids at once:
-    one system call per 256 ids instead of one per id. ``list.pop`` is atomic, so threads
+    96 bits from `os.urandom` (as `secrets.token_urlsafe(12)`), read for many ids at once:
+    one system call per 256 ids instead of one per id. `list.pop` is atomic, so threads
     never share an id."""
     try:
         return _ids.pop()
@@ -89,7 +89,7 @@ def new_id() -> str:
 
 
 class Stanza:
-    """Base of the three stanza kinds; ``xml`` is the wrapped element."""
+    """Base of the three stanza kinds; `xml` is the wrapped element."""
 
     __slots__ = ("xml",)
     TAG: ClassVar[str] = ""
@@ -176,7 +176,7 @@ class Stanza:
         child.text = value
 
     def find(self, path: str) -> ET.Element | None:
-        """``self.xml.find(path)``: the first matching child element (Clark-notation tags)."""
+        """`self.xml.find(path)`: the first matching child element (Clark-notation tags)."""
         return self.xml.find(path)
 
     def append(self, element: ET.Element) -> None:
@@ -223,7 +223,7 @@ def type_name(obj: object) -> str:
 
 
 class Message(Stanza):
-    """A ``<message/>`` stanza (RFC 6121 §5). ``type`` defaults to ``"normal"`` when absent."""
+    """A `<message/>` stanza (RFC 6121 §5). `type` defaults to `"normal"` when absent."""
 
     __slots__ = ()
     TAG = _NS + "message"
@@ -285,7 +285,7 @@ class Message(Stanza):
             return None
 
     def stanza_id(self, by: JID | str) -> str | None:
-        """The XEP-0359 stanza-id that ``by`` (our own archive, or a room) gave this message.
+        """The XEP-0359 stanza-id that `by` (our own archive, or a room) gave this message.
 
         Only the id assigned by the named entity counts (XEP-0359 §3.1: others may forge one).
         """
@@ -307,7 +307,7 @@ class Message(Stanza):
             for k, v in rows if v)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython: ``alice@example.org/pc → bob@example.org [chat]: hello``."""
+        """IPython: `alice@example.org/pc → bob@example.org [chat]: hello`."""
         printer.text(f"{self.from_ or '?'} \u2192 {self.to or '?'} [{self.type}]: "
                      f"{self.body if self.body is not None else ''}")
 
@@ -319,7 +319,7 @@ class Message(Stanza):
 
 
 class Presence(Stanza):
-    """A ``<presence/>`` stanza (RFC 6121 §4). No ``type`` means available."""
+    """A `<presence/>` stanza (RFC 6121 §4). No `type` means available."""
 
     __slots__ = ()
     TAG = _NS + "presence"
@@ -342,7 +342,7 @@ class Presence(Stanza):
 
     @property
     def show(self) -> str | None:
-        """``away``, ``chat``, ``dnd``, ``xa`` or None (RFC 6121 §4.7.2.1)."""
+        """`away`, `chat`, `dnd`, `xa` or None (RFC 6121 §4.7.2.1)."""
         return self._child_text("show")
 
     @show.setter
@@ -376,7 +376,7 @@ class Presence(Stanza):
 
 
 class Iq(Stanza):
-    """An ``<iq/>`` stanza (RFC 6120 §8.2.3): ``get``/``set`` requests, ``result``/``error``."""
+    """An `<iq/>` stanza (RFC 6120 §8.2.3): `get`/`set` requests, `result`/`error`."""
 
     __slots__ = ()
     TAG = _NS + "iq"
@@ -390,31 +390,31 @@ class Iq(Stanza):
 
     @classmethod
     def get(cls, to: JID | str | None, payload: ET.Element) -> Iq:
-        """A ``get`` request carrying ``payload``, with a fresh id."""
+        """A `get` request carrying `payload`, with a fresh id."""
         return cls(to=to, type="get", payload=payload, id=new_id())
 
     @classmethod
     def set(cls, to: JID | str | None, payload: ET.Element) -> Iq:
-        """A ``set`` request carrying ``payload``, with a fresh id."""
+        """A `set` request carrying `payload`, with a fresh id."""
         return cls(to=to, type="set", payload=payload, id=new_id())
 
     @property
     def payload(self) -> ET.Element | None:
-        """The first child element that is not ``<error/>``, or None."""
+        """The first child element that is not `<error/>`, or None."""
         for child in self.xml:
             if child.tag != _ERROR_TAG:
                 return child
         return None
 
     def result(self, payload: ET.Element | None = None) -> Iq:
-        """The ``result`` reply to this request."""
+        """The `result` reply to this request."""
         reply = self.reply("result")
         if payload is not None:
             reply.xml.append(payload)
         return reply
 
     def error_reply(self, condition: str, type: str = "cancel", text: str | None = None) -> Iq:
-        """The ``error`` reply to this request (RFC 6120 §8.3.1)."""
+        """The `error` reply to this request (RFC 6120 §8.3.1)."""
         reply = self.reply("error")
         reply.xml.append(error_element(condition, type, text))
         return reply
@@ -430,7 +430,7 @@ def wrap(element: ET.Element) -> Stanza | None:
 
 
 def error_element(condition: str, type: str = "cancel", text: str | None = None) -> ET.Element:
-    """An ``<error/>`` child (RFC 6120 §8.3.2)."""
+    """An `<error/>` child (RFC 6120 §8.3.2)."""
     if condition not in STANZA_ERROR_CONDITIONS:
         raise ValueError(f"{condition!r} is not a stanza error condition of RFC 6120 §8.3.3")
     error = ET.Element(_ERROR_TAG, type=type)
@@ -441,7 +441,7 @@ def error_element(condition: str, type: str = "cancel", text: str | None = None)
 
 
 def parse_error(error: ET.Element | None) -> tuple[str, str, str | None, str | None]:
-    """``(condition, type, text, by)`` of an ``<error/>`` element; tolerant of sloppy peers."""
+    """`(condition, type, text, by)` of an `<error/>` element; tolerant of sloppy peers."""
     if error is None:
         return "undefined-condition", "cancel", None, None
     condition = "undefined-condition"

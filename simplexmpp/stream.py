@@ -1,14 +1,19 @@
 """Client stream negotiation as a state machine (sans-IO, in the manner of h11).
 
-The I/O layer feeds received bytes to :meth:`ClientStream.receive_data`, acts on the events it
-returns, and writes out whatever :meth:`ClientStream.data_to_send` hands back. The machine never
-touches a socket: when TLS must start it returns :class:`StartTLS`, the I/O layer does the
-handshake and calls :meth:`ClientStream.tls_established`.
+The I/O layer feeds received bytes to
+[`ClientStream.receive_data()`][simplexmpp.stream.ClientStream.receive_data], acts on the events it
+returns, and writes out whatever
+[`ClientStream.data_to_send()`][simplexmpp.stream.ClientStream.data_to_send] hands back. The machine
+never touches a socket: when TLS must start it returns [`StartTLS`][simplexmpp.stream.StartTLS], the
+I/O layer does the handshake and calls
+[`ClientStream.tls_established()`][simplexmpp.stream.ClientStream.tls_established].
 
-Negotiation order (RFC 6120 §4.3, §5, §6, §7; XEP-0198 §3, §5)::
+Negotiation order (RFC 6120 §4.3, §5, §6, §7; XEP-0198 §3, §5):
 
-    header -> features -> [STARTTLS -> restart] -> SASL -> restart -> features
-           -> [resume (XEP-0198) | bind -> [session] -> [enable SM]] -> Ready
+```text
+header -> features -> [STARTTLS -> restart] -> SASL -> restart -> features
+       -> [resume (XEP-0198) | bind -> [session] -> [enable SM]] -> Ready
+```
 
 Every rule lives in this file; every transition is unit-tested by replaying transcripts.
 """
@@ -57,22 +62,22 @@ _STREAM_ERROR = "{%s}error" % STREAM_NS
 
 @dataclass
 class StartTLS:
-    """Do the TLS handshake on the socket now, then call ``tls_established()``."""
+    """Do the TLS handshake on the socket now, then call `tls_established()`."""
 
 
 @dataclass
 class Authenticated:
-    """SASL succeeded with ``mechanism``; the stream restarts."""
+    """SASL succeeded with `mechanism`; the stream restarts."""
     mechanism: str
 
 
 @dataclass
 class Ready:
-    """The session is established: ``jid`` is bound; ``sm_enabled`` says whether XEP-0198 is
-    on; ``features`` are the stream features offered after authentication.
+    """The session is established: `jid` is bound; `sm_enabled` says whether XEP-0198 is
+    on; `features` are the stream features offered after authentication.
 
-    With ``ClientStream(pre_auth=True)`` it comes before authentication instead
-    (``authenticated`` False, ``jid`` the account's, ``features`` those of the secured stream):
+    With `ClientStream(pre_auth=True)` it comes before authentication instead
+    (`authenticated` False, `jid` the account's, `features` those of the secured stream):
     the stream is ready for pre-authentication IQs such as XEP-0077 registration."""
     jid: JID
     features: ET.Element
@@ -82,9 +87,10 @@ class Ready:
 
 @dataclass
 class Resumed:
-    """XEP-0198 §5: the previous session was resumed. ``resend`` are the stanzas the server
-    had not acknowledged, serialised as they first went out, to be sent again (the machine
-    has already queued them; :func:`stanza_from_text` turns one back into an element)."""
+    """XEP-0198 §5: the previous session was resumed. `resend` are the stanzas the server had not
+    acknowledged, serialised as they first went out, to be sent again (the machine has already
+    queued them; [`stanza_from_text()`][simplexmpp.stream.stanza_from_text] turns one back into an
+    element)."""
     jid: JID
     resend: list[str]
 
@@ -97,7 +103,7 @@ class NonzaReceived:
 
 @dataclass
 class AckReceived:
-    """XEP-0198 ``<a h=.../>``: ``acked`` are the stanzas it confirmed, oldest first, as
+    """XEP-0198 `<a h=.../>`: `acked` are the stanzas it confirmed, oldest first, as
     serialised when sent."""
     h: int
     acked: list[str]
@@ -108,10 +114,10 @@ class StreamClosed:
     """The peer closed the stream (and we have answered with our own footer)."""
 
 
-#: A ``message``, ``presence`` or ``iq`` from the peer is reported as its element itself,
-#: without a wrapper object: that is the hot path of a running session.
 Event = Union[StartTLS, Authenticated, Ready, Resumed, ET.Element, NonzaReceived,
               AckReceived, StreamClosed]
+"""A `message`, `presence` or `iq` from the peer is reported as its element itself, without a
+wrapper object: that is the hot path of a running session."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,17 +134,17 @@ class SMState:
     inbound: int = 0           # stanzas received since enabling (our h)
     outbound: int = 0          # stanzas sent since enabling
     acked: int = 0             # the server's last h
-    #: Sent, not yet acknowledged: each stanza's text exactly as it went out, so a resend
-    #: repeats what was sent even if the caller changed the element since (and text takes
-    #: a fraction of the memory of the element trees a busy sender would keep).
     unacked: deque[str] = field(default_factory=deque)
+    """Sent, not yet acknowledged: each stanza's text exactly as it went out, so a resend repeats
+    what was sent even if the caller changed the element since (and text takes a fraction of the
+    memory of the element trees a busy sender would keep)."""
 
     def record_sent(self, text: str) -> None:
         self.outbound += 1
         self.unacked.append(text)
 
     def ack(self, h: int) -> list[str]:
-        """Drop the stanzas the server's ``h`` confirms (counted modulo 2**32, §4)."""
+        """Drop the stanzas the server's `h` confirms (counted modulo 2**32, §4)."""
         count = (h - self.acked) % (1 << 32)
         if count > len(self.unacked):
             # §4: an h beyond what we sent is a protocol error on the server's side.
@@ -152,7 +158,7 @@ class SMState:
 # ---------------------------------------------------------------------------------------------
 
 def stanza_from_text(text: str) -> ET.Element:
-    """The element of a stanza serialised by :func:`~simplexmpp.xml.tostring` (as kept for
+    """The element of a stanza serialised by [`tostring()`][simplexmpp.xml.tostring] (as kept for
     XEP-0198 resends): the stream's default namespace is put back around it. Only our own
     output comes here, never the peer's bytes."""
     return ET.fromstring('<s xmlns="%s">%s</s>' % (CLIENT_NS, text))[0]
@@ -186,16 +192,16 @@ def _el(tag: str, ns: str, text: str | None = None, **attrs: str) -> ET.Element:
 class ClientStream:
     """The client side of one XMPP session, from the first stream header to the last footer.
 
-    ``tls`` is ``"starttls"`` (required), ``"direct"`` (the socket is already TLS, XEP-0368) or
-    ``"none"`` (plain text; PLAIN is then never used). ``sm`` asks for XEP-0198, and
-    ``sm_state`` (from a previous session) asks to resume it. ``pre_auth`` stops negotiation
-    once the stream is secured (before SASL) and reports :class:`Ready` with
-    ``authenticated=False``, for XEP-0077 in-band registration (§3.1).
+    `tls` is `"starttls"` (required), `"direct"` (the socket is already TLS, XEP-0368) or
+    `"none"` (plain text; PLAIN is then never used). `sm` asks for XEP-0198, and
+    `sm_state` (from a previous session) asks to resume it. `pre_auth` stops negotiation
+    once the stream is secured (before SASL) and reports [`Ready`][simplexmpp.stream.Ready] with
+    `authenticated=False`, for XEP-0077 in-band registration (§3.1).
     """
 
-    #: Whether received stanzas are reported exactly as parsed, which lets
-    #: :meth:`receive_data` skip :meth:`_element` for them (a subclass that rewrites
-    #: stanzas in ``_element`` sets it False).
+    # Whether received stanzas are reported exactly as parsed, which lets
+    # `receive_data` skip `_element` for them (a subclass that rewrites
+    # stanzas in `_element` sets it False).
     _stanzas_as_parsed: ClassVar[bool] = True
 
     def __init__(self, jid: JID, password: str | None, *, tls: str = "starttls",
@@ -230,12 +236,14 @@ class ClientStream:
         self._earlier_replacements = 0  # parser replacements in streams before a restart
         self._earlier_elements = 0
         self._closing = False
-        #: The server asked for an ack (XEP-0198 ``<r/>``) that is not answered yet: the
-        #: ``<a/>`` goes out with our next output, or when the owner calls :meth:`send_ack`.
         self.ack_pending = False
-        #: Events of the last ``receive_data`` call that raised :class:`StreamError`, parsed
-        #: from the same bytes before the error (a reply, then a stream error, in one read).
+        """The server asked for an ack (XEP-0198 `<r/>`) that is not answered yet: the `<a/>` goes
+        out with our next output, or when the owner calls
+        [`send_ack()`][simplexmpp.stream.ClientStream.send_ack]."""
         self.events_before_error: list[Event] = []
+        """Events of the last `receive_data` call that raised
+        [`StreamError`][simplexmpp.errors.StreamError], parsed from the same bytes before the error
+        (a reply, then a stream error, in one read)."""
 
     @property
     def in_stanza(self) -> bool:
@@ -245,7 +253,7 @@ class ClientStream:
     @property
     def parser_replacements(self) -> int:
         """How many times the XML parser was replaced to bound the names it keeps (see
-        [StreamParser][simplexmpp.xml.StreamParser] ``recycle_bytes``), restarts included."""
+        [StreamParser][simplexmpp.xml.StreamParser] `recycle_bytes`), restarts included."""
         return self._earlier_replacements + self._parser.replacements
 
     @property
@@ -269,7 +277,8 @@ class ClientStream:
         return data
 
     def tls_established(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
-        """The I/O layer finished the TLS handshake asked for by :class:`StartTLS`."""
+        """The I/O layer finished the TLS handshake asked for by
+        [`StartTLS`][simplexmpp.stream.StartTLS]."""
         if self.state != "tls-handshake":
             raise RuntimeError("tls_established() called without a pending StartTLS")
         self.encrypted = True
@@ -279,8 +288,10 @@ class ClientStream:
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; return what happened.
 
-        Raises :class:`StreamError`, :class:`AuthenticationError` or :class:`TLSError` when the
-        session cannot go on; a stream error for the peer is then already queued to send.
+        Raises [`StreamError`][simplexmpp.errors.StreamError],
+        [`AuthenticationError`][simplexmpp.errors.AuthenticationError] or
+        [`TLSError`][simplexmpp.errors.TLSError] when the session cannot go on; a stream error for
+        the peer is then already queued to send.
         """
         events: list[Event] = []
         try:
@@ -317,21 +328,21 @@ class ClientStream:
 
     def connection_lost(self) -> None:
         """The transport is gone: nothing more can be sent on this stream. Stream-management
-        state (``sm``, ``unacked``) is kept for resumption."""
+        state (`sm`, `unacked`) is kept for resumption."""
         self.state = "closed"
         self._out.clear()
         self.ack_pending = False
 
     def send(self, element: ET.Element, text: str | None = None) -> None:
         """Queue a stanza (or nonza) for sending; stanzas are counted for XEP-0198.
-        ``text`` is ``tostring(element)`` when the caller has it already."""
+        `text` is `tostring(element)` when the caller has it already."""
         self.send_text(tostring(element) if text is None else text,
                        element.tag in _STANZA_TAGS)
 
     def send_text(self, text: str, stanza: bool = True) -> None:
-        """Queue serialised XML: a stanza (counted and kept until acknowledged, XEP-0198) or,
-        with ``stanza`` False, a nonza. The caller vouches that ``text`` is one well-formed
-        element in the stream's default namespace, as :func:`tostring` writes it."""
+        """Queue serialised XML: a stanza (counted and kept until acknowledged, XEP-0198) or, with
+        `stanza` False, a nonza. The caller vouches that `text` is one well-formed element in the
+        stream's default namespace, as [`tostring()`][simplexmpp.xml.tostring] writes it."""
         if self.state != "ready":
             raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
         self._out.append(text)
@@ -343,9 +354,9 @@ class ClientStream:
         self._out.append(text)
 
     def send_ack(self) -> None:
-        """XEP-0198 §4: answer the server's pending ``<r/>`` now, with the number of stanzas
+        """XEP-0198 §4: answer the server's pending `<r/>` now, with the number of stanzas
         handled so far (answering later is allowed; the owner bounds the delay). Never after
-        our closing footer: :meth:`close` answers first."""
+        our closing footer: [`close()`][simplexmpp.stream.ClientStream.close] answers first."""
         if self.ack_pending and self.sm is not None and self.state == "ready":
             self._out.append('<a xmlns="%s" h="%d"/>' % (SM_NS, self.sm.inbound))
         self.ack_pending = False

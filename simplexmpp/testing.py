@@ -1,36 +1,40 @@
 """An in-process loopback XMPP server for the unit tests of your bots, plus pytest fixtures.
 
-**For tests only, never for production**: it keeps everything in memory, trusts every client
-on loopback, has no rate limits, no persistence, no server-to-server links and no offline
-storage. It speaks just enough XMPP (RFC 6120, RFC 6121) for a real :class:`simplexmpp.Client`
-to connect and exchange stanzas with other local accounts, so that a bot can be tested in
-milliseconds without installing a server. Features are proven against a real server (Prosody)
-by simplexmpp's own integration tests; this one is a stand-in.
+**For tests only, never for production**: it keeps everything in memory, trusts every client on
+loopback, has no rate limits, no persistence, no server-to-server links and no offline storage. It
+speaks just enough XMPP (RFC 6120, RFC 6121) for a real [`simplexmpp.Client`][simplexmpp.Client] to
+connect and exchange stanzas with other local accounts, so that a bot can be tested in milliseconds
+without installing a server. Features are proven against a real server (Prosody) by simplexmpp's own
+integration tests; this one is a stand-in.
 
->>> from simplexmpp.testing import FakeServer
->>> with FakeServer(users={"alice": "pw", "bob": "pw"}) as server:   # doctest: +SKIP
-...     with server.client("alice") as alice, server.client("bob") as bob:
-...         alice.send_message("bob@localhost", "hi")
-...         assert bob.next_message(timeout=5).body == "hi"
+```python
+from simplexmpp.testing import FakeServer
+with FakeServer(users={"alice": "pw", "bob": "pw"}) as server:
+    with server.client("alice") as alice, server.client("bob") as bob:
+        alice.send_message("bob@localhost", "hi")
+        assert bob.next_message(timeout=5).body == "hi"
+```
 
 What it does: the stream (RFC 6120 §4), STARTTLS with a throwaway self-signed certificate
-(``tls=True``, §5), SASL PLAIN and SCRAM-SHA-1/-256 (§6, RFC 5802), resource binding (§7),
-the roster with pushes (RFC 6121 §2), a simplified subscription state machine (§3), presence
-broadcast to subscribed contacts (§4), message and IQ routing between local accounts (§8),
-``service-unavailable`` for targets it does not know, XEP-0199 ping, a minimal XEP-0030
-disco#info, scripted IQ replies (:meth:`FakeServer.script`), injected stanzas
-(:meth:`FakeServer.inject`) and logs of what it received and delivered for assertions.
+(`tls=True`, §5), SASL PLAIN and SCRAM-SHA-1/-256 (§6, RFC 5802), resource binding (§7), the roster
+with pushes (RFC 6121 §2), a simplified subscription state machine (§3), presence broadcast to
+subscribed contacts (§4), message and IQ routing between local accounts (§8), `service-unavailable`
+for targets it does not know, XEP-0199 ping, a minimal XEP-0030 disco#info, scripted IQ replies
+([`FakeServer.script()`][simplexmpp.testing.FakeServer.script]), injected stanzas
+([`FakeServer.inject()`][simplexmpp.testing.FakeServer.inject]) and logs of what it received and
+delivered for assertions.
 
 What it does not do: stream management (XEP-0198), offline messages, MAM, MUC, carbons,
 roster versioning, pre-approved subscriptions, federation, direct TLS, channel binding
-(``-PLUS`` mechanisms), privacy lists, blocking. Register scripted replies to stand in for
+(`-PLUS` mechanisms), privacy lists, blocking. Register scripted replies to stand in for
 services it lacks.
 
-Threads: one accept thread, plus one thread per connection that owns its socket (reads,
-parses with :class:`simplexmpp.xml.StreamParser`, writes what other threads queued). Routing
-happens on the sender's connection thread under one server lock. ``stop()`` closes every
-connection and joins every thread; an unexpected exception in a server thread (or in a
-scripted reply) is kept in :attr:`FakeServer.errors` and raised again by ``stop()``.
+Threads: one accept thread, plus one thread per connection that owns its socket (reads, parses with
+[`simplexmpp.xml.StreamParser`][simplexmpp.xml.StreamParser], writes what other threads queued).
+Routing happens on the sender's connection thread under one server lock. `stop()` closes every
+connection and joins every thread; an unexpected exception in a server thread (or in a scripted
+reply) is kept in [`FakeServer.errors`][simplexmpp.testing.FakeServer.errors] and raised again by
+`stop()`.
 """
 
 from __future__ import annotations
@@ -89,13 +93,15 @@ _SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsu
 _SCRAM_ITERATIONS = 4096   # RFC 7677 §4: the minimum, and what the client accepts at least
 _SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1")
 
-#: The accounts of the ``xmpp_server`` fixture and of :func:`running_server`.
 DEFAULT_USERS: dict[str, str] = {"alice": "password", "bob": "password", "carol": "password"}
+"""The accounts of the `xmpp_server` fixture and of
+[`running_server()`][simplexmpp.testing.running_server]."""
 
 
 class FakeServerError(XMPPError):
-    """Raised by :meth:`FakeServer.stop` when something failed inside the server (a bug in it
-    or an exception in a scripted reply); ``errors`` lists every exception caught."""
+    """Raised by [`FakeServer.stop()`][simplexmpp.testing.FakeServer.stop] when something failed
+    inside the server (a bug in it or an exception in a scripted reply); `errors` lists every
+    exception caught."""
 
     def __init__(self, message: str, caught: list[BaseException]) -> None:
         super().__init__(message)
@@ -106,22 +112,23 @@ class _NoReply(enum.Enum):
     NO_REPLY = "no reply"
 
 
-#: A scripted reply that answers nothing (to test how a bot handles an IQ timeout).
 NO_REPLY = _NoReply.NO_REPLY
+"""A scripted reply that answers nothing (to test how a bot handles an IQ timeout)."""
 
 _Answer = Union[ET.Element, Stanza, IqError, _NoReply, None]
-#: What :meth:`FakeServer.script` accepts as ``reply``: a payload element for a ``result``, a
-#: complete ``Iq``, an ``IqError`` to answer with, ``None`` for an empty result,
-#: :data:`NO_REPLY`, or a callable taking the request ``Iq`` and returning one of those (it
-#: may also raise ``IqError``).
 ScriptReply = Union[_Answer, Callable[[Iq], _Answer]]
+"""What [`FakeServer.script()`][simplexmpp.testing.FakeServer.script] accepts as `reply`: a payload
+element for a `result`, a complete `Iq`, an `IqError` to answer with, `None` for an empty result,
+[`NO_REPLY`][simplexmpp.testing.NO_REPLY], or a callable taking the request `Iq` and returning one
+of those (it may also raise `IqError`)."""
 
 
 @dataclass
 class Script:
-    """A scripted IQ reply registered with :meth:`FakeServer.script`.
+    """A scripted IQ reply registered with
+    [`FakeServer.script()`][simplexmpp.testing.FakeServer.script].
 
-    ``requests`` holds every request it answered, oldest first; ``remaining`` is how many more
+    `requests` holds every request it answered, oldest first; `remaining` is how many more
     times it answers (None: without limit).
     """
 
@@ -134,7 +141,7 @@ class Script:
     _server: FakeServer | None = field(default=None, repr=False)
 
     def matches(self, iq: Iq) -> bool:
-        """True if this script answers ``iq`` (ignoring how often it has been used)."""
+        """True if this script answers `iq` (ignoring how often it has been used)."""
         if self.type is not None and iq.xml.get("type") != self.type:
             return False
         if self.to is not None:
@@ -305,8 +312,8 @@ def _cleanup_certs() -> None:
 
 
 def _throwaway_cert(domain: str) -> tuple[str, str]:
-    """(certificate file, key file) of a self-signed certificate for ``domain``, made once per
-    process with the ``openssl`` command line tool and removed at exit."""
+    """(certificate file, key file) of a self-signed certificate for `domain`, made once per
+    process with the `openssl` command line tool and removed at exit."""
     global _cert_dir
     with _cert_lock:
         if domain in _certs:
@@ -626,15 +633,17 @@ def _b64decode(text: str) -> bytes:
 class FakeServer:
     """An in-process loopback XMPP server for tests. **Not for production use.**
 
-    ``users`` maps account names (localparts) to passwords. With ``tls=True`` the server
-    requires STARTTLS with a throwaway self-signed certificate whose path is :attr:`ca_file`
-    (made with the ``openssl`` tool unless ``cert_file``/``key_file`` are given);
-    :meth:`client` passes it to the clients it makes. ``port=0`` picks a free port; the port
-    in use is :attr:`port` once started.
+    `users` maps account names (localparts) to passwords. With `tls=True` the server requires
+    STARTTLS with a throwaway self-signed certificate whose path is
+    [`ca_file`][simplexmpp.testing.FakeServer.ca_file] (made with the `openssl` tool unless
+    `cert_file`/`key_file` are given); [`client()`][simplexmpp.testing.FakeServer.client] passes it
+    to the clients it makes. `port=0` picks a free port; the port in use is `port` once started.
 
-    >>> with FakeServer(users={"alice": "secret"}) as server:   # doctest: +SKIP
-    ...     with server.client("alice") as alice:
-    ...         alice.ping()
+    ```python
+    with FakeServer(users={"alice": "secret"}) as server:
+        with server.client("alice") as alice:
+            alice.ping()
+    ```
     """
 
     def __init__(self, domain: str = "localhost", users: Mapping[str, str] | None = None, *,
@@ -651,15 +660,15 @@ class FakeServer:
         self.tls = bool(tls)
         self._cert_file = cert_file
         self._key_file = key_file
-        #: The certificate clients must trust when ``tls=True`` (None otherwise).
         self.ca_file: str | None = None
-        #: Exceptions caught in server threads or scripted replies; ``stop()`` raises them.
+        """The certificate clients must trust when `tls=True` (None otherwise)."""
         self.errors: list[BaseException] = []
-        #: Stream errors the server sent because a client broke the protocol (for inspection;
-        #: they are not server failures and ``stop()`` does not raise them).
+        """Exceptions caught in server threads or scripted replies; `stop()` raises them."""
         self.stream_errors: list[tuple[str, StreamError]] = []
-        #: Features the server lists in its disco#info (XEP-0030); add yours.
+        """Stream errors the server sent because a client broke the protocol (for inspection; they
+        are not server failures and `stop()` does not raise them)."""
         self.disco_features: set[str] = {DISCO_INFO_NS, DISCO_ITEMS_NS, PING_NS}
+        """Features the server lists in its disco#info (XEP-0030); add yours."""
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._users: dict[str, tuple[str, bytes]] = {}
@@ -716,8 +725,9 @@ class FakeServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every connection (clients see a ``system-shutdown`` stream error), join every
-        thread, and raise :class:`FakeServerError` if anything failed inside the server."""
+        """Close every connection (clients see a `system-shutdown` stream error), join every thread,
+        and raise [`FakeServerError`][simplexmpp.testing.FakeServerError] if anything failed inside
+        the server."""
         timeout = timeout_seconds(timeout)
         with self._lock:
             if not self._running:
@@ -767,7 +777,7 @@ class FakeServer:
 
     @property
     def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
+        """True between `start()` and `stop()`."""
         return self._running
 
     def _accept_main(self) -> None:
@@ -881,12 +891,13 @@ class FakeServer:
 
     # -- clients -------------------------------------------------------------------------------
     def client(self, user: str, **kwargs: Any) -> Client:
-        """A :class:`simplexmpp.Client` for ``user`` set up for this server (not connected).
+        """A [`simplexmpp.Client`][simplexmpp.Client] for `user` set up for this server (not
+        connected).
 
-        Defaults: the password given for the user, ``tls="none"`` to loopback (or STARTTLS
-        trusting :attr:`ca_file` when the server has ``tls=True``), ``reconnect=False`` (so a
-        stopped server ends the client instead of retrying), ``timeout=10``. Any keyword
-        overrides them (``password=``, ``resource=``, ``reconnect=True`` …).
+        Defaults: the password given for the user, `tls="none"` to loopback (or STARTTLS trusting
+        [`ca_file`][simplexmpp.testing.FakeServer.ca_file] when the server has `tls=True`),
+        `reconnect=False` (so a stopped server ends the client instead of retrying), `timeout=10`.
+        Any keyword overrides them (`password=`, `resource=`, `reconnect=True` …).
         """
         if not self._running:
             raise RuntimeError("start the FakeServer before making clients for it")
@@ -909,17 +920,18 @@ class FakeServer:
 
     # -- rosters -------------------------------------------------------------------------------
     def roster_of(self, user: str) -> dict[JID, RosterItem]:
-        """The roster of ``user`` as the server stores it."""
+        """The roster of `user` as the server stores it."""
         key = self._existing(user)
         with self._lock:
             return {jid: self._roster_item(jid, c) for jid, c in self._rosters[key].items()}
 
     def set_roster(self, user: str, items: Mapping[str | JID, str | RosterItem]) -> None:
-        """Add or change roster items of ``user``: ``{contact: subscription}`` (``"none"``,
-        ``"to"``, ``"from"``, ``"both"``) or ``{contact: RosterItem(...)}``. Connected
+        """Add or change roster items of `user`: `{contact: subscription}` (`"none"`,
+        `"to"`, `"from"`, `"both"`) or `{contact: RosterItem(...)}`. Connected
         sessions get roster pushes, and presence now flows along new subscriptions.
 
-        Only ``user``'s side changes; :meth:`make_contacts` sets up both sides.
+        Only `user`'s side changes; [`make_contacts()`][simplexmpp.testing.FakeServer.make_contacts]
+        sets up both sides.
         """
         key = self._existing(user)
         with self._lock:
@@ -945,7 +957,7 @@ class FakeServer:
                     self._share_presence(jid.local, self._bare(key))
 
     def make_contacts(self, user_a: str, user_b: str) -> None:
-        """Make two local accounts mutual contacts (subscription ``both`` on each side)."""
+        """Make two local accounts mutual contacts (subscription `both` on each side)."""
         a, b = self._existing(user_a), self._existing(user_b)
         self.set_roster(a, {self._bare(b): "both"})
         self.set_roster(b, {self._bare(a): "both"})
@@ -978,7 +990,7 @@ class FakeServer:
         return item
 
     def _push(self, user: str, jid: JID) -> None:
-        """RFC 6121 §2.1.6: a roster push of one item to every session of ``user``."""
+        """RFC 6121 §2.1.6: a roster push of one item to every session of `user`."""
         contact = self._rosters[user].get(jid)
         for session in self._sessions_of(user):
             query = ET.Element(_ROSTER_QUERY)
@@ -990,12 +1002,12 @@ class FakeServer:
     # -- inspection ----------------------------------------------------------------------------
     @property
     def received_log(self) -> list[Stanza]:
-        """Every stanza the server received from a client (with ``from`` stamped), in order."""
+        """Every stanza the server received from a client (with `from` stamped), in order."""
         with self._lock:
             return list(self._received)
 
     def sent_to(self, jid: str | JID) -> list[Stanza]:
-        """The stanzas the server delivered to ``jid`` (a full JID: that session; a bare JID:
+        """The stanzas the server delivered to `jid` (a full JID: that session; a bare JID:
         any session of the account), in order, including its own replies and pushes."""
         target = JID(str(jid))
         with self._lock:
@@ -1004,7 +1016,7 @@ class FakeServer:
             return [s for to, s in self._delivered if to == target]
 
     def sessions(self, user: str | None = None) -> list[JID]:
-        """Full JIDs of the bound sessions (of ``user``, or of everybody)."""
+        """Full JIDs of the bound sessions (of `user`, or of everybody)."""
         with self._lock:
             if user is None:
                 return sorted(self._sessions, key=str)
@@ -1012,15 +1024,17 @@ class FakeServer:
             return sorted((s.jid for s in self._sessions_of(key) if s.jid is not None), key=str)
 
     def wait_for(self, condition: Callable[[], _T], timeout: float = 5.0) -> _T:
-        """Wait until ``condition()`` is truthy and return its value; raise
-        :class:`simplexmpp.errors.TimeoutError` after ``timeout`` seconds.
+        """Wait until `condition()` is truthy and return its value; raise
+        [`simplexmpp.errors.TimeoutError`][simplexmpp.errors.TimeoutError] after `timeout` seconds.
 
         The condition is checked again each time the server receives or delivers a stanza or
         a session starts or ends, and at least every 20 ms, so it may look at clients' state
-        too (``lambda: bot.roster``): a client handles what it receives a moment after the
+        too (`lambda: bot.roster`): a client handles what it receives a moment after the
         server delivered it.
 
-        >>> server.wait_for(lambda: server.sent_to("bob@localhost"))   # doctest: +SKIP
+        ```python
+        server.wait_for(lambda: server.sent_to("bob@localhost"))
+        ```
         """
         deadline = time.monotonic() + timeout_seconds(timeout)
         with self._changed:
@@ -1039,16 +1053,16 @@ class FakeServer:
                times: int | None = None) -> Script:
         """Answer IQ requests from clients that match, instead of routing them.
 
-        ``match`` is the Clark name of the payload (``"{urn:xmpp:time}time"``) or a callable
-        taking the request :class:`~simplexmpp.Iq`. ``to`` limits it to requests addressed to
-        that JID (a bare JID also matches its full JIDs); ``type`` to ``"get"`` or ``"set"``;
-        ``times`` to that many answers. ``reply`` is a payload element (sent in a ``result``),
-        ``None`` (an empty result), an ``Iq`` (sent as is; ``to``, ``from``, ``id`` filled in
-        when missing), an :class:`~simplexmpp.errors.IqError` (an error reply),
-        :data:`NO_REPLY`, or a callable taking the request and returning one of those. An
-        exception other than ``IqError`` from the callable is answered with
-        ``internal-server-error`` and raised again by :meth:`stop`. Scripts are tried in the
-        order they were added.
+        `match` is the Clark name of the payload (`"{urn:xmpp:time}time"`) or a callable taking the
+        request [`Iq`][simplexmpp.Iq]. `to` limits it to requests addressed to that JID (a bare JID
+        also matches its full JIDs); `type` to `"get"` or `"set"`; `times` to that many answers.
+        `reply` is a payload element (sent in a `result`), `None` (an empty result), an `Iq` (sent
+        as is; `to`, `from`, `id` filled in when missing), an [`IqError`][simplexmpp.errors.IqError]
+        (an error reply), [`NO_REPLY`][simplexmpp.testing.NO_REPLY], or a callable taking the
+        request and returning one of those. An exception other than `IqError` from the callable is
+        answered with `internal-server-error` and raised again by
+        [`stop()`][simplexmpp.testing.FakeServer.stop]. Scripts are tried in the order they were
+        added.
         """
         if type not in (None, "get", "set"):
             raise ValueError("type must be None, 'get' or 'set'")
@@ -1064,9 +1078,9 @@ class FakeServer:
                 self._scripts.remove(script)
 
     def inject(self, stanza: Stanza | ET.Element | str) -> None:
-        """Deliver ``stanza`` as is to the session its ``to`` names (a bare JID: every session
-        of that account), as if the server had routed it; ``from`` is left as given, so it
-        can pretend to come from anybody. A string is parsed as XML in ``jabber:client``.
+        """Deliver `stanza` as is to the session its `to` names (a bare JID: every session
+        of that account), as if the server had routed it; `from` is left as given, so it
+        can pretend to come from anybody. A string is parsed as XML in `jabber:client`.
         Raises LookupError when no such session is connected."""
         if isinstance(stanza, str):
             element = ET.fromstring(f'<wrapper xmlns="{CLIENT_NS}">{stanza}</wrapper>')[0]
@@ -1149,7 +1163,7 @@ class FakeServer:
         self._deliver(session, reply)
 
     def _recipients(self, user: str) -> list[_Session]:
-        """Sessions that get a stanza sent to ``user``'s bare JID (RFC 6121 §8.5.2.1.1): the
+        """Sessions that get a stanza sent to `user`'s bare JID (RFC 6121 §8.5.2.1.1): the
         available ones of highest non-negative priority. A departure from the RFC for
         convenience in tests: an account that is connected but has sent no presence gets it
         on all its sessions rather than not at all."""
@@ -1473,8 +1487,8 @@ class FakeServer:
         return self._user_key(jid.local)
 
     def _broadcast(self, session: _Session, el: ET.Element) -> None:
-        """RFC 6121 §4.2.2, §4.4.2, §4.5.2: to contacts with a subscription ``from`` or
-        ``both`` (their available resources) and to the user's own available resources."""
+        """RFC 6121 §4.2.2, §4.4.2, §4.5.2: to contacts with a subscription `from` or
+        `both` (their available resources) and to the user's own available resources."""
         assert session.user is not None and session.jid is not None
         recipients = [s for s in self._sessions_of(session.user)
                       if s.available or s is session]
@@ -1495,7 +1509,7 @@ class FakeServer:
 
     def _probe_contacts(self, session: _Session) -> None:
         """RFC 6121 §4.2.2: after initial presence, the current presence of every contact the
-        user is subscribed to (``to`` or ``both``)."""
+        user is subscribed to (`to` or `both`)."""
         assert session.user is not None
         for jid, contact in self._rosters[session.user].items():
             contact_user = self._local_user(jid)
@@ -1521,7 +1535,7 @@ class FakeServer:
                 self._deliver(recipient, copy)
 
     def _share_presence(self, owner: str, viewer: JID) -> None:
-        """``viewer`` may now see ``owner``'s presence: send the current one."""
+        """`viewer` may now see `owner`'s presence: send the current one."""
         viewer_user = self._local_user(viewer)
         if viewer_user is not None:
             self._send_presences_of(owner, self._sessions_of(viewer_user))
@@ -1625,22 +1639,24 @@ def _priority(el: ET.Element) -> int:
 
 @contextmanager
 def running_server(users: Mapping[str, str] | None = None, **kwargs: Any) -> Iterator[FakeServer]:
-    """A started :class:`FakeServer` (accounts alice, bob and carol with password
-    ``"password"`` unless ``users`` is given), stopped at the end of the block."""
+    """A started [`FakeServer`][simplexmpp.testing.FakeServer] (accounts alice, bob and carol with
+    password `"password"` unless `users` is given), stopped at the end of the block."""
     with FakeServer(users=dict(DEFAULT_USERS if users is None else users), **kwargs) as server:
         yield server
 
 
 class ClientFactory:
-    """Makes connected clients for a :class:`FakeServer` and disconnects them all in
-    :meth:`close` (the ``xmpp_client`` fixture is one of these)."""
+    """Makes connected clients for a [`FakeServer`][simplexmpp.testing.FakeServer] and disconnects
+    them all in [`close()`][simplexmpp.testing.ClientFactory.close] (the `xmpp_client` fixture is
+    one of these)."""
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server
         self.clients: list[Client] = []
 
     def __call__(self, user: str = "alice", **kwargs: Any) -> Client:
-        """A connected client for ``user``; keywords go to :meth:`FakeServer.client`."""
+        """A connected client for `user`; keywords go to
+        [`FakeServer.client()`][simplexmpp.testing.FakeServer.client]."""
         client = self.server.client(user, **kwargs)
         self.clients.append(client)
         client.connect()
@@ -1667,14 +1683,14 @@ else:
 if _HAVE_PYTEST:
     @pytest.fixture
     def xmpp_server() -> Iterator[FakeServer]:
-        """A started FakeServer on ``localhost`` with accounts alice, bob and carol (password
-        ``"password"``), stopped after the test (which fails if the server had errors)."""
+        """A started FakeServer on `localhost` with accounts alice, bob and carol (password
+        `"password"`), stopped after the test (which fails if the server had errors)."""
         with running_server() as server:
             yield server
 
     @pytest.fixture
     def xmpp_client(xmpp_server: FakeServer) -> Iterator[ClientFactory]:
-        """A factory: ``xmpp_client("alice")`` returns a connected Client; every client it
+        """A factory: `xmpp_client("alice")` returns a connected Client; every client it
         made is disconnected after the test."""
         factory = ClientFactory(xmpp_server)
         try:

@@ -1,7 +1,7 @@
 """The only module that does network I/O: DNS SRV, TCP, TLS, and the non-blocking socket that
 the client's single I/O thread drives.
 
-Why one thread for both directions: OpenSSL does not allow an ``SSL`` object to be read and
+Why one thread for both directions: OpenSSL does not allow an `SSL` object to be read and
 written from two threads at once, so the I/O thread owns the socket entirely; other threads
 queue bytes and wake it. That also coalesces many small stanzas into few large writes.
 """
@@ -76,8 +76,8 @@ class _ServiceRefused(Exception):
 
 def _srv_lookup(name: str, timeout: float,
                 resolver: Any | None = None) -> list[tuple[int, int, int, str]] | None:
-    """SRV records of ``name`` as (priority, weight, port, target); None if there are none
-    (no such name, no answer, resolver failed or silent for ``timeout`` seconds). Raises
+    """SRV records of `name` as (priority, weight, port, target); None if there are none
+    (no such name, no answer, resolver failed or silent for `timeout` seconds). Raises
     `_ServiceRefused` when the domain says the service is not offered at all."""
     try:
         import dns.exception
@@ -107,15 +107,15 @@ def resolve(domain: str, host: str | None, port: int | None, tls: str,
             timeout: float = 5.0, *, resolver: Any | None = None) -> list[Target]:
     """Targets to try in order (RFC 6120 §3.2, XEP-0368).
 
-    ``timeout`` is the budget of all SRV lookups together: each of the (at most two) lookups
+    `timeout` is the budget of all SRV lookups together: each of the (at most two) lookups
     gets its share of what is left, so a resolver that never answers returns after
-    ``timeout`` in all, and the caller keeps the rest of its own budget for connecting
-    (to the domain itself when no record came back: RFC 6120 §3.2.2). ``resolver`` is a
-    ``dns.resolver.Resolver`` (or anything with its ``resolve(name, rdtype, lifetime=)``);
-    None means dnspython's default, configured from the system (``/etc/resolv.conf``).
+    `timeout` in all, and the caller keeps the rest of its own budget for connecting
+    (to the domain itself when no record came back: RFC 6120 §3.2.2). `resolver` is a
+    `dns.resolver.Resolver` (or anything with its `resolve(name, rdtype, lifetime=)`);
+    None means dnspython's default, configured from the system (`/etc/resolv.conf`).
 
     Raises [NoXMPPServiceError][simplexmpp.errors.NoXMPPServiceError] when DNS says the
-    domain offers no XMPP client service of the kind ``tls`` allows (an SRV record with
+    domain offers no XMPP client service of the kind `tls` allows (an SRV record with
     target "."): then no fallback to the domain is tried.
     """
     if host is not None:
@@ -155,7 +155,7 @@ def resolve(domain: str, host: str | None, port: int | None, tls: str,
 
 
 def open_socket(target: Target, timeout: float) -> socket.socket:
-    """TCP connection to ``target`` (IPv6 and IPv4, every address in turn)."""
+    """TCP connection to `target` (IPv6 and IPv4, every address in turn)."""
     try:
         sock = socket.create_connection((target.host, target.port), timeout=timeout)
     except socket.timeout:
@@ -189,7 +189,7 @@ def ssl_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
 
 def start_tls(sock: socket.socket, ctx: ssl.SSLContext, server_name: str,
               timeout: float) -> ssl.SSLSocket:
-    """TLS handshake on ``sock``, checking the certificate against ``server_name`` (RFC 7590,
+    """TLS handshake on `sock`, checking the certificate against `server_name` (RFC 7590,
     RFC 6125: the JID's domain, not the host we connected to)."""
     sock.settimeout(timeout)
     try:
@@ -238,9 +238,9 @@ def quickack(sock: socket.socket) -> bool:
 def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
     """Channel-binding data the TLS layer can give SCRAM-PLUS.
 
-    ``tls-unique`` only under TLS 1.2 (RFC 9266 §3 forbids it with 1.3);
-    ``tls-server-end-point`` (RFC 5929 §4) from the server certificate. ``tls-exporter``
-    (RFC 9266) needs keying-material export, which Python's ``ssl`` module does not offer.
+    `tls-unique` only under TLS 1.2 (RFC 9266 §3 forbids it with 1.3);
+    `tls-server-end-point` (RFC 5929 §4) from the server certificate. `tls-exporter`
+    (RFC 9266) needs keying-material export, which Python's `ssl` module does not offer.
     """
     if not isinstance(sock, ssl.SSLSocket):
         return {}
@@ -257,9 +257,9 @@ def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
 
 
 class _Waker:
-    """A socket pair another thread writes to, to end a ``selectors`` wait (``r`` is what
-    the waiting thread registers). At most one byte is ever in flight: :meth:`wake` sends
-    only while no earlier wake-up is pending, and :meth:`clear` drains the byte first and
+    """A socket pair another thread writes to, to end a `selectors` wait (`r` is what
+    the waiting thread registers). At most one byte is ever in flight: `wake()` sends
+    only while no earlier wake-up is pending, and `clear()` drains the byte first and
     then marks none pending. In the other order a wake() in between would send a byte that
     the drain swallows while leaving the mark set, and every later wake() would then be
     skipped (a lost wake-up)."""
@@ -283,7 +283,7 @@ class _Waker:
             pass  # closed: nobody waits any more
 
     def clear(self) -> None:
-        """The waiting thread, when ``r`` was readable."""
+        """The waiting thread, when `r` was readable."""
         try:
             self.r.recv(4096)
         except OSError:
@@ -302,7 +302,8 @@ class _Waker:
 class Wire:
     """A connected socket in non-blocking mode plus a wake-up channel, for one I/O thread.
 
-    Other threads call :meth:`wake`; only the I/O thread calls anything else.
+    Other threads call [`wake()`][simplexmpp.transport.Wire.wake]; only the I/O thread calls
+    anything else.
     """
 
     READ_SIZE = 65536
@@ -317,9 +318,9 @@ class Wire:
         self._blocked = False         # the last write would have blocked: wait for writable
         self._inflight: bytes = b""   # an SSL write must be retried with the same bytes
         self.closed = False
-        #: Acknowledge received data at once (see recv()); the client turns it off once the
-        #: stream is ready.
         self.quickack = True
+        """Acknowledge received data at once (see recv()); the client turns it off once the stream
+        is ready."""
         self._hub: Hub | None = None  # once a hub drives this wire, wake() goes to the hub
         self._hub_conn: HubConnection | None = None
         self._use(sock)
@@ -363,8 +364,8 @@ class Wire:
         self._waker.close()
 
     def wake(self) -> None:
-        """Make :meth:`wait` return soon (or the hub look at this connection); callable from
-        any thread."""
+        """Make [`wait()`][simplexmpp.transport.Wire.wait] return soon (or the hub look at this
+        connection); callable from any thread."""
         hub, conn = self._hub, self._hub_conn
         if hub is not None and conn is not None:
             hub.wake(conn)
@@ -413,7 +414,7 @@ class Wire:
                 self.quickack = quickack(self.sock)
 
     def send(self, buffer: bytearray) -> int:
-        """Write what the socket takes now from the front of ``buffer``; the count sent."""
+        """Write what the socket takes now from the front of `buffer`; the count sent."""
         if isinstance(self.sock, ssl.SSLSocket):
             if not self._inflight:
                 self._inflight = bytes(buffer[:self.SSL_WRITE_CHUNK])
@@ -455,26 +456,28 @@ class Wire:
 
 
 class HubConnection(Protocol):
-    """What a :class:`Hub` drives: a client whose connection is ready (see ``Client``)."""
+    """What a [`Hub`][simplexmpp.transport.Hub] drives: a client whose connection is ready (see
+    `Client`)."""
 
     def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
-        """Read if ``readable``, write what is queued, run timers; returns (seconds until the
+        """Read if `readable`, write what is queued, run timers; returns (seconds until the
         next timer, wants to write) or None once the connection ended cleanly. Raises when
         the connection failed."""
 
     def _hub_ended(self, exc: BaseException | None) -> None:
-        """The connection ended (``exc`` None: cleanly); the hub has let go of it."""
+        """The connection ended (`exc` None: cleanly); the hub has let go of it."""
 
 
 class Hub:
-    """One thread driving the ready connections of many clients (a ``Pool``'s), with one
+    """One thread driving the ready connections of many clients (a `Pool`'s), with one
     selector, instead of a thread per connection.
 
-    A client connects and negotiates on its own I/O thread as usual (blocking TLS handshake,
-    SASL, bind, XEP-0198), then hands the ready connection over with :meth:`adopt` and that
-    thread ends; when the connection is lost the client starts a thread again to reconnect.
-    The hub runs no user code either: callbacks still go to each client's dispatcher. Its
-    thread starts with the first connection and ends when the last one has gone.
+    A client connects and negotiates on its own I/O thread as usual (blocking TLS handshake, SASL,
+    bind, XEP-0198), then hands the ready connection over with
+    [`adopt()`][simplexmpp.transport.Hub.adopt] and that thread ends; when the connection is lost
+    the client starts a thread again to reconnect. The hub runs no user code either: callbacks still
+    go to each client's dispatcher. Its thread starts with the first connection and ends when the
+    last one has gone.
     """
 
     def __init__(self, name: str = "simplexmpp-hub") -> None:
@@ -498,7 +501,7 @@ class Hub:
         return threading.current_thread() is self._thread
 
     def adopt(self, conn: HubConnection, wire: Wire) -> None:
-        """Take over ``wire`` (connected, ready); from now on only the hub's thread uses it."""
+        """Take over `wire` (connected, ready); from now on only the hub's thread uses it."""
         wire.release_own_wakeup()
         with self._lock:
             wire._hub_conn = conn
@@ -513,7 +516,7 @@ class Hub:
                 self._waker.wake()
 
     def wake(self, conn: HubConnection) -> None:
-        """``conn`` has something to write (any thread)."""
+        """`conn` has something to write (any thread)."""
         with self._lock:
             self._dirty.add(conn)
             if self._waker is not None and threading.current_thread() is not self._thread:

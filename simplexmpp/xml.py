@@ -1,31 +1,32 @@
 """Incremental, hardened XML stream parser and a namespace-clean serializer (sans-IO).
 
-:class:`StreamParser` takes bytes as they come off the wire, in chunks split anywhere (even inside
-a UTF-8 character), and returns complete top-level elements of the XMPP stream as
-``xml.etree.ElementTree.Element`` objects with Clark-notation tags (``{jabber:client}message``).
+[`StreamParser`][simplexmpp.xml.StreamParser] takes bytes as they come off the wire, in chunks split
+anywhere (even inside a UTF-8 character), and returns complete top-level elements of the XMPP stream
+as `xml.etree.ElementTree.Element` objects with Clark-notation tags (`{jabber:client}message`).
 
-It is built on the C-accelerated expat ``XMLParser`` + ``TreeBuilder`` of the standard library,
+It is built on the C-accelerated expat `XMLParser` + `TreeBuilder` of the standard library,
 so elements are built in C. RFC 6120 §11.1 restrictions are enforced on top:
 
 * a DTD can only stand in the prolog, before the stream header; the prolog is therefore checked
-  byte for byte before expat sees it, and any ``<!`` (DOCTYPE, comment) or processing instruction
-  there is refused with ``restricted-xml``. Without a DTD no entity can be declared, so the
+  byte for byte before expat sees it, and any `<!` (DOCTYPE, comment) or processing instruction
+  there is refused with `restricted-xml`. Without a DTD no entity can be declared, so the
   billion-laughs and external-entity attacks have nothing to work with;
-* a reference to any entity other than the five predefined ones is refused (``restricted-xml``);
-* comments and processing instructions inside the stream are refused (``restricted-xml``);
-* an encoding other than UTF-8 is refused (``unsupported-encoding``, RFC 6120 §11.6);
-* invalid UTF-8 and any other well-formedness error give ``not-well-formed``;
-* a stanza larger than ``max_stanza_size`` bytes or nested deeper than ``max_depth`` gives
-  ``policy-violation``. Every byte counts, from the first byte of a stanza (an unclosed start
+* a reference to any entity other than the five predefined ones is refused (`restricted-xml`);
+* comments and processing instructions inside the stream are refused (`restricted-xml`);
+* an encoding other than UTF-8 is refused (`unsupported-encoding`, RFC 6120 §11.6);
+* invalid UTF-8 and any other well-formedness error give `not-well-formed`;
+* a stanza larger than `max_stanza_size` bytes or nested deeper than `max_depth` gives
+  `policy-violation`. Every byte counts, from the first byte of a stanza (an unclosed start
   tag too) and between stanzas, except whitespace between stanzas (RFC 6120 §11.7 keepalives),
   which is dropped before expat sees it. Bytes are fed to expat in slices of bounded size, so
   memory stays proportional to the limit, not to what the peer sends;
 * expat and ElementTree keep every element, attribute and namespace name they have met, for
   the life of the parser. So that a peer inventing names cannot grow that table without end,
-  the expat parser is replaced at a stanza boundary once ``recycle_bytes`` bytes have passed
+  the expat parser is replaced at a stanza boundary once `recycle_bytes` bytes have passed
   through it; the new one is given the stream header's namespace declarations again.
 
-Every error is raised as :class:`simplexmpp.errors.StreamError` with the condition to send back.
+Every error is raised as [`simplexmpp.errors.StreamError`][simplexmpp.errors.StreamError] with the
+condition to send back.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _EXPAT_UNDEFINED_ENTITY = 11
 
 @dataclass(frozen=True)
 class StreamHeader:
-    """The peer's ``<stream:stream>`` open tag: its attributes and default namespace."""
+    """The peer's `<stream:stream>` open tag: its attributes and default namespace."""
 
     attrs: dict[str, str] = field(default_factory=dict)
     default_ns: str | None = None
@@ -75,7 +76,7 @@ class StreamHeader:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """The peer closed its stream with ``</stream:stream>``."""
+    """The peer closed its stream with `</stream:stream>`."""
 
 
 StreamItem = Union[StreamHeader, ET.Element, StreamEnd]
@@ -103,7 +104,7 @@ def _refuse_pi(target: str, text: str | None = None) -> ET.Element:
 
 
 def _check_depth(elem: ET.Element, limit: int) -> None:
-    """policy-violation when ``elem`` nests deeper than ``limit`` (iterative: no recursion)."""
+    """policy-violation when `elem` nests deeper than `limit` (iterative: no recursion)."""
     stack = [(elem, 2)]  # the stream is level 1, a stanza level 2
     while stack:
         node, level = stack.pop()
@@ -115,24 +116,25 @@ def _check_depth(elem: ET.Element, limit: int) -> None:
 class StreamParser:
     """Sans-IO parser of one XMPP stream (one instance per stream; make a new one on restart).
 
-    >>> p = StreamParser()
-    >>> items = p.feed(b"<stream:stream xmlns='jabber:client' "
-    ...                b"xmlns:stream='http://etherx.jabber.org/streams'><message/>")
-    >>> [type(i).__name__ for i in items]
-    ['StreamHeader', 'Element']
+    ```python
+    p = StreamParser()
+    items = p.feed(b"<stream:stream xmlns='jabber:client' "
+                   b"xmlns:stream='http://etherx.jabber.org/streams'><message/>")
+    [type(i).__name__ for i in items]  # -> ['StreamHeader', 'Element']
+    ```
     """
 
     def __init__(self, *, max_stanza_size: int = 1 << 20, max_depth: int = 64,
                  chunk_size: int = 16384, recycle_bytes: int = 1 << 18) -> None:
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
-        #: Bytes after which the expat parser is replaced at the next stanza boundary: the
-        #: names it keeps (elements, attributes, namespaces) come only from these bytes.
         self.recycle_bytes = recycle_bytes
-        #: How many times the expat parser was replaced (see ``recycle_bytes``).
+        """Bytes after which the expat parser is replaced at the next stanza boundary: the names it
+        keeps (elements, attributes, namespaces) come only from these bytes."""
         self.replacements = 0
-        #: Top-level elements (stanzas and nonzas) completed so far.
+        """How many times the expat parser was replaced (see `recycle_bytes`)."""
         self.completed = 0
+        """Top-level elements (stanzas and nonzas) completed so far."""
         # Slices fed to expat at once: limits how far past max_stanza_size one feed can reach.
         self._chunk = max(256, min(chunk_size, max_stanza_size // 4 or 256))
         self._events: list[tuple[str, object]] = []
@@ -176,10 +178,10 @@ class StreamParser:
         return root is not None and not self._ended and (len(root) > 0 or self._open_tag)
 
     def feed(self, data: bytes) -> list[StreamItem]:
-        """Parse ``data``; return the stream items it completed (header, elements, end).
+        """Parse `data`; return the stream items it completed (header, elements, end).
 
         Raises:
-            StreamError: (``by_peer=False``) naming the condition to report; after that the
+            StreamError: (`by_peer=False`) naming the condition to report; after that the
                 parser is dead and every further call raises the same error.
         """
         if self._failed is not None:
@@ -239,7 +241,7 @@ class StreamParser:
             self._replace_parser()
 
     def _feed_to_boundary(self, data: bytes, out: list[StreamItem]) -> int:
-        """Feed ``data`` up to the '>' that ends the next top-level element and replace the
+        """Feed `data` up to the '>' that ends the next top-level element and replace the
         parser there; return how many bytes were fed (all of them if no element ended)."""
         pos, size, chunk = 0, len(data), self._chunk
         while pos < size:
@@ -505,7 +507,8 @@ _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"
 
 
 def check_text(text: str, what: str = "text") -> str:
-    """Return ``text`` if it can be sent in XML; raise :class:`InvalidStanzaError` if not."""
+    """Return `text` if it can be sent in XML; raise
+    [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] if not."""
     bad = _INVALID_CHARS.search(text)
     if bad:
         raise InvalidStanzaError(
@@ -519,9 +522,10 @@ _special = _SPECIAL.search
 
 
 def escape(text: str) -> str:
-    """``text`` as :func:`tostring` writes it in character data or a double-quoted attribute
-    value (unchanged when nothing needs escaping); raises :class:`InvalidStanzaError` for a
-    character XML cannot carry. For code that writes a stanza's XML directly."""
+    """`text` as [`tostring()`][simplexmpp.xml.tostring] writes it in character data or a
+    double-quoted attribute value (unchanged when nothing needs escaping); raises
+    [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] for a character XML cannot carry.
+    For code that writes a stanza's XML directly."""
     if _special(text) is None:
         return text
     check_text(text)
@@ -544,7 +548,8 @@ _XMLNS_NS = "http://www.w3.org/2000/xmlns/"
 
 
 def _check_name(name: str, ns: str | None, what: str) -> None:
-    """Refuse a name :func:`tostring` cannot write as it is (it would corrupt the stream)."""
+    """Refuse a name [`tostring()`][simplexmpp.xml.tostring] cannot write as it is (it would corrupt
+    the stream)."""
     if _NCNAME.fullmatch(name) is None:
         raise InvalidStanzaError(f"{what} name {name!r} is not an XML name")
     if ns is not None:
@@ -553,12 +558,12 @@ def _check_name(name: str, ns: str | None, what: str) -> None:
             raise InvalidStanzaError(f"{what} {name!r} is in the reserved namespace {ns}")
 
 
-#: tag -> (namespace, "<local", '<local xmlns="ns"', "</local>"): the pieces of a tag,
-#: worked out (and the name checked) once per tag; bounded: a program sends few distinct tags.
+# tag -> (namespace, "<local", '<local xmlns="ns"', "</local>"): the pieces of a tag,
+# worked out (and the name checked) once per tag; bounded: a program sends few distinct tags.
 _TagParts = tuple[Union[str, None], str, str, str]
 _TAGS: dict[str, _TagParts] = {}
 _TAGS_MAX = 2048
-#: Attribute names known to be writable as they are (checked once each, bounded likewise).
+# Attribute names known to be writable as they are (checked once each, bounded likewise).
 _ATTR_NAMES: set[str] = set()
 
 
@@ -595,8 +600,8 @@ def _check_attribute(key: object) -> None:
 
 
 def tostring(elem: ET.Element, default_ns: str | None = CLIENT_NS) -> str:
-    """Serialize ``elem`` as it goes on the wire inside a stream whose default namespace is
-    ``default_ns``: an ``xmlns`` wherever the namespace changes, never an ``ns0:`` prefix."""
+    """Serialize `elem` as it goes on the wire inside a stream whose default namespace is
+    `default_ns`: an `xmlns` wherever the namespace changes, never an `ns0:` prefix."""
     parts: list[str] = []
     _write(elem, default_ns, parts)
     return "".join(parts)
@@ -649,7 +654,7 @@ def _write(elem: ET.Element, parent_ns: str | None, parts: list[str]) -> None:
 def stream_header(to: str, *, from_: str | None = None, lang: str | None = "en",
                   default_ns: str = CLIENT_NS, version: str | None = "1.0",
                   id: str | None = None) -> str:
-    """The opening ``<stream:stream>`` tag (RFC 6120 §4.7), preceded by an XML declaration."""
+    """The opening `<stream:stream>` tag (RFC 6120 §4.7), preceded by an XML declaration."""
     attrs = [f'to="{escape(to)}"']
     if from_:
         attrs.append(f'from="{escape(from_)}"')

@@ -1,12 +1,12 @@
-"""Built-in extensions (XEPs), one module each, attached to every ``Client`` as attributes.
+"""Built-in extensions (XEPs), one module each, attached to every `Client` as attributes.
 
 Each is a [simplexmpp.extension.Extension][] subclass using only the public extension interface (see
-docs/extensions/writing.md): the client's public methods (``send``, ``new_message``, ``iq``,
-``send_iq``, ``on``, ``register_iq_handler``, ``add_stanza_handler``, ``declare_event``,
-``emit``, ``has_callbacks``, ``dispatch``, ``deliver``, ``local_features``,
-``presence_decorators``) and the lifecycle hooks. None touches a private attribute of the
+docs/extensions/writing.md): the client's public methods (`send`, `new_message`, `iq`,
+`send_iq`, `on`, `register_iq_handler`, `add_stanza_handler`, `declare_event`,
+`emit`, `has_callbacks`, `dispatch`, `deliver`, `local_features`,
+`presence_decorators`) and the lifecycle hooks. None touches a private attribute of the
 client (tests/unit/test_extension.py checks every module here). The one package-private
-fast path, ``Extension._intercept`` (a claim check on the I/O thread, never user code), is a
+fast path, `Extension._intercept` (a claim check on the I/O thread, never user code), is a
 method of the extension base, not of the client.
 """
 
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
-#: (attribute name, "module:Class") of each extension attached to a client.
 EXTENSIONS: list[tuple[str, str]] = [
     ("disco", "disco:Disco"),
     ("version", "version:Version"),
@@ -39,10 +38,11 @@ EXTENSIONS: list[tuple[str, str]] = [
     ("pep", "pep:PEP"),
     ("avatar", "avatar:Avatar"),
 ]
+"""(attribute name, "module:Class") of each extension attached to a client."""
 
 
 def attach(client: "Client", skip: Collection[str] = ()) -> None:
-    """Give ``client`` one instance of every extension (except those named in ``skip``)."""
+    """Give `client` one instance of every extension (except those named in `skip`)."""
     import importlib
     for attribute, target in EXTENSIONS:
         if attribute in skip:

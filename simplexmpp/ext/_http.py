@@ -1,5 +1,5 @@
-"""HTTP for XEP-0363 uploads and XEP-0066 downloads, with ``requests``: imported only when a
-file is transferred (see :func:`simplexmpp.ext.upload.http_session`)."""
+"""HTTP for XEP-0363 uploads and XEP-0066 downloads, with `requests`: imported only when a file is
+transferred (see [`simplexmpp.ext.upload.http_session()`][simplexmpp.ext.upload.http_session])."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class _LoopbackNamesAdapter(HTTPAdapter):
-    """Connects ``*.localhost`` URLs to 127.0.0.1 (RFC 6761 §6.3: such names are loopback,
-    whatever the resolver says; many resolvers know only ``localhost`` itself), keeping the
+    """Connects `*.localhost` URLs to 127.0.0.1 (RFC 6761 §6.3: such names are loopback,
+    whatever the resolver says; many resolvers know only `localhost` itself), keeping the
     name for the Host header, SNI and certificate checks. Other URLs are untouched."""
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
@@ -56,8 +56,8 @@ class _LoopbackNamesAdapter(HTTPAdapter):
 
 
 class _Session(requests.Session):
-    """A session whose own ``verify`` wins over ``REQUESTS_CA_BUNDLE`` and friends (plain
-    requests lets the environment replace it when a call does not pass ``verify``)."""
+    """A session whose own `verify` wins over `REQUESTS_CA_BUNDLE` and friends (plain
+    requests lets the environment replace it when a call does not pass `verify`)."""
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
                                    cert: Any) -> Any:
@@ -67,7 +67,7 @@ class _Session(requests.Session):
 
 
 class _ContextAdapter(_LoopbackNamesAdapter):
-    """Uses an ``ssl.SSLContext`` of our own for HTTPS (see ``_http_context``)."""
+    """Uses an `ssl.SSLContext` of our own for HTTPS (see `_http_context`)."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
         self._context = context
@@ -88,9 +88,9 @@ class _ContextAdapter(_LoopbackNamesAdapter):
 
 
 def _http_context(context: ssl.SSLContext) -> ssl.SSLContext:
-    """A context for HTTPS that trusts what the client's own ``ssl_context`` was given.
+    """A context for HTTPS that trusts what the client's own `ssl_context` was given.
 
-    urllib3 changes the context it is handed (``check_hostname``, ``verify_mode``), so the
+    urllib3 changes the context it is handed (`check_hostname`, `verify_mode`), so the
     client's is never passed to it: the CA certificates loaded into it are copied into a
     fresh one (the system store when it holds none), with its minimum TLS version. Client
     certificates cannot be read back from a context and are not used for HTTP.
@@ -105,10 +105,10 @@ def _http_context(context: ssl.SSLContext) -> ssl.SSLContext:
 
 
 def http_session(client: Client) -> requests.Session:
-    """A ``requests.Session`` with the client's TLS settings: ``verify`` is ``client.ca_file``
-    when set (else the default store), False only when the client has ``verify=False``; with
-    the client's own ``ssl_context``, the CAs loaded into it (see ``_http_context``); names
-    under ``.localhost`` reach 127.0.0.1 (see :class:`_LoopbackNamesAdapter`)."""
+    """A `requests.Session` with the client's TLS settings: `verify` is `client.ca_file`
+    when set (else the default store), False only when the client has `verify=False`; with
+    the client's own `ssl_context`, the CAs loaded into it (see `_http_context`); names
+    under `.localhost` reach 127.0.0.1 (see `_LoopbackNamesAdapter`)."""
     session = _Session()
     context = getattr(client, "ssl_context", None)
     adapter: _LoopbackNamesAdapter
@@ -128,7 +128,7 @@ def http_session(client: Client) -> requests.Session:
 
 def transfer_error(exc: requests.RequestException, what: str, url: str,
                    cls: type[HTTPTransferError]) -> XMPPError:
-    """The library's exception for a failed ``requests`` call."""
+    """The library's exception for a failed `requests` call."""
     if isinstance(exc, requests.Timeout):
         return errors.TimeoutError(f"{what}: the HTTP server at {urlsplit(url).netloc} did not "
                                    f"answer in time ({exc})")

@@ -1,23 +1,25 @@
 """XEP-0084 User Avatar over PEP, with the XEP-0153 vCard photo as a fallback.
 
->>> avatar_id = client.avatar.publish(open("me.png", "rb").read(), "image/png")  # doctest: +SKIP
->>> image = client.avatar.fetch("bob@example.org")
->>> if image is not None:
-...     open("bob.png", "wb").write(image.data)
+```python
+avatar_id = client.avatar.publish(open("me.png", "rb").read(), "image/png")
+image = client.avatar.fetch("bob@example.org")
+if image is not None:
+    open("bob.png", "wb").write(image.data)
+```
 
-``publish`` stores the image in the ``urn:xmpp:avatar:data`` node and then announces it in
-``urn:xmpp:avatar:metadata``, in that order (XEP-0084 §4.1–4.2), both under the image's
+`publish` stores the image in the `urn:xmpp:avatar:data` node and then announces it in
+`urn:xmpp:avatar:metadata`, in that order (XEP-0084 §4.1–4.2), both under the image's
 SHA-1 (hex) as item id.
 
-``fetch`` reads the metadata, then the data with that id, and checks that the SHA-1 of the
-bytes is the id (:class:`AvatarError` if not). When the account published no XEP-0084 avatar
-(no metadata node, or the node is not visible to us) it falls back to the ``PHOTO`` of the
-vcard-temp vCard (XEP-0153) unless ``vcard_fallback=False``; an account that disabled its
-avatar (empty ``<metadata/>``, §4.5) gives None without the fallback being tried.
+`fetch` reads the metadata, then the data with that id, and checks that the SHA-1 of the bytes is
+the id ([`AvatarError`][simplexmpp.ext.avatar.AvatarError] if not). When the account published no
+XEP-0084 avatar (no metadata node, or the node is not visible to us) it falls back to the `PHOTO` of
+the vcard-temp vCard (XEP-0153) unless `vcard_fallback=False`; an account that disabled its avatar
+(empty `<metadata/>`, §4.5) gives None without the fallback being tried.
 
-Event ``"avatar_changed"``: ``callback(jid: JID, info: AvatarInfo | None)`` when a contact's
-metadata notification arrives (``info`` None: the avatar was disabled). Only sent for
-contacts we see the presence of, after :meth:`Avatar.subscribe_notify`.
+Event `"avatar_changed"`: `callback(jid: JID, info: AvatarInfo | None)` when a contact's metadata
+notification arrives (`info` None: the avatar was disabled). Only sent for contacts we see the
+presence of, after [`Avatar.subscribe_notify()`][simplexmpp.ext.avatar.Avatar.subscribe_notify].
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class AvatarError(XMPPError, ValueError):
 
 @dataclass
 class AvatarInfo:
-    """One ``<info/>`` of the metadata (XEP-0084 §4.2.1): ``id`` (SHA-1 hex of the image),
-    ``type`` (MIME), ``bytes``, and optional ``width``, ``height`` and ``url`` (an image
+    """One `<info/>` of the metadata (XEP-0084 §4.2.1): `id` (SHA-1 hex of the image),
+    `type` (MIME), `bytes`, and optional `width`, `height` and `url` (an image
     held outside PEP)."""
 
     id: str
@@ -84,8 +86,8 @@ class AvatarInfo:
 
 @dataclass
 class AvatarImage:
-    """An avatar: the image ``data``, its ``content_type`` and ``id`` (SHA-1 hex of the
-    data); ``source`` says where it came from: ``"pep"`` (XEP-0084) or ``"vcard"``
+    """An avatar: the image `data`, its `content_type` and `id` (SHA-1 hex of the
+    data); `source` says where it came from: `"pep"` (XEP-0084) or `"vcard"`
     (XEP-0153)."""
 
     data: bytes
@@ -95,7 +97,7 @@ class AvatarImage:
 
 
 def _infos(items: list[Item]) -> list[AvatarInfo] | None:
-    """The ``<info/>`` list of the newest metadata item; [] if disabled; None if absent."""
+    """The `<info/>` list of the newest metadata item; [] if disabled; None if absent."""
     for item in items:
         if item.payload is not None and item.payload.tag == _METADATA:
             return [AvatarInfo.from_element(i) for i in item.payload.iterfind(_INFO)]
@@ -103,7 +105,7 @@ def _infos(items: list[Item]) -> list[AvatarInfo] | None:
 
 
 class Avatar(Extension):
-    """``client.avatar``: XEP-0084 User Avatar (publish, fetch, change notifications)."""
+    """`client.avatar`: XEP-0084 User Avatar (publish, fetch, change notifications)."""
 
     name = "avatar"
 
@@ -117,10 +119,10 @@ class Avatar(Extension):
     def publish(self, image: bytes, content_type: str = "image/png",
                 width: int | None = None, height: int | None = None, *,
                 access_model: str | None = None, timeout: float | None = None) -> str:
-        """Publish ``image`` as our avatar and return its id (SHA-1 hex).
+        """Publish `image` as our avatar and return its id (SHA-1 hex).
 
-        ``access_model`` (``"open"``, ``"presence"`` …) is sent as a publish-option for both
-        nodes; None keeps the server's default (``presence`` on Prosody: only contacts who
+        `access_model` (`"open"`, `"presence"` …) is sent as a publish-option for both
+        nodes; None keeps the server's default (`presence` on Prosody: only contacts who
         see our presence may read it)."""
         if not isinstance(image, (bytes, bytearray)) or not image:
             raise ValueError("the avatar image must be non-empty bytes")
@@ -149,7 +151,7 @@ class Avatar(Extension):
 
     def metadata(self, jid: JID | str | None,
                  timeout: float | None = None) -> list[AvatarInfo] | None:
-        """The ``<info/>`` entries ``jid`` (None: us) announces; [] when the avatar is
+        """The `<info/>` entries `jid` (None: us) announces; [] when the avatar is
         disabled, None when there is no (visible) metadata node."""
         try:
             items = self._pep.items(jid, METADATA_NS, max_items=1, timeout=timeout)
@@ -161,10 +163,10 @@ class Avatar(Extension):
 
     def fetch(self, jid: JID | str | None, timeout: float | None = None, *,
               vcard_fallback: bool = True) -> AvatarImage | None:
-        """The avatar of ``jid`` (None: ours), or None when there is none.
+        """The avatar of `jid` (None: ours), or None when there is none.
 
-        Raises :class:`AvatarError` when the data does not match its SHA-1 id,
-        :class:`~simplexmpp.ext.pubsub.PubSubError` for other service errors."""
+        Raises [`AvatarError`][simplexmpp.ext.avatar.AvatarError] when the data does not match its
+        SHA-1 id, [`PubSubError`][simplexmpp.ext.pubsub.PubSubError] for other service errors."""
         infos = self.metadata(jid, timeout)
         if infos is None:
             return self._from_vcard(jid, timeout) if vcard_fallback else None
@@ -208,8 +210,8 @@ class Avatar(Extension):
                            hashlib.sha1(card.photo).hexdigest(), "vcard")
 
     def subscribe_notify(self, timeout: float | None = None) -> None:
-        """Receive ``"avatar_changed"`` for contacts: advertise
-        ``urn:xmpp:avatar:metadata+notify`` (XEP-0084 §4.3)."""
+        """Receive `"avatar_changed"` for contacts: advertise
+        `urn:xmpp:avatar:metadata+notify` (XEP-0084 §4.3)."""
         self._pep.subscribe_notify(METADATA_NS, timeout)
 
     def unsubscribe_notify(self, timeout: float | None = None) -> None:

@@ -1,12 +1,13 @@
 """XEP-0191 Blocking Command.
 
->>> client.blocking.block("spammer@example.net")
->>> client.blocking.list()
-{JID('spammer@example.net')}
+```python
+client.blocking.block("spammer@example.net")
+client.blocking.list()  # -> {JID('spammer@example.net')}
+```
 
-The server tells every session of the account that has fetched the list (``list()``) when it
-changes (§3.3, §3.4); those pushes keep ``blocked`` current and fire the
-``"blocklist_changed"`` event with the new set.
+The server tells every session of the account that has fetched the list (`list()`) when it
+changes (§3.3, §3.4); those pushes keep `blocked` current and fire the
+`"blocklist_changed"` event with the new set.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _ITEM = "{%s}item" % BLOCKING_NS
 
 
 class Blocking(Extension):
-    """``client.blocking``."""
+    """`client.blocking`."""
 
     name = "blocking"
 
@@ -62,7 +63,7 @@ class Blocking(Extension):
         return set(jids)
 
     def block(self, *jids: JID | str, timeout: float | None = None) -> None:
-        """Block ``jids`` (§3.3): no stanzas from them, our presence hidden from them."""
+        """Block `jids` (§3.3): no stanzas from them, our presence hidden from them."""
         if not jids:
             raise ValueError("block() needs at least one JID (§3.3)")
         self._client.iq(Iq.set(None, self._request("block", jids)), timeout)
@@ -70,7 +71,7 @@ class Blocking(Extension):
             self._blocked.update(JID(str(j)) for j in jids)
 
     def unblock(self, *jids: JID | str, timeout: float | None = None) -> None:
-        """Unblock ``jids``; with none given, unblock everybody (§3.5)."""
+        """Unblock `jids`; with none given, unblock everybody (§3.5)."""
         self._client.iq(Iq.set(None, self._request("unblock", jids)), timeout)
         with self._lock:
             if jids:

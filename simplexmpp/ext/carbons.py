@@ -1,11 +1,13 @@
 """XEP-0280 Message Carbons: see the chats our other devices have.
 
->>> client.carbons.enable()
+```python
+client.carbons.enable()
+```
 
 Once enabled, messages addressed to our other resources arrive as carbon copies: they are
-unwrapped and delivered like any incoming message (``messages()``, the ``"message"`` event)
-and also reported as the ``"carbon_received"`` event. Copies of messages our other resources
-sent are the ``"carbon_sent"`` event (they are not put in ``messages()``: we did not receive
+unwrapped and delivered like any incoming message (`messages()`, the `"message"` event)
+and also reported as the `"carbon_received"` event. Copies of messages our other resources
+sent are the `"carbon_sent"` event (they are not put in `messages()`: we did not receive
 them). Carbons are accepted only from our own bare JID (§11): anything else that looks like
 one is a forgery and is dropped with a log line. Carbons stay enabled across reconnects.
 """
@@ -35,7 +37,7 @@ _SENT = "{%s}sent" % CARBONS_NS
 
 
 class Carbons(Extension):
-    """``client.carbons``."""
+    """`client.carbons`."""
 
     name = "carbons"
     features = (CARBONS_NS,)
@@ -44,8 +46,8 @@ class Carbons(Extension):
     def __init__(self, client: Client) -> None:
         super().__init__(client)
         self.enabled = False
-        #: Carbons refused because they did not come from our own account.
         self.forged = 0
+        """Carbons refused because they did not come from our own account."""
         client.declare_event("carbon_received")
         client.declare_event("carbon_sent")
         self._intercept_stanzas("message", self._intercept, tags=(_RECEIVED, _SENT))
@@ -64,7 +66,7 @@ class Carbons(Extension):
 
     @staticmethod
     def private(msg: Message) -> Message:
-        """Mark ``msg`` so the server makes no carbons of it (§6)."""
+        """Mark `msg` so the server makes no carbons of it (§6)."""
         ET.SubElement(msg.xml, "{%s}private" % CARBONS_NS)
         ET.SubElement(msg.xml, "{urn:xmpp:hints}no-copy")
         return msg

@@ -1,10 +1,12 @@
 """XEP-0085 Chat State Notifications.
 
->>> client.chatstates.send("bob@localhost", "composing")
+```python
+client.chatstates.send("bob@localhost", "composing")
+```
 
-Incoming states are reported as the ``"chat_state"`` event ``(sender JID, state, message)``.
-A message that carries only a chat state (no body) is not put in ``messages()``;
-``chat_state_of(msg)`` reads the state of any message.
+Incoming states are reported as the `"chat_state"` event `(sender JID, state, message)`.
+A message that carries only a chat state (no body) is not put in `messages()`;
+`chat_state_of(msg)` reads the state of any message.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def chat_state_of(msg: Message) -> str | None:
 
 
 class ChatStates(Extension):
-    """``client.chatstates``."""
+    """`client.chatstates`."""
 
     name = "chatstates"
     features = (CHATSTATES_NS,)
@@ -47,7 +49,7 @@ class ChatStates(Extension):
 
     def send(self, to: JID | str, state: str, type: str = "chat",
              timeout: float | None = None) -> None:
-        """Send a standalone notification (§5.1: no body). ``state`` is one of STATES."""
+        """Send a standalone notification (§5.1: no body). `state` is one of STATES."""
         if state not in STATES:
             raise ValueError(f"chat state must be one of {', '.join(STATES)}, not {state!r}")
         msg = Message(to=to, type=type)

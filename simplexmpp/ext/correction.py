@@ -1,9 +1,11 @@
 """XEP-0308 Last Message Correction.
 
->>> first = client.send_message("bob@localhost", "Helo")
->>> client.correction.send("bob@localhost", "Hello", replaces=first)
+```python
+first = client.send_message("bob@localhost", "Helo")
+client.correction.send("bob@localhost", "Hello", replaces=first)
+```
 
-A correction is an ordinary message (it lands in ``messages()``); ``replaced_id(msg)`` tells
+A correction is an ordinary message (it lands in `messages()`); `replaced_id(msg)` tells
 which earlier message it replaces. XEP-0308 §5: only the LAST message may be corrected, and a
 receiver must check that the correction comes from the same full JID as the original.
 """
@@ -27,13 +29,13 @@ _REPLACE = "{%s}replace" % CORRECTION_NS
 
 
 def replaced_id(msg: Message) -> str | None:
-    """The id of the message ``msg`` corrects, or None."""
+    """The id of the message `msg` corrects, or None."""
     replace = msg.xml.find(_REPLACE)
     return replace.get("id") if replace is not None else None
 
 
 class Correction(Extension):
-    """``client.correction``."""
+    """`client.correction`."""
 
     name = "correction"
     features = (CORRECTION_NS,)
@@ -43,7 +45,7 @@ class Correction(Extension):
 
     def send(self, to: JID | str, body: str, replaces: str, type: str = "chat",
              timeout: float | None = None) -> str:
-        """Send ``body`` as the corrected text of our message ``replaces`` (its id, §4);
+        """Send `body` as the corrected text of our message `replaces` (its id, §4);
         return the new message's id."""
         if not replaces:
             raise ValueError("replaces: the id of the message to correct is required")

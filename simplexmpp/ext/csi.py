@@ -1,9 +1,11 @@
 """XEP-0352 Client State Indication: tell the server whether a person is looking.
 
->>> client.csi.inactive()     # the server may now hold back unimportant traffic
->>> client.csi.active()
+```python
+client.csi.inactive()     # the server may now hold back unimportant traffic
+client.csi.active()
+```
 
-Only sent when the server offers it (``available``); the state is re-sent after a new
+Only sent when the server offers it (`available`); the state is re-sent after a new
 session (a resumed session keeps it, §5).
 """
 
@@ -24,15 +26,15 @@ CSI_NS = "urn:xmpp:csi:0"
 
 
 class CSI(Extension):
-    """``client.csi``."""
+    """`client.csi`."""
 
     name = "csi"
     follow_sessions_from_start = False  # see follow_sessions(): from first use
 
     def __init__(self, client: Client) -> None:
         super().__init__(client)
-        #: "active", "inactive", or None before either was sent.
         self.state: str | None = None
+        """"active", "inactive", or None before either was sent."""
         # New sessions are followed once a state was sent (see session_started).
 
     @property

@@ -1,14 +1,15 @@
 """XEP-0030 Service Discovery and XEP-0115 Entity Capabilities.
 
->>> info = client.disco.info("conference.localhost")
->>> "http://jabber.org/protocol/muc" in info.features
-True
->>> [item.jid for item in client.disco.items()]          # the server's services
-[JID('conference.localhost'), JID('upload.localhost')]
+```python
+info = client.disco.info("conference.localhost")
+"http://jabber.org/protocol/muc" in info.features  # -> True
+[item.jid for item in client.disco.items()]          # the server's services
+# -> [JID('conference.localhost'), JID('upload.localhost')]
+```
 
-Our own disco#info is answered automatically from ``client.local_identities`` and
-``client.local_features`` (extensions add theirs). Every available presence sent with
-``send_presence()`` carries our XEP-0115 capabilities hash; ``capabilities(jid)`` finds what
+Our own disco#info is answered automatically from `client.local_identities` and
+`client.local_features` (extensions add theirs). Every available presence sent with
+`send_presence()` carries our XEP-0115 capabilities hash; `capabilities(jid)` finds what
 another entity can do from the hash in its presence, asking it once per hash and verifying the
 answer before it is cached (a hash that does not match what the entity answers is not trusted).
 """
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 INFO_NS = "http://jabber.org/protocol/disco#info"
 ITEMS_NS = "http://jabber.org/protocol/disco#items"
 CAPS_NS = "http://jabber.org/protocol/caps"
-#: The node we put in our caps (XEP-0115 §4: a URI identifying the software).
 CAPS_NODE = "https://github.com/simplexmpp/simplexmpp"
+"""The node we put in our caps (XEP-0115 §4: a URI identifying the software)."""
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _CAPS = "{%s}c" % CAPS_NS
 _HASHES = {"sha-1": hashlib.sha1, "sha-224": hashlib.sha224, "sha-256": hashlib.sha256,
@@ -59,11 +60,11 @@ class Identity(NamedTuple):
 
 
 class DiscoInfo:
-    """What an entity is (``identities``) and does (``features``), plus its extension forms
-    (XEP-0128) in ``forms``.
+    """What an entity is (`identities`) and does (`features`), plus its extension forms
+    (XEP-0128) in `forms`.
 
-    An entity may publish several extension forms, each named by its ``FORM_TYPE``
-    (ejabberd's upload service sends its ``urn:xmpp:http:upload:0`` limits after another
+    An entity may publish several extension forms, each named by its `FORM_TYPE`
+    (ejabberd's upload service sends its `urn:xmpp:http:upload:0` limits after another
     form, for example): find the one you mean with
     [form_for][simplexmpp.ext.disco.DiscoInfo.form_for], never by position.
 
@@ -84,12 +85,12 @@ class DiscoInfo:
 
     @property
     def form(self) -> Form | None:
-        """The first extension form, whatever its ``FORM_TYPE``; kept for old callers. An
+        """The first extension form, whatever its `FORM_TYPE`; kept for old callers. An
         entity may send several: use [form_for][simplexmpp.ext.disco.DiscoInfo.form_for]."""
         return self.forms[0] if self.forms else None
 
     def form_for(self, form_type: str) -> Form | None:
-        """The extension form whose ``FORM_TYPE`` is ``form_type`` (XEP-0128 §3: forms are
+        """The extension form whose `FORM_TYPE` is `form_type` (XEP-0128 §3: forms are
         told apart by that hidden field), or None when the entity sent none."""
         for form in self.forms:
             if form.form_type == form_type:
@@ -98,7 +99,7 @@ class DiscoInfo:
 
     @property
     def form_types(self) -> list[str]:
-        """The ``FORM_TYPE`` of each extension form that has one, in the order received."""
+        """The `FORM_TYPE` of each extension form that has one, in the order received."""
         return [form.form_type for form in self.forms if form.form_type]
 
     def has_identity(self, category: str, type: str | None = None) -> bool:
@@ -166,8 +167,8 @@ class DiscoItem(NamedTuple):
 
 
 class DiscoItems(list):  # type: ignore[type-arg]
-    """The items of an entity: a list of :class:`DiscoItem` that shows as a table in
-    Jupyter."""
+    """The items of an entity: a list of [`DiscoItem`][simplexmpp.ext.disco.DiscoItem] that shows as
+    a table in Jupyter."""
 
     def _repr_html_(self) -> str:
         esc = html.escape
@@ -220,14 +221,14 @@ def caps_hash(identities: list[Identity], features: set[str] | list[str],
 
 
 class Disco(Extension):
-    """``client.disco``: ask others (``info``, ``items``, ``capabilities``) and answer for
+    """`client.disco`: ask others (`info`, `items`, `capabilities`) and answer for
     ourselves."""
 
     name = "disco"
     features = (INFO_NS, ITEMS_NS, CAPS_NS)
 
-    #: How many verified capability sets are kept (shared by all clients in the process).
     cache_size = 1000
+    """How many verified capability sets are kept (shared by all clients in the process)."""
     _cache: OrderedDict[tuple[str, str], DiscoInfo] = OrderedDict()
     _cache_lock = threading.Lock()
 
@@ -235,8 +236,8 @@ class Disco(Extension):
         super().__init__(client)
         self._caps_of: dict[str, tuple[str, str, str]] = {}  # full JID -> (node, ver, hash)
         self._lock = threading.Lock()
-        #: Extra disco#info answers for our own nodes: node -> DiscoInfo.
         self.nodes: dict[str, DiscoInfo] = {}
+        """Extra disco#info answers for our own nodes: node -> DiscoInfo."""
         client.register_iq_handler("get", "{%s}query" % INFO_NS, self._answer_info)
         client.register_iq_handler("get", "{%s}query" % ITEMS_NS, self._answer_items)
         client.presence_decorators.append(self._decorate)
@@ -246,7 +247,7 @@ class Disco(Extension):
 
     def info(self, jid: JID | str | None = None, node: str | None = None,
              timeout: float | None = None) -> DiscoInfo:
-        """disco#info of ``jid`` (default: our server) at ``node``."""
+        """disco#info of `jid` (default: our server) at `node`."""
         query = ET.Element("{%s}query" % INFO_NS)
         if node:
             query.set("node", node)
@@ -261,7 +262,7 @@ class Disco(Extension):
 
     def items(self, jid: JID | str | None = None, node: str | None = None,
               timeout: float | None = None) -> DiscoItems:
-        """disco#items of ``jid`` (default: our server) at ``node``; items whose JID is
+        """disco#items of `jid` (default: our server) at `node`; items whose JID is
         invalid are skipped with a log line."""
         query = ET.Element("{%s}query" % ITEMS_NS)
         if node:
@@ -281,9 +282,9 @@ class Disco(Extension):
 
     def find(self, category: str, type: str | None = None, feature: str | None = None,
              jid: JID | str | None = None, timeout: float | None = None) -> list[DiscoInfo]:
-        """The items of ``jid`` (default: our server) having an identity of ``category``
-        (and ``type``) and, if given, ``feature``: e.g. ``find("conference", "text")`` for
-        MUC services, ``find("store", "file")`` for HTTP upload."""
+        """The items of `jid` (default: our server) having an identity of `category`
+        (and `type`) and, if given, `feature`: e.g. `find("conference", "text")` for
+        MUC services, `find("store", "file")` for HTTP upload."""
         found = []
         for item in self.items(jid, timeout=timeout):
             try:
@@ -296,7 +297,7 @@ class Disco(Extension):
         return found
 
     def capabilities(self, jid: JID | str, timeout: float | None = None) -> DiscoInfo:
-        """What ``jid`` (a full JID that sent us presence) supports: from the cache when its
+        """What `jid` (a full JID that sent us presence) supports: from the cache when its
         XEP-0115 hash is known and was verified, else asked and verified (§5.4) first. An
         entity without caps in its presence is simply asked."""
         full = str(jid)
@@ -327,7 +328,7 @@ class Disco(Extension):
         return info
 
     def caps_of(self, jid: JID | str) -> tuple[str, str, str] | None:
-        """(node, ver, hash) from the last presence of full JID ``jid``, if it had caps."""
+        """(node, ver, hash) from the last presence of full JID `jid`, if it had caps."""
         with self._lock:
             return self._caps_of.get(str(jid))
 
@@ -337,8 +338,8 @@ class Disco(Extension):
     # -- answering for ourselves --------------------------------------------------------------
 
     def local_info(self) -> DiscoInfo:
-        """What we answer to disco#info: ``client.local_identities`` and
-        ``client.local_features``."""
+        """What we answer to disco#info: `client.local_identities` and
+        `client.local_features`."""
         identities = [Identity(c, t, n or None) for c, t, n in
                       sorted(self._client.local_identities)]
         return DiscoInfo(None, None, identities, set(self._client.local_features), [])
@@ -375,7 +376,7 @@ class Disco(Extension):
         ET.SubElement(presence.xml, _CAPS, hash="sha-1", node=CAPS_NODE, ver=self.ver)
 
     def update_caps(self, timeout: float | None = None) -> None:
-        """Re-send our broadcast presence with a fresh hash (after ``local_features``
+        """Re-send our broadcast presence with a fresh hash (after `local_features`
         changed), as XEP-0115 §4 asks; nothing to do when no presence was broadcast."""
         last = self._client.broadcast_presence
         if last is None or not self._client.is_connected:

@@ -1,8 +1,9 @@
-"""XEP-0004 Data Forms: parse and build ``jabber:x:data`` forms as plain Python objects.
+"""XEP-0004 Data Forms: parse and build `jabber:x:data` forms as plain Python objects.
 
->>> form = Form(type="submit", fields=[Field("muc#roomconfig_roomname", ["Lobby"])])
->>> Form.from_element(form.to_element()).value("muc#roomconfig_roomname")
-'Lobby'
+```python
+form = Form(type="submit", fields=[Field("muc#roomconfig_roomname", ["Lobby"])])
+Form.from_element(form.to_element()).value("muc#roomconfig_roomname")  # -> 'Lobby'
+```
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ MULTI_TYPES = ("list-multi", "jid-multi", "text-multi")
 
 @dataclass
 class Field:
-    """One field: ``var``, ``values`` (always a list of strings), ``type``, ``label``,
-    ``options`` as (label, value) pairs, ``required``, ``desc``."""
+    """One field: `var`, `values` (always a list of strings), `type`, `label`,
+    `options` as (label, value) pairs, `required`, `desc`."""
 
     var: str | None
     values: list[str] = field(default_factory=list)
@@ -36,8 +37,8 @@ class Field:
 
     @property
     def value(self) -> str | bool | list[str] | None:
-        """The value in its natural Python form: bool for ``boolean`` (XEP-0004 §3.3: "1" or
-        "true"), a list for the ``*-multi`` types, else the first string or None."""
+        """The value in its natural Python form: bool for `boolean` (XEP-0004 §3.3: "1" or
+        "true"), a list for the `*-multi` types, else the first string or None."""
         if self.type == "boolean":
             return bool(self.values) and self.values[0] in ("1", "true")
         if self.type in MULTI_TYPES:
@@ -47,8 +48,8 @@ class Field:
 
 @dataclass
 class Form:
-    """A data form; ``type`` is form, submit, cancel or result. Reported/item tables of
-    ``result`` forms are in ``items`` (a list of {var: [values]})."""
+    """A data form; `type` is form, submit, cancel or result. Reported/item tables of
+    `result` forms are in `items` (a list of {var: [values]})."""
 
     type: str = "form"
     fields: list[Field] = field(default_factory=list)
@@ -62,7 +63,7 @@ class Form:
 
     @property
     def form_type(self) -> str | None:
-        """The ``FORM_TYPE`` hidden field (XEP-0068), if any."""
+        """The `FORM_TYPE` hidden field (XEP-0068), if any."""
         found = self.get("FORM_TYPE")
         return found.values[0] if found and found.values else None
 
@@ -97,8 +98,8 @@ class Form:
         return {f.var: f.value for f in self.fields if f.var}
 
     def submission(self, **values: str | bool | int | list[str]) -> Form:
-        """A ``submit`` form answering this one: FORM_TYPE kept, ``values`` filled in
-        (keyword names use ``__`` for ``#`` and ``_`` as is: ``muc__roomconfig_roomname``)."""
+        """A `submit` form answering this one: FORM_TYPE kept, `values` filled in
+        (keyword names use `__` for `#` and `_` as is: `muc__roomconfig_roomname`)."""
         answer = Form(type="submit")
         if self.form_type:
             answer.set("FORM_TYPE", self.form_type, type="hidden")
@@ -108,7 +109,7 @@ class Form:
 
     @classmethod
     def from_element(cls, x: ET.Element) -> Form:
-        """Parse an ``<x xmlns='jabber:x:data'/>``; tolerant of unknown children."""
+        """Parse an `<x xmlns='jabber:x:data'/>`; tolerant of unknown children."""
         form_type = x.get("type", "form")
         form = cls(type=form_type if form_type in FORM_TYPES else "form")
         title = x.find("{%s}title" % DATA_NS)
@@ -150,7 +151,7 @@ class Form:
 
     @classmethod
     def find_in(cls, parent: ET.Element | None) -> Form | None:
-        """The first data form child of ``parent``, parsed, or None."""
+        """The first data form child of `parent`, parsed, or None."""
         if parent is None:
             return None
         x = parent.find(_X)

@@ -1,16 +1,18 @@
 """XEP-0313 Message Archive Management, paged with XEP-0059 Result Set Management.
 
->>> for msg in client.mam.query(with_="bob@example.com", max=100):
-...     print(msg.delay, msg.from_, msg.body)
+```python
+for msg in client.mam.query(with_="bob@example.com", max=100):
+    print(msg.delay, msg.from_, msg.body)
+```
 
-``query()`` is a lazy blocking iterator: it asks for ``page_size`` messages at a time and only
+`query()` is a lazy blocking iterator: it asks for `page_size` messages at a time and only
 asks for the next page when the caller has consumed the previous one. Each item is the archived
-``Message`` itself, with its XEP-0203 ``delay`` (when it was sent) and the archive's id as its
-XEP-0359 stanza-id (``msg.stanza_id(archive)``, also ``msg.archive_id``).
+`Message` itself, with its XEP-0203 `delay` (when it was sent) and the archive's id as its
+XEP-0359 stanza-id (`msg.stanza_id(archive)`, also `msg.archive_id`).
 
 It also closes the gap a lost session leaves: when the client had to start a new session
 because the old one could not be resumed (XEP-0198), the server may have dropped what it held
-for the old one. With ``client.mam.catch_up`` on (the default), the archive is read from the
+for the old one. With `client.mam.catch_up` on (the default), the archive is read from the
 last message received before the loss, and whatever is missing is delivered as if it had
 arrived live; repeats are dropped by their stanza-id and origin-id.
 """
@@ -62,7 +64,7 @@ class _Page:
 
 
 class MAM(Extension):
-    """``client.mam``: query archives (our own, or a room's) and fill gaps after a lost
+    """`client.mam`: query archives (our own, or a room's) and fill gaps after a lost
     session."""
 
     name = "mam"
@@ -71,10 +73,10 @@ class MAM(Extension):
         super().__init__(client)
         self._pages: dict[str, _Page] = {}
         self._lock = threading.Lock()
-        #: Read the archive after a session that could not be resumed (see module docs).
         self.catch_up = True
-        #: Messages the last catch-up delivered that had not arrived otherwise.
+        """Read the archive after a session that could not be resumed (see module docs)."""
         self.caught_up = 0
+        """Messages the last catch-up delivered that had not arrived otherwise."""
         self._intercept_stanzas("message", self._intercept, tags=(_RESULT,))
         client.on("resumption_failed", self._on_resumption_failed)
 
@@ -83,12 +85,12 @@ class MAM(Extension):
               end: datetime | None = None, max: int | None = None, page_size: int = 50, *,
               archive: JID | str | None = None, after_id: str | None = None,
               timeout: float | None = None) -> Iterator[Message]:
-        """Archived messages, oldest first, fetched ``page_size`` at a time.
+        """Archived messages, oldest first, fetched `page_size` at a time.
 
-        ``with_`` keeps the conversation with one JID; ``start``/``end`` bound the time;
-        ``after_id`` starts after a known archive id; ``max`` caps the total; ``archive`` is a
-        room's JID for a MUC archive (default: our own). Raises :class:`~errors.IqError` when
-        the server refuses (``item-not-found`` for an unknown ``after_id``, say).
+        `with_` keeps the conversation with one JID; `start`/`end` bound the time; `after_id` starts
+        after a known archive id; `max` caps the total; `archive` is a room's JID for a MUC archive
+        (default: our own). Raises [`IqError`][simplexmpp.errors.IqError] when the server refuses
+        (`item-not-found` for an unknown `after_id`, say).
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")

@@ -1,11 +1,13 @@
 """XEP-0333 Chat Markers: "received", "displayed", "acknowledged".
 
->>> msg_id = client.markers.send_markable("bob@localhost", "Read me")
->>> client.markers.mark(msg)                     # tell its sender we displayed it
+```python
+msg_id = client.markers.send_markable("bob@localhost", "Read me")
+client.markers.mark(msg)                     # tell its sender we displayed it
+```
 
-Incoming markers are the ``"marker"`` event ``(sender JID, marker, id of the marked
-message)``; a message that carries only a marker is not put in ``messages()``. In a MUC the
-id to mark is the room's stanza-id (XEP-0333 §4.3); ``mark()`` picks it.
+Incoming markers are the `"marker"` event `(sender JID, marker, id of the marked
+message)`; a message that carries only a marker is not put in `messages()`. In a MUC the
+id to mark is the room's stanza-id (XEP-0333 §4.3); `mark()` picks it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ _TAGS = {"{%s}%s" % (MARKERS_NS, m): m for m in MARKERS}
 
 
 class Markers(Extension):
-    """``client.markers``."""
+    """`client.markers`."""
 
     name = "markers"
     features = (MARKERS_NS,)
@@ -49,7 +51,7 @@ class Markers(Extension):
     def send(self, to: JID | str, message_id: str, marker: str = "displayed",
              type: str = "chat", thread: str | None = None,
              timeout: float | None = None) -> None:
-        """Send ``marker`` for message ``message_id`` to ``to``."""
+        """Send `marker` for message `message_id` to `to`."""
         if marker not in MARKERS:
             raise ValueError(f"marker must be one of {', '.join(MARKERS)}, not {marker!r}")
         msg = Message(to=to, type=type, thread=thread)
@@ -58,7 +60,7 @@ class Markers(Extension):
 
     def mark(self, msg: Message, marker: str = "displayed",
              timeout: float | None = None) -> None:
-        """Answer a received ``msg`` with ``marker`` (to a room: by its stanza-id)."""
+        """Answer a received `msg` with `marker` (to a room: by its stanza-id)."""
         sender = msg.from_
         if sender is None:
             raise ValueError("cannot mark a message without a sender")

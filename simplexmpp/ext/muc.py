@@ -1,42 +1,42 @@
 """XEP-0045 Multi-User Chat, with XEP-0249 direct invitations.
 
->>> room = client.muc.join("lobby@conference.example.org", "alice")
->>> room.send("Hello, room!")
->>> for msg in room.messages(timeout=60):
-...     print(msg.from_.resource, msg.body)
+```python
+room = client.muc.join("lobby@conference.example.org", "alice")
+room.send("Hello, room!")
+for msg in room.messages(timeout=60):
+    print(msg.from_.resource, msg.body)
+```
 
-``join()`` blocks until the room has sent our own presence (XEP-0045 §7.2.2) and returns a
-:class:`Room`. A room that does not exist is created; a new room that the service keeps locked
-(status 201, §10.1) is unlocked as an instant room (§10.1.2), or configured first when a
-``config`` is given (§10.1.3).
+`join()` blocks until the room has sent our own presence (XEP-0045 §7.2.2) and returns a
+[`Room`][simplexmpp.ext.muc.Room]. A room that does not exist is created; a new room that the
+service keeps locked (status 201, §10.1) is unlocked as an instant room (§10.1.2), or configured
+first when a `config` is given (§10.1.3).
 
 A joined room's groupchat messages and presences never reach the client's inbox: the room keeps
-them (``room.messages()``, ``room.occupants``) and the events ``muc_message``, ``muc_presence``
-run for them. Private messages from occupants (type ``chat``) arrive as ordinary messages.
+them (`room.messages()`, `room.occupants`) and the events `muc_message`, `muc_presence`
+run for them. Private messages from occupants (type `chat`) arrive as ordinary messages.
 Every room the user did not leave is entered again after a new session (not after a resumed
 one, XEP-0198), whatever the server said while going down, asking for the history since the
 last message seen (repeats are dropped by their XEP-0359 stanza-id); also, at once, when the
 room put us out with status 332 or 333 (a shutdown, a technical error: nobody chose it), and
 when an XEP-0410 self-ping finds that the room forgot us. A kick, a ban or a destroyed room
-ends it for good. ``with client.muc.join(...) as room:`` leaves at the end of the block.
-A groupchat message from no room we are in is dropped (``stray_groupchat``).
+ends it for good. `with client.muc.join(...) as room:` leaves at the end of the block.
+A groupchat message from no room we are in is dropped (`stray_groupchat`).
 
-Events (``client.on(name, callback)``):
+Events (`client.on(name, callback)`):
 
-=================  ==========================================================================
-``muc_message``    (room, msg): a groupchat message (history included, subject changes not)
-``muc_presence``   (room, occupant): an occupant came, changed or left (``occupant.available``)
-``muc_subject``    (room, subject, nick): the subject was set (also sent on every join)
-``muc_nick``       (room, old_nick, new_nick): an occupant, maybe us, changed nickname
-``muc_status``     (room, codes): the room announced status codes (config changes, §10.2.1)
-``muc_joined``     (room): we are in the room (after ``join()`` and after every re-join)
-``muc_left``       (room, code): we are out for good: the status code (307 kicked, 301
-                   banned, 321, 322) or None (left, room destroyed, disconnected, re-entering
-                   refused); the reason is in ``room.left_reason``
-``muc_invite``     (room_jid, inviter, reason, password): a mediated (§7.8.2) or direct
-                   (XEP-0249) invitation; the message also reaches the inbox
-``muc_decline``    (room_jid, decliner, reason): someone declined our invitation
-=================  ==========================================================================
+* `muc_message` (room, msg): a groupchat message (history included, subject changes not)
+* `muc_presence` (room, occupant): an occupant came, changed or left (`occupant.available`)
+* `muc_subject` (room, subject, nick): the subject was set (also sent on every join)
+* `muc_nick` (room, old_nick, new_nick): an occupant, maybe us, changed nickname
+* `muc_status` (room, codes): the room announced status codes (config changes, §10.2.1)
+* `muc_joined` (room): we are in the room (after `join()` and after every re-join)
+* `muc_left` (room, code): we are out for good: the status code (307 kicked, 301 banned, 321, 322)
+  or None (left, room destroyed, disconnected, re-entering refused); the reason is in
+  `room.left_reason`
+* `muc_invite` (room_jid, inviter, reason, password): a mediated (§7.8.2) or direct (XEP-0249)
+  invitation; the message also reaches the inbox
+* `muc_decline` (room_jid, decliner, reason): someone declined our invitation
 """
 
 from __future__ import annotations
@@ -94,40 +94,40 @@ _STATUS = "{%s}status" % USER_NS
 SELF = 110
 CREATED = 201
 NICK_CHANGED = 303
-#: Codes in our own unavailable presence that mean the room put us out (§8.2, §9.1, §9.4,
-#: §9.3, §11.1, §11.2), with the ``left_reason`` they give.
 REMOVALS = {307: "kicked", 301: "banned", 321: "affiliation-changed", 322: "members-only",
             332: "shutdown", 333: "error"}
-#: Of those, the removals nobody chose (XEP-0045 status-code registry): 332, the system is
-#: shutting down, and 333, removed for technical reasons (the room got an error delivering
-#: to us; Prosody 0.12 sends it to occupants while it restarts, as it closes their sessions
-#: before the rooms). Not a person (307 kick, 301 ban) nor a policy (321, 322): the room is
-#: entered again, at once while the session lasts, else after the next session starts.
+"""Codes in our own unavailable presence that mean the room put us out (§8.2, §9.1, §9.4, §9.3,
+§11.1, §11.2), with the `left_reason` they give."""
 NOT_CHOSEN = frozenset({332, 333})
-#: Errors answering a re-join that may clear up on their own (the room being re-created
-#: and still locked, the service restarting): the re-join is tried again later. Any other
-#: refusal (banned, members-only, wrong password, nickname taken) leaves the room for good.
+"""Of those, the removals nobody chose (XEP-0045 status-code registry): 332, the system is shutting
+down, and 333, removed for technical reasons (the room got an error delivering to us; Prosody 0.12
+sends it to occupants while it restarts, as it closes their sessions before the rooms). Not a person
+(307 kick, 301 ban) nor a policy (321, 322): the room is entered again, at once while the session
+lasts, else after the next session starts."""
 RETRY_CONDITIONS = frozenset({"item-not-found", "service-unavailable", "remote-server-not-found",
                               "remote-server-timeout", "internal-server-error",
                               "resource-constraint", "recipient-unavailable", "gone"})
-#: XEP-0410 §3.2: a self-ping answered with these errors still proves we are in the room
-#: (the ping reached an occupant of ours that does not do XEP-0199, or our nickname is
-#: being changed by another of our clients).
+"""Errors answering a re-join that may clear up on their own (the room being re-created and still
+locked, the service restarting): the re-join is tried again later. Any other refusal (banned,
+members-only, wrong password, nickname taken) leaves the room for good."""
+# XEP-0410 §3.2: a self-ping answered with these errors still proves we are in the room
+# (the ping reached an occupant of ours that does not do XEP-0199, or our nickname is
+# being changed by another of our clients).
 _PING_STILL_IN = frozenset({"service-unavailable", "feature-not-implemented", "item-not-found"})
-#: XEP-0410 §3.2: no decision can be made on these (or on no answer): ask again later.
+# XEP-0410 §3.2: no decision can be made on these (or on no answer): ask again later.
 _PING_UNDECIDED = frozenset({"remote-server-not-found", "remote-server-timeout"})
 PING_NS = "urn:xmpp:ping"
-#: The skew allowed between our clock and the room's when asking for history since the last
-#: message on re-join; repeats are dropped by stanza-id.
 REJOIN_SKEW = timedelta(seconds=5)
+"""The skew allowed between our clock and the room's when asking for history since the last message
+on re-join; repeats are dropped by stanza-id."""
 _SEEN_WINDOW = 2000
-#: How long join() waits for the room subject that ends the join sequence (§7.2.15).
 SUBJECT_WAIT = 5.0
+"""How long join() waits for the room subject that ends the join sequence (§7.2.15)."""
 
 
 class MUCError(StanzaError):
-    """A room refused what we asked (entering, changing nickname, …); ``condition``, ``type``
-    and ``text`` are those of the stanza error (RFC 6120 §8.3), ``room`` the room's JID."""
+    """A room refused what we asked (entering, changing nickname, …); `condition`, `type`
+    and `text` are those of the stanza error (RFC 6120 §8.3), `room` the room's JID."""
 
     kind = "muc"
 
@@ -140,24 +140,24 @@ class MUCError(StanzaError):
 
 
 class NickConflictError(MUCError):
-    """The nickname is in use or reserved by someone else (§7.2.8, §7.6: ``conflict``)."""
+    """The nickname is in use or reserved by someone else (§7.2.8, §7.6: `conflict`)."""
 
 
 class RoomPasswordError(MUCError):
-    """The room needs a password and ours is missing or wrong (§7.2.5: ``not-authorized``)."""
+    """The room needs a password and ours is missing or wrong (§7.2.5: `not-authorized`)."""
 
 
 class BannedError(MUCError):
-    """We are banned from the room (§7.2.7: ``forbidden``)."""
+    """We are banned from the room (§7.2.7: `forbidden`)."""
 
 
 class RoomMembersOnlyError(MUCError):
-    """The room is members-only and we are not a member (§7.2.6: ``registration-required``)."""
+    """The room is members-only and we are not a member (§7.2.6: `registration-required`)."""
 
 
 class RoomNotFoundError(MUCError):
     """The room does not exist and may not be created, or is locked while its creator
-    configures it (§7.2.10, §7.2.11: ``item-not-found``)."""
+    configures it (§7.2.10, §7.2.11: `item-not-found`)."""
 
 
 class RoomFullError(MUCError):
@@ -188,9 +188,9 @@ _JOIN_ERRORS: dict[str, tuple[type[MUCError], str]] = {
 
 @dataclass(frozen=True)
 class Occupant:
-    """One occupant of a room: ``nick``, ``jid`` (the real JID when the room tells us, else
-    None), ``role`` (moderator, participant, visitor, none), ``affiliation`` (owner, admin,
-    member, outcast, none), ``show``, ``status``; ``available`` is False in the presence that
+    """One occupant of a room: `nick`, `jid` (the real JID when the room tells us, else
+    None), `role` (moderator, participant, visitor, none), `affiliation` (owner, admin,
+    member, outcast, none), `show`, `status`; `available` is False in the presence that
     announces the occupant left."""
 
     nick: str
@@ -207,12 +207,12 @@ def _now() -> datetime:
 
 
 class Room:
-    """A room we joined (or were in): see :meth:`MUC.join`.
+    """A room we joined (or were in): see [`MUC.join()`][simplexmpp.ext.muc.MUC.join].
 
-    ``jid`` (the room's bare JID), ``nick`` (ours), ``subject``, ``occupants`` (a snapshot dict
-    nick -> :class:`Occupant`, ours included), ``status_codes`` (of our last self-presence),
-    ``joined``, ``created`` (this join created the room), ``left_reason``/``left_code`` after we
-    left or were put out.
+    `jid` (the room's bare JID), `nick` (ours), `subject`, `occupants` (a snapshot dict nick ->
+    [`Occupant`][simplexmpp.ext.muc.Occupant], ours included), `status_codes` (of our last
+    self-presence), `joined`, `created` (this join created the room), `left_reason`/`left_code`
+    after we left or were put out.
     """
 
     def __init__(self, muc: MUC, jid: JID, nick: str, password: str | None) -> None:
@@ -222,21 +222,21 @@ class Room:
         self.nick = nick
         self.password = password
         self.subject: str | None = None
-        #: The nickname that set the subject (None when the room itself sent it).
         self.subject_by: str | None = None
+        """The nickname that set the subject (None when the room itself sent it)."""
         self.occupants: dict[str, Occupant] = {}
         self.status_codes: set[int] = set()
         self.created = False
-        #: joining, joined, rejoining, left
         self.state = "joining"
-        #: Why we are out: left, kicked, banned, affiliation-changed, members-only, shutdown,
-        #: error, destroyed, disconnected, removed.
+        """joining, joined, rejoining, left"""
         self.left_reason: str | None = None
+        """Why we are out: left, kicked, banned, affiliation-changed, members-only, shutdown, error,
+        destroyed, disconnected, removed."""
         self.left_code: int | None = None
-        #: The text the room gave with a kick, ban or destruction.
         self.left_text: str | None = None
-        #: Where a destroyed room's owner asked occupants to go (§10.9).
+        """The text the room gave with a kick, ban or destruction."""
         self.alternate: JID | None = None
+        """Where a destroyed room's owner asked occupants to go (§10.9)."""
         self._cond = threading.Condition()
         self._pending: tuple[str, str, Future[set[int]]] | None = None
         self._subject_waiters: dict[str, Future[None]] = {}
@@ -250,16 +250,16 @@ class Room:
         self._lost = False  # the connection dropped; re-enter if the session is new
         self._config: Mapping[str, Any] | Form | None = None  # given to join()
         self._seen: OrderedDict[str, None] = OrderedDict()
-        #: Room messages dropped as repeats (history overlapping what we had, on re-join).
         self.duplicates_dropped = 0
-        #: When the room last sent us anything (time.monotonic()): XEP-0410 pings a room
-        #: that has been quiet for MUC.self_ping_interval seconds.
+        """Room messages dropped as repeats (history overlapping what we had, on re-join)."""
+        # When the room last sent us anything (time.monotonic()): XEP-0410 pings a room
+        # that has been quiet for MUC.self_ping_interval seconds.
         self._activity = time.monotonic()
         self._retry_at: float | None = None   # re-join due (monotonic), while rejoining
         self._retry_delay = 1.0
-        #: How often the room was entered again without our leaving it (after a new
-        #: session, a shutdown notice, or a self-ping that found us gone).
         self.rejoins = 0
+        """How often the room was entered again without our leaving it (after a new session, a
+        shutdown notice, or a self-ping that found us gone)."""
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -271,7 +271,7 @@ class Room:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """``with client.muc.join(...) as room:`` leaves the room at the end of the block."""
+        """`with client.muc.join(...) as room:` leaves the room at the end of the block."""
         try:
             self.leave()
         except XMPPError:
@@ -295,7 +295,7 @@ class Room:
         return own.affiliation if own else None
 
     def occupant_jid(self, nick: str | None = None) -> JID:
-        """The occupant JID ``room@service/nick`` (ours by default)."""
+        """The occupant JID `room@service/nick` (ours by default)."""
         return self.jid.with_resource(nick if nick is not None else self.nick)
 
     def from_me(self, msg: Message) -> bool:
@@ -330,7 +330,7 @@ class Room:
     def send(self, body: str | None, *, subject: str | None = None, thread: str | None = None,
              timeout: float | None = None) -> str:
         """Send a message to everyone in the room (§7.4); return its id. The room reflects it
-        back, so it also appears in :meth:`messages`."""
+        back, so it also appears in [`messages()`][simplexmpp.ext.muc.Room.messages]."""
         timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         return self._client.send_message(self.jid, body, type="groupchat", subject=subject,
@@ -345,15 +345,16 @@ class Room:
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """The room's messages as they arrive (history first), our own reflected ones
         included; ends when we leave or are put out of the room, or the client disconnects.
-        With ``timeout``, it also ends after that many seconds without a message."""
+        With `timeout`, it also ends after that many seconds without a message."""
         self._queue_used = True
         if timeout is not None:  # None: no limit
             timeout = self._muc.timeout(timeout)
         yield from self._queue.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:
-        """The next room message; raises :class:`~errors.TimeoutError`, or
-        :class:`NotInRoomError` once we are out of the room and every message was read."""
+        """The next room message; raises [`TimeoutError`][simplexmpp.errors.TimeoutError], or
+        [`NotInRoomError`][simplexmpp.ext.muc.NotInRoomError] once we are out of the room and every
+        message was read."""
         self._queue_used = True
         timeout = self._muc.timeout(timeout)
         try:
@@ -368,7 +369,7 @@ class Room:
 
     def set_subject(self, text: str, timeout: float | None = None) -> None:
         """Change the room's subject (§8.1) and wait until the room announces it; raises
-        :class:`MUCError` (``forbidden``) when we may not."""
+        [`MUCError`][simplexmpp.ext.muc.MUCError] (`forbidden`) when we may not."""
         timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         msg = Message(to=self.jid, type="groupchat", subject=text, id=new_id())
@@ -410,8 +411,9 @@ class Room:
             raise exc.with_traceback(None) from None
 
     def change_nick(self, nick: str, timeout: float | None = None) -> None:
-        """Change our nickname (§7.6); raises :class:`NickConflictError` when it is taken.
-        The room may adjust it (status 210): ``room.nick`` is what it gave."""
+        """Change our nickname (§7.6); raises
+        [`NickConflictError`][simplexmpp.ext.muc.NickConflictError] when it is taken. The room may
+        adjust it (status 210): `room.nick` is what it gave."""
         timeout = self._muc.timeout(timeout)
         self._wait_in(timeout)
         target = self.occupant_jid(nick)  # validates the nickname (a JID resourcepart)
@@ -428,14 +430,15 @@ class Room:
 
     def set_status(self, show: str | None = None, status: str | None = None,
                    timeout: float | None = None) -> None:
-        """Change our availability in the room (§7.7): ``show`` (away, chat, dnd, xa) and a
+        """Change our availability in the room (§7.7): `show` (away, chat, dnd, xa) and a
         status text."""
         self._wait_in(self._muc.timeout(timeout))
         self._client.send(Presence(to=self.occupant_jid(), show=show, status=status), timeout)
 
     def leave(self, status: str | None = None, timeout: float | None = None) -> None:
         """Leave the room (§7.14) and wait for the room to confirm; the room's
-        :meth:`messages` iterators end. Nothing happens if we are already out."""
+        [`messages()`][simplexmpp.ext.muc.Room.messages] iterators end. Nothing happens if we are
+        already out."""
         if self.state == "left":
             return
         if self.state == "rejoining" and self._retry_at is not None:
@@ -529,8 +532,8 @@ class Room:
 
     def configure(self, values: Mapping[str, Any] | Form, timeout: float | None = None) -> None:
         """Change the room's configuration (§10.2): a dict of field var -> value (bool, int,
-        str or list; ``muc#roomconfig_`` may be left out of the names) or a whole
-        :class:`~simplexmpp.ext.forms.Form`. Fields the room's form does not have are sent
+        str or list; `muc#roomconfig_` may be left out of the names) or a whole
+        [`Form`][simplexmpp.ext.forms.Form]. Fields the room's form does not have are sent
         anyway (and logged); the room ignores or refuses them."""
         if isinstance(values, Form):
             submit = Form(type="submit", fields=[f for f in values.fields if f.var and
@@ -565,7 +568,7 @@ class Room:
     def invite(self, jid: JID | str, reason: str | None = None, *, direct: bool = False,
                timeout: float | None = None) -> None:
         """Invite someone: through the room (mediated, §7.8.2; the room adds the password), or
-        with ``direct=True`` straight to them (XEP-0249, with our password if we have one)."""
+        with `direct=True` straight to them (XEP-0249, with our password if we have one)."""
         invitee = JID(jid)
         if direct:
             msg = Message(to=invitee, id=new_id())
@@ -598,7 +601,7 @@ class Room:
             self._left("destroyed", None)
 
     def info(self, timeout: float | None = None) -> DiscoInfo:
-        """The room's disco#info (§6.4): name, features such as ``muc_passwordprotected``."""
+        """The room's disco#info (§6.4): name, features such as `muc_passwordprotected`."""
         return self._client.disco.info(self.jid, timeout=timeout)
 
     # -- incoming (I/O thread: quick, no blocking) ----------------------------------------------
@@ -920,7 +923,8 @@ def _typed_error(error: StanzaError, room: JID, kind: str, nick: str) -> MUCErro
 
 
 class MUC(Extension):
-    """``client.muc``: enter rooms (:meth:`join`), list them (:meth:`rooms`), track invitations.
+    """`client.muc`: enter rooms ([`join()`][simplexmpp.ext.muc.MUC.join]), list them
+    ([`rooms()`][simplexmpp.ext.muc.MUC.rooms]), track invitations.
     """
 
     name = "muc"
@@ -940,18 +944,18 @@ class MUC(Extension):
         self._intercept_stanzas("message", self._intercept_message,
                                 types=("groupchat", "error", "normal"))
         # The session hooks are followed from the first join on (follow_sessions()).
-        #: XEP-0410 self-ping: a joined room that sent nothing for this many seconds is
-        #: pinged at our own occupant JID, and entered again if the answer says we are not
-        #: in it any more. None or 0: off.
         self.self_ping_interval: float | None = 600.0
-        #: How long a self-ping waits for its answer (None: the client's timeout).
+        """XEP-0410 self-ping: a joined room that sent nothing for this many seconds is pinged at
+        our own occupant JID, and entered again if the answer says we are not in it any more. None
+        or 0: off."""
         self.self_ping_timeout: float | None = None
-        #: Longest wait between two attempts to re-enter a room (doubling from 1 s).
+        """How long a self-ping waits for its answer (None: the client's timeout)."""
         self.rejoin_max_delay = 60.0
-        #: groupchat messages dropped because they came from no room we are in (a room we
-        #: never joined or already left, or someone's full JID): they never reach
-        #: messages(). Per sender's bare JID, at most 1,000 of them kept.
+        """Longest wait between two attempts to re-enter a room (doubling from 1 s)."""
         self.stray_groupchat: dict[str, int] = {}
+        """groupchat messages dropped because they came from no room we are in (a room we never
+        joined or already left, or someone's full JID): they never reach messages(). Per sender's
+        bare JID, at most 1,000 of them kept."""
         self.stray_groupchat_dropped = 0
         self._upkeep: threading.Thread | None = None
         self._upkeep_wake = threading.Event()
@@ -973,19 +977,24 @@ class MUC(Extension):
              history: int | None = 0, config: Mapping[str, Any] | Form | None = None,
              timeout: float | None = None, *, history_seconds: int | None = None,
              since: datetime | None = None, history_chars: int | None = None) -> Room:
-        """Enter a room (§7.2) as ``nick`` and return the :class:`Room` once the room has sent
-        our own presence (after everyone else's, so ``room.occupants`` is complete).
+        """Enter a room (§7.2) as `nick` and return the [`Room`][simplexmpp.ext.muc.Room] once the
+        room has sent our own presence (after everyone else's, so `room.occupants` is complete).
 
-        ``history`` is how many past messages to get (0 none, None: the room's default);
-        ``history_seconds``/``since``/``history_chars`` limit it further (§7.2.14; with
-        ``since`` or ``history_seconds`` given, ``history=0`` means no count limit). A room
+        `history` is how many past messages to get (0 none, None: the room's default);
+        `history_seconds`/`since`/`history_chars` limit it further (§7.2.14; with
+        `since` or `history_seconds` given, `history=0` means no count limit). A room
         that does not exist is created; if the room stays locked (status 201) it is unlocked
-        as an instant room (§10.1.2), or, with ``config`` (dict var -> value, or a Form),
-        configured first (§10.1.3). ``config`` is also applied to an existing room we own.
+        as an instant room (§10.1.2), or, with `config` (dict var -> value, or a Form),
+        configured first (§10.1.3). `config` is also applied to an existing room we own.
 
-        Raises :class:`NickConflictError`, :class:`RoomPasswordError`, :class:`BannedError`,
-        :class:`RoomMembersOnlyError`, :class:`RoomNotFoundError`, :class:`RoomFullError`,
-        :class:`MUCError` for other refusals, :class:`~errors.TimeoutError`.
+        Raises [`NickConflictError`][simplexmpp.ext.muc.NickConflictError],
+        [`RoomPasswordError`][simplexmpp.ext.muc.RoomPasswordError],
+        [`BannedError`][simplexmpp.ext.muc.BannedError],
+        [`RoomMembersOnlyError`][simplexmpp.ext.muc.RoomMembersOnlyError],
+        [`RoomNotFoundError`][simplexmpp.ext.muc.RoomNotFoundError],
+        [`RoomFullError`][simplexmpp.ext.muc.RoomFullError],
+        [`MUCError`][simplexmpp.ext.muc.MUCError] for other refusals,
+        [`TimeoutError`][simplexmpp.errors.TimeoutError].
         """
         timeout = self.timeout(timeout)
         jid = JID(room_jid)
@@ -1099,7 +1108,7 @@ class MUC(Extension):
     # -- services ------------------------------------------------------------------------------
     def service(self, timeout: float | None = None) -> JID:
         """Our server's MUC service: the first disco item with identity conference/text
-        (§6.1); raises :class:`MUCError` when there is none."""
+        (§6.1); raises [`MUCError`][simplexmpp.ext.muc.MUCError] when there is none."""
         if self._service is None:
             found = self._client.disco.find("conference", "text", timeout=timeout)
             if not found or found[0].jid is None:
@@ -1111,8 +1120,8 @@ class MUC(Extension):
 
     def rooms(self, service: JID | str | None = None,
               timeout: float | None = None) -> list[DiscoItem]:
-        """The public rooms of a MUC service (§6.3), as disco items (``jid``, ``name``);
-        default service: :meth:`service`."""
+        """The public rooms of a MUC service (§6.3), as disco items (`jid`, `name`);
+        default service: [`service()`][simplexmpp.ext.muc.MUC.service]."""
         target = JID(service) if service is not None else self.service(timeout)
         return list(self._client.disco.items(target, timeout=timeout))
 
@@ -1264,7 +1273,7 @@ class MUC(Extension):
             upkeep.join(min(self.client.timeout, 5.0))
 
     def _rejoin(self, room: Room, timeout: float | None = None) -> None:
-        """Send the presence that enters ``room`` again, with the history since the last
+        """Send the presence that enters `room` again, with the history since the last
         message we saw (repeats are dropped by stanza-id)."""
         since = (room._last_seen or _now()) - REJOIN_SKEW
         self._send_join(room, None, None, since, None, timeout)
@@ -1313,7 +1322,7 @@ class MUC(Extension):
             self._upkeep_wake.wait(max(wait, 0.01))
 
     def _look_after(self, room: Room, now: float, interval: float) -> float | None:
-        """Re-join or self-ping ``room`` if it is due; when to look at it next."""
+        """Re-join or self-ping `room` if it is due; when to look at it next."""
         client = self.client
         with room._cond:
             state, retry_at, pending = room.state, room._retry_at, room._pending

@@ -1,19 +1,22 @@
 """XEP-0066 Out of Band Data: send a link with a message, see links others send, fetch them.
 
->>> client.oob.send("bob@example.org", url, desc="holiday photo")
->>> client.on("oob", lambda msg, data: print(msg.from_, data.url, data.desc))
->>> for msg in client.messages():
-...     data = oob_of(msg)
-...     if data is not None:
-...         client.oob.download(data.url, "downloads/")
+```python
+client.oob.send("bob@example.org", url, desc="holiday photo")
+client.on("oob", lambda msg, data: print(msg.from_, data.url, data.desc))
+for msg in client.messages():
+    data = oob_of(msg)
+    if data is not None:
+        client.oob.download(data.url, "downloads/")
+```
 
-A message carrying ``<x xmlns="jabber:x:oob">`` still reaches the inbox and the "message"
-event as usual; in addition the "oob" event fires with ``(msg, OOBData)``. The body of a sent
+A message carrying `<x xmlns="jabber:x:oob">` still reaches the inbox and the "message"
+event as usual; in addition the "oob" event fires with `(msg, OOBData)`. The body of a sent
 link defaults to the URL itself, which is what clients without XEP-0066 show (and what some,
 like Conversations, require to display the file inline).
 
-Downloads use the same HTTP session as XEP-0363 uploads (:func:`.upload.http_session`): the
-client's CA file, ``.localhost`` names on loopback.
+Downloads use the same HTTP session as XEP-0363 uploads
+([`upload.http_session()`][simplexmpp.ext.upload.http_session]): the client's CA file, `.localhost`
+names on loopback.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ _DESC = "{%s}desc" % OOB_NS
 
 
 class DownloadError(HTTPTransferError):
-    """A download failed: ``status`` is the HTTP status when the server answered (None for a
-    network or TLS failure, or a body cut short / over ``max_size``), ``url`` the address."""
+    """A download failed: `status` is the HTTP status when the server answered (None for a
+    network or TLS failure, or a body cut short / over `max_size`), `url` the address."""
 
 
 @dataclass(frozen=True)
 class OOBData:
-    """The link of an XEP-0066 ``jabber:x:oob`` element: ``url`` and optional ``desc``."""
+    """The link of an XEP-0066 `jabber:x:oob` element: `url` and optional `desc`."""
 
     url: str
     desc: str | None = None
@@ -75,7 +78,7 @@ def oob_of(msg: Message) -> OOBData | None:
 
 
 def _safe_name(url: str) -> str:
-    """A local file name from the last path segment of ``url``: no directories, no hidden
+    """A local file name from the last path segment of `url`: no directories, no hidden
     or special names."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     name = name.replace("\\", "_").replace("/", "_").replace("\x00", "")
@@ -84,7 +87,7 @@ def _safe_name(url: str) -> str:
 
 
 def _unused(directory: Path, name: str) -> Path:
-    """``directory/name``, or ``stem-1.ext``, ``stem-2.ext``... if that exists already."""
+    """`directory/name`, or `stem-1.ext`, `stem-2.ext`... if that exists already."""
     candidate = directory / name
     stem, dot, suffix = name.partition(".")
     number = 1
@@ -95,7 +98,7 @@ def _unused(directory: Path, name: str) -> Path:
 
 
 class OOB(Extension):
-    """``client.oob``: XEP-0066 links in messages."""
+    """`client.oob`: XEP-0066 links in messages."""
 
     name = "oob"
     features = (OOB_NS,)
@@ -109,12 +112,12 @@ class OOB(Extension):
 
     @staticmethod
     def of(msg: Message) -> OOBData | None:
-        """Same as :func:`oob_of`."""
+        """Same as [`oob_of()`][simplexmpp.ext.oob.oob_of]."""
         return oob_of(msg)
 
     def send(self, to: JID | str, url: str, desc: str | None = None, body: str | None = None,
              type: str = "chat", timeout: float | None = None) -> str:
-        """Send ``url`` (with ``desc``) to ``to``; the body is ``body``, else the URL itself.
+        """Send `url` (with `desc`) to `to`; the body is `body`, else the URL itself.
         Returns the message id."""
         if not url or not url.strip():
             raise ValueError("the URL must not be empty")
@@ -153,14 +156,14 @@ class OOB(Extension):
     def download(self, url: str, path_or_dir: str | os.PathLike[str],
                  progress: Progress | None = None, timeout: float | None = None, *,
                  max_size: int | None = None) -> Path:
-        """Fetch ``url`` into a file; return its path.
+        """Fetch `url` into a file; return its path.
 
-        ``path_or_dir`` is the file to write, or an existing directory to put it in (named
-        after the URL's last path segment, made unique). ``progress(received, total)`` is
-        called per chunk (``total`` None when the server does not say). ``max_size`` stops a
-        larger download. ``timeout`` bounds each network wait, as in ``requests``. Nothing is
-        left behind on failure. Raises :class:`DownloadError` (``status`` set for an HTTP
-        error), :class:`~errors.TimeoutError`, ``OSError`` for local file problems.
+        `path_or_dir` is the file to write, or an existing directory to put it in (named after the
+        URL's last path segment, made unique). `progress(received, total)` is called per chunk
+        (`total` None when the server does not say). `max_size` stops a larger download. `timeout`
+        bounds each network wait, as in `requests`. Nothing is left behind on failure. Raises
+        [`DownloadError`][simplexmpp.ext.oob.DownloadError] (`status` set for an HTTP error),
+        [`TimeoutError`][simplexmpp.errors.TimeoutError], `OSError` for local file problems.
         """
         check_http_url(url, "downloading", DownloadError)
         seconds = self.timeout(timeout)

@@ -1,20 +1,22 @@
 """XEP-0163 Personal Eventing Protocol: pubsub on every account's bare JID.
 
->>> tune = ET.Element("{http://jabber.org/protocol/tune}tune")     # doctest: +SKIP
->>> client.pep.publish("http://jabber.org/protocol/tune", tune)
->>> client.pep.subscribe_notify("http://jabber.org/protocol/tune")
->>> client.on("pep_event", lambda jid, node, items: print(jid, node, items))
+```python
+tune = ET.Element("{http://jabber.org/protocol/tune}tune")
+client.pep.publish("http://jabber.org/protocol/tune", tune)
+client.pep.subscribe_notify("http://jabber.org/protocol/tune")
+client.on("pep_event", lambda jid, node, items: print(jid, node, items))
+```
 
 Publishing goes to our own account (nodes are created on first publish, XEP-0163 §3).
 Contacts receive notifications for the nodes they are *interested* in, which they say by
-advertising ``<node>+notify`` in their XEP-0115 capabilities (§4): ``subscribe_notify(node)``
+advertising `<node>+notify` in their XEP-0115 capabilities (§4): `subscribe_notify(node)`
 adds that feature and re-announces our presence. Notifications need a presence subscription
-to the publisher (the default access model is ``presence``, §5) and an available presence of
-ours (``client.send_presence()``).
+to the publisher (the default access model is `presence`, §5) and an available presence of
+ours (`client.send_presence()`).
 
-Events: ``"pep_event"``: ``callback(jid: JID, node: str, items: list[Item])`` for items
-published to an account's PEP node (``jid`` is the bare JID of the publisher).
-Retractions come with the general ``"pubsub_event"`` event of :mod:`.pubsub`.
+Events: `"pep_event"`: `callback(jid: JID, node: str, items: list[Item])` for items
+published to an account's PEP node (`jid` is the bare JID of the publisher).
+Retractions come with the general `"pubsub_event"` event of [`pubsub`][simplexmpp.ext.pubsub].
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PEP", "NOTIFY_SUFFIX"]
 
-#: XEP-0163 §4: the disco feature ``<node>+notify`` says "send me this node's events".
 NOTIFY_SUFFIX = "+notify"
+"""XEP-0163 §4: the disco feature `<node>+notify` says "send me this node's events"."""
 
 
 class PEP(Extension):
-    """``client.pep``: publish to our own PEP service, read others', choose notifications."""
+    """`client.pep`: publish to our own PEP service, read others', choose notifications."""
 
     name = "pep"
 
@@ -58,36 +60,36 @@ class PEP(Extension):
 
     def publish(self, node: str, payload: ET.Element | None, id: str | None = None,
                 options: Options | None = None, timeout: float | None = None) -> str:
-        """Publish ``payload`` to our own ``node``; return the item id. ``options`` are
-        publish-options (e.g. ``{"pubsub#access_model": "open"}``, XEP-0060 §7.1.5), which
+        """Publish `payload` to our own `node`; return the item id. `options` are
+        publish-options (e.g. `{"pubsub#access_model": "open"}`, XEP-0060 §7.1.5), which
         also configure a node created by this publish (XEP-0163 §3)."""
         return self._pubsub.publish(None, node, payload, id, options, timeout)
 
     def retract(self, node: str, id: str, notify: bool = True,
                 timeout: float | None = None) -> None:
-        """Retract item ``id`` from our own ``node``."""
+        """Retract item `id` from our own `node`."""
         self._pubsub.retract(None, node, id, notify, timeout)
 
     def items(self, jid: JID | str | None, node: str, max_items: int | None = None,
               item_ids: Iterable[str] | None = None,
               timeout: float | None = None) -> list[Item]:
-        """Items of ``jid``'s ``node`` (None: ours). Raises
-        :class:`~simplexmpp.ext.pubsub.PubSubError` (``item-not-found`` when the node does
+        """Items of `jid`'s `node` (None: ours). Raises
+        [`PubSubError`][simplexmpp.ext.pubsub.PubSubError] (`item-not-found` when the node does
         not exist or is not visible to us — Prosody hides nodes we may not access)."""
         service = JID(jid).bare if jid is not None else None
         return self._pubsub.items(service, node, max_items, item_ids, timeout)
 
     def delete(self, node: str, timeout: float | None = None) -> None:
-        """Delete our own ``node``."""
+        """Delete our own `node`."""
         self._pubsub.delete(None, node, timeout)
 
     def subscribe_notify(self, node: str, timeout: float | None = None) -> None:
-        """Ask contacts' servers to send us ``node`` events: advertise ``<node>+notify``
+        """Ask contacts' servers to send us `node` events: advertise `<node>+notify`
         (XEP-0163 §4) and re-send our presence so the new capabilities are seen."""
         self._set_interest(node, True, timeout)
 
     def unsubscribe_notify(self, node: str, timeout: float | None = None) -> None:
-        """Stop advertising ``<node>+notify``."""
+        """Stop advertising `<node>+notify`."""
         self._set_interest(node, False, timeout)
 
     def _set_interest(self, node: str, wanted: bool, timeout: float | None) -> None:

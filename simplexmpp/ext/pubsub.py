@@ -1,24 +1,26 @@
 """XEP-0060 Publish-Subscribe: nodes, items, subscriptions, configuration and notifications.
 
->>> entry = ET.Element("{http://www.w3.org/2005/Atom}entry")          # doctest: +SKIP
->>> item_id = client.pubsub.publish("pubsub.example.org", "news", entry)
->>> [item.id for item in client.pubsub.items("pubsub.example.org", "news")]
+```python
+entry = ET.Element("{http://www.w3.org/2005/Atom}entry")
+item_id = client.pubsub.publish("pubsub.example.org", "news", entry)
+[item.id for item in client.pubsub.items("pubsub.example.org", "news")]
+```
 
-``service`` is the JID of a pubsub service (``pubsub.example.org``) or of an account, whose
-personal eventing service (PEP, XEP-0163) speaks the same protocol; ``None`` means our own
-account (see also :mod:`simplexmpp.ext.pep`).
+`service` is the JID of a pubsub service (`pubsub.example.org`) or of an account, whose
+personal eventing service (PEP, XEP-0163) speaks the same protocol; `None` means our own
+account (see also [`simplexmpp.ext.pep`][simplexmpp.ext.pep]).
 
-Notifications (``<message><event xmlns='http://jabber.org/protocol/pubsub#event'/>``) are
+Notifications (`<message><event xmlns='http://jabber.org/protocol/pubsub#event'/>`) are
 claimed before they reach the chat inbox and turned into events:
 
-* ``"pubsub_event"``: ``callback(service: JID, node: str, items: list[Item],
-  retracted: list[str])`` for published and retracted items (XEP-0060 §7.1.2.1, §7.2.2.1);
-* ``"pubsub_node_changed"``: ``callback(service: JID, node: str, kind: str)`` with kind
-  ``"delete"``, ``"purge"`` or ``"configuration"`` (§8.4.3, §8.5.3, §8.2.5).
+* `"pubsub_event"`: `callback(service: JID, node: str, items: list[Item],
+  retracted: list[str])` for published and retracted items (XEP-0060 §7.1.2.1, §7.2.2.1);
+* `"pubsub_node_changed"`: `callback(service: JID, node: str, kind: str)` with kind
+  `"delete"`, `"purge"` or `"configuration"` (§8.4.3, §8.5.3, §8.2.5).
 
-Errors are :class:`PubSubError` (a :class:`~simplexmpp.errors.IqError`) carrying the
-XEP-0060 application condition (``pubsub_condition``, e.g. ``"precondition-not-met"``) when
-the service gave one.
+Errors are [`PubSubError`][simplexmpp.ext.pubsub.PubSubError] (a
+[`IqError`][simplexmpp.errors.IqError]) carrying the XEP-0060 application condition
+(`pubsub_condition`, e.g. `"precondition-not-met"`) when the service gave one.
 """
 
 from __future__ import annotations
@@ -56,16 +58,16 @@ _E = "{%s}" % EVENT_NS
 _EVENT = _E + "event"
 _ERROR = "{jabber:client}error"
 
-#: Options for ``create``/``publish``/``set_configuration``: a ready form or a mapping of
-#: field names to values (``{"pubsub#access_model": "open", "pubsub#max_items": 10}``).
 Options = Form | Mapping[str, str | bool | int | list[str]]
+"""Options for `create`/`publish`/`set_configuration`: a ready form or a mapping of field
+names to values (`{"pubsub#access_model": "open", "pubsub#max_items": 10}`)."""
 
 
 class PubSubError(IqError):
-    """A pubsub request failed. Besides the RFC 6120 ``condition`` (``item-not-found``,
-    ``conflict``, ``forbidden`` …) it carries the XEP-0060 §7–8 application condition in
-    ``pubsub_condition`` (``"precondition-not-met"``, ``"invalid-options"``, ``"unsupported"``
-    …, or None) and, for ``unsupported``, the missing ``feature``."""
+    """A pubsub request failed. Besides the RFC 6120 `condition` (`item-not-found`,
+    `conflict`, `forbidden` …) it carries the XEP-0060 §7–8 application condition in
+    `pubsub_condition` (`"precondition-not-met"`, `"invalid-options"`, `"unsupported"`
+    …, or None) and, for `unsupported`, the missing `feature`."""
 
     def __init__(self, condition: str, type: str = "cancel", text: str | None = None,
                  stanza: object = None, by: str | None = None,
@@ -95,8 +97,8 @@ class PubSubError(IqError):
 
 @dataclass
 class Item:
-    """A published item: its ``id`` and ``payload`` (the one child element, or None for a
-    notification without payload), and ``publisher`` when the service says who published."""
+    """A published item: its `id` and `payload` (the one child element, or None for a
+    notification without payload), and `publisher` when the service says who published."""
 
     id: str | None
     payload: ET.Element | None = None
@@ -110,8 +112,8 @@ class Item:
 
 @dataclass
 class Subscription:
-    """Our subscription to a node (XEP-0060 §6.1.2): ``subscription`` is ``subscribed``,
-    ``pending``, ``unconfigured`` or ``none``; ``subid`` when the service uses them."""
+    """Our subscription to a node (XEP-0060 §6.1.2): `subscription` is `subscribed`,
+    `pending`, `unconfigured` or `none`; `subid` when the service uses them."""
 
     node: str | None
     jid: str
@@ -120,7 +122,7 @@ class Subscription:
 
 
 def _form(options: Options | None, form_type: str) -> Form | None:
-    """A submit form with ``FORM_TYPE`` ``form_type`` from ``options`` (XEP-0060 §16.4)."""
+    """A submit form with `FORM_TYPE` `form_type` from `options` (XEP-0060 §16.4)."""
     if options is None:
         return None
     if isinstance(options, Form):
@@ -138,8 +140,8 @@ def _check_node(node: str) -> str:
 
 
 def parse_event(event: ET.Element) -> tuple[str | None, str, list[Item], list[str]]:
-    """``(node, kind, items, retracted ids)`` of an ``<event/>`` element; kind is ``items``,
-    ``delete``, ``purge``, ``configuration``, ``subscription`` or ``unknown``."""
+    """`(node, kind, items, retracted ids)` of an `<event/>` element; kind is `items`,
+    `delete`, `purge`, `configuration`, `subscription` or `unknown`."""
     for child in event:
         kind = child.tag[len(_E):] if child.tag.startswith(_E) else "unknown"
         node = child.get("node")
@@ -152,11 +154,12 @@ def parse_event(event: ET.Element) -> tuple[str | None, str, list[Item], list[st
 
 
 class PubSub(Extension):
-    """``client.pubsub``: XEP-0060 publish-subscribe against any service (or a PEP account).
+    """`client.pubsub`: XEP-0060 publish-subscribe against any service (or a PEP account).
 
-    Every method blocks until the service answers, raising :class:`PubSubError` on an error
-    reply and :class:`~simplexmpp.errors.TimeoutError` after ``timeout`` seconds (None: the
-    client's default)."""
+    Every method blocks until the service answers, raising
+    [`PubSubError`][simplexmpp.ext.pubsub.PubSubError] on an error reply and
+    [`TimeoutError`][simplexmpp.errors.TimeoutError] after `timeout` seconds (None: the client's
+    default)."""
 
     name = "pubsub"
 
@@ -180,9 +183,9 @@ class PubSub(Extension):
 
     def create(self, service: JID | str | None, node: str | None,
                config: Options | None = None, timeout: float | None = None) -> str:
-        """Create ``node`` (XEP-0060 §8.1), configured with ``config`` (§8.1.3; a mapping of
-        ``pubsub#…`` fields or a Form). ``node=None`` asks for an instant node (§8.1.2).
-        Returns the node name. ``conflict`` if it exists."""
+        """Create `node` (XEP-0060 §8.1), configured with `config` (§8.1.3; a mapping of
+        `pubsub#…` fields or a Form). `node=None` asks for an instant node (§8.1.2).
+        Returns the node name. `conflict` if it exists."""
         pubsub = ET.Element(_P + "pubsub")
         create = ET.SubElement(pubsub, _P + "create")
         if node is not None:
@@ -203,14 +206,14 @@ class PubSub(Extension):
 
     def delete(self, service: JID | str | None, node: str,
                timeout: float | None = None) -> None:
-        """Delete ``node`` (XEP-0060 §8.4); subscribers are told."""
+        """Delete `node` (XEP-0060 §8.4); subscribers are told."""
         pubsub = ET.Element(_O + "pubsub")
         ET.SubElement(pubsub, _O + "delete", node=_check_node(node))
         self._request("set", service, pubsub, timeout)
 
     def purge(self, service: JID | str | None, node: str,
               timeout: float | None = None) -> None:
-        """Remove every item of ``node`` (XEP-0060 §8.5)."""
+        """Remove every item of `node` (XEP-0060 §8.5)."""
         pubsub = ET.Element(_O + "pubsub")
         ET.SubElement(pubsub, _O + "purge", node=_check_node(node))
         self._request("set", service, pubsub, timeout)
@@ -218,10 +221,10 @@ class PubSub(Extension):
     def publish(self, service: JID | str | None, node: str, payload: ET.Element | None,
                 id: str | None = None, options: Options | None = None,
                 timeout: float | None = None) -> str:
-        """Publish ``payload`` to ``node`` (XEP-0060 §7.1) and return the item id (ours, or
-        the one the service assigned). ``options`` are publish-options preconditions
+        """Publish `payload` to `node` (XEP-0060 §7.1) and return the item id (ours, or
+        the one the service assigned). `options` are publish-options preconditions
         (§7.1.5): if the node's configuration differs the service refuses with
-        ``pubsub_condition == "precondition-not-met"``. Many services (PEP among them)
+        `pubsub_condition == "precondition-not-met"`. Many services (PEP among them)
         create the node on first publish (§7.1.4 auto-create)."""
         if payload is not None and not isinstance(payload, ET.Element):
             raise TypeError("the payload must be an xml.etree.ElementTree.Element")
@@ -249,7 +252,7 @@ class PubSub(Extension):
 
     def retract(self, service: JID | str | None, node: str, id: str, notify: bool = True,
                 timeout: float | None = None) -> None:
-        """Delete item ``id`` from ``node`` (XEP-0060 §7.2); ``notify`` asks the service to
+        """Delete item `id` from `node` (XEP-0060 §7.2); `notify` asks the service to
         tell subscribers."""
         pubsub = ET.Element(_P + "pubsub")
         retract = ET.SubElement(pubsub, _P + "retract", node=_check_node(node))
@@ -261,9 +264,9 @@ class PubSub(Extension):
     def items(self, service: JID | str | None, node: str, max_items: int | None = None,
               item_ids: Iterable[str] | None = None,
               timeout: float | None = None) -> list[Item]:
-        """Items of ``node`` (XEP-0060 §6.5): all, the ``max_items`` most recent (§6.5.7),
-        or those with ``item_ids`` (§6.5.8). An empty list when the node has none;
-        ``item-not-found`` (PubSubError) when the node does not exist."""
+        """Items of `node` (XEP-0060 §6.5): all, the `max_items` most recent (§6.5.7),
+        or those with `item_ids` (§6.5.8). An empty list when the node has none;
+        `item-not-found` (PubSubError) when the node does not exist."""
         pubsub = ET.Element(_P + "pubsub")
         items = ET.SubElement(pubsub, _P + "items", node=_check_node(node))
         if max_items is not None:
@@ -285,8 +288,8 @@ class PubSub(Extension):
     def subscribe(self, service: JID | str | None, node: str, jid: JID | str | None = None,
                   options: Options | None = None,
                   timeout: float | None = None) -> Subscription:
-        """Subscribe ``jid`` (default: our bare JID) to ``node`` (XEP-0060 §6.1). The result
-        may be ``pending`` when the owner must approve."""
+        """Subscribe `jid` (default: our bare JID) to `node` (XEP-0060 §6.1). The result
+        may be `pending` when the owner must approve."""
         who = str(JID(jid)) if jid is not None else str(self._client.account.bare)
         pubsub = ET.Element(_P + "pubsub")
         ET.SubElement(pubsub, _P + "subscribe", node=_check_node(node), jid=who)
@@ -303,7 +306,7 @@ class PubSub(Extension):
 
     def unsubscribe(self, service: JID | str | None, node: str, jid: JID | str | None = None,
                     subid: str | None = None, timeout: float | None = None) -> None:
-        """Cancel the subscription of ``jid`` (default: our bare JID) to ``node`` (§6.2)."""
+        """Cancel the subscription of `jid` (default: our bare JID) to `node` (§6.2)."""
         who = str(JID(jid)) if jid is not None else str(self._client.account.bare)
         pubsub = ET.Element(_P + "pubsub")
         unsub = ET.SubElement(pubsub, _P + "unsubscribe", node=_check_node(node), jid=who)
@@ -313,7 +316,7 @@ class PubSub(Extension):
 
     def get_configuration(self, service: JID | str | None, node: str,
                           timeout: float | None = None) -> Form:
-        """The configuration form of ``node`` (XEP-0060 §8.2); owners only."""
+        """The configuration form of `node` (XEP-0060 §8.2); owners only."""
         pubsub = ET.Element(_O + "pubsub")
         ET.SubElement(pubsub, _O + "configure", node=_check_node(node))
         reply = self._request("get", service, pubsub, timeout)
@@ -326,7 +329,7 @@ class PubSub(Extension):
 
     def set_configuration(self, service: JID | str | None, node: str, config: Options,
                           timeout: float | None = None) -> None:
-        """Change the configuration of ``node`` (XEP-0060 §8.2.4): a mapping of fields to
+        """Change the configuration of `node` (XEP-0060 §8.2.4): a mapping of fields to
         set (the others keep their values) or a complete submit Form."""
         form = _form(config, NODE_CONFIG_NS)
         assert form is not None

@@ -1,12 +1,14 @@
 """XEP-0184 Message Delivery Receipts.
 
->>> msg_id = client.receipts.send(to, "Did you get this?")
->>> client.receipts.wait(msg_id, timeout=10)       # blocks until bob's client confirms
+```python
+msg_id = client.receipts.send(to, "Did you get this?")
+client.receipts.wait(msg_id, timeout=10)       # blocks until bob's client confirms
+```
 
-Requests we receive are answered automatically according to ``reply_to``: ``"subscribed"``
-(the default; XEP-0184 §8: answering someone who may not see our presence leaks it), ``"all"``
-or ``"none"``. A receipt is a message without a body; it is not put in ``messages()`` but
-reported as the ``"receipt"`` event ``(sender JID, id of the acknowledged message)``.
+Requests we receive are answered automatically according to `reply_to`: `"subscribed"`
+(the default; XEP-0184 §8: answering someone who may not see our presence leaks it), `"all"`
+or `"none"`. A receipt is a message without a body; it is not put in `messages()` but
+reported as the `"receipt"` event `(sender JID, id of the acknowledged message)`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _RECEIVED = "{%s}received" % RECEIPTS_NS
 
 
 class Receipts(Extension):
-    """``client.receipts``."""
+    """`client.receipts`."""
 
     name = "receipts"
     features = (RECEIPTS_NS,)
@@ -58,7 +60,7 @@ class Receipts(Extension):
             return msg_id in self._acked
 
     def wait(self, msg_id: str, timeout: float | None = None) -> JID | None:
-        """Block until the receipt for ``msg_id`` arrives; return who sent it."""
+        """Block until the receipt for `msg_id` arrives; return who sent it."""
         limit = self.timeout(timeout)
         end = time.monotonic() + limit
         with self._changed:

@@ -1,16 +1,18 @@
 """XEP-0077 In-Band Registration: create an account, change its password, remove it.
 
->>> Client.register("newbie@example.org", "s3cret", host="127.0.0.1", ca_file="ca.crt")
->>> with Client("newbie@example.org", "s3cret", host="127.0.0.1", ca_file="ca.crt") as c:
-...     c.registration.change_password("b3tter")
-...     c.registration.cancel()          # the account is gone; the server ends the stream
+```python
+Client.register("newbie@example.org", "s3cret", host="127.0.0.1", ca_file="ca.crt")
+with Client("newbie@example.org", "s3cret", host="127.0.0.1", ca_file="ca.crt") as c:
+    c.registration.change_password("b3tter")
+    c.registration.cancel()          # the account is gone; the server ends the stream
+```
 
-Creating an account happens before authentication (§3.1): :func:`register_account` (behind
-the classmethod ``Client.register``) opens a stream that stops once TLS is up
-(``ClientStream(pre_auth=True)``), asks the server which fields it wants (``iq get``), answers
-them (the data form when the server sends one, §4, else the plain fields) and closes the
-stream. Changing the password (§3.3) and removing the account (§3.2) happen on a logged-in
-client, as ``client.registration``.
+Creating an account happens before authentication (§3.1):
+[`register_account()`][simplexmpp.ext.register.register_account] (behind the classmethod
+`Client.register`) opens a stream that stops once TLS is up (`ClientStream(pre_auth=True)`), asks
+the server which fields it wants (`iq get`), answers them (the data form when the server sends one,
+§4, else the plain fields) and closes the stream. Changing the password (§3.3) and removing the
+account (§3.2) happen on a logged-in client, as `client.registration`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ __all__ = ["Registration", "register_account", "RegistrationError", "AccountExis
 log = logging.getLogger(__name__)
 
 REGISTER_NS = "jabber:iq:register"
-#: XEP-0077 §8: the stream feature a server offers when it allows in-band registration.
 REGISTER_FEATURE_NS = "http://jabber.org/features/iq-register"
+"""XEP-0077 §8: the stream feature a server offers when it allows in-band registration."""
 OOB_NS = "jabber:x:oob"
 _QUERY = "{%s}query" % REGISTER_NS
 # Children of the query that are not fields to fill in (§3.1, §4, §6).
@@ -46,8 +48,8 @@ _NOT_FIELDS = {"instructions", "registered", "remove", "key"}
 
 
 class RegistrationError(IqError):
-    """The server refused a registration request (``condition`` says why, e.g.
-    ``not-acceptable`` for missing or invalid fields), or it asks for fields we lack."""
+    """The server refused a registration request (`condition` says why, e.g.
+    `not-acceptable` for missing or invalid fields), or it asks for fields we lack."""
 
     def __init__(self, message: str, condition: str = "not-acceptable", type: str = "modify",
                  text: str | None = None, stanza: object = None) -> None:
@@ -56,12 +58,12 @@ class RegistrationError(IqError):
 
 
 class AccountExistsError(RegistrationError):
-    """XEP-0077 §3.1: the username is already registered (``conflict``)."""
+    """XEP-0077 §3.1: the username is already registered (`conflict`)."""
 
 
 class RegistrationNotSupportedError(XMPPError):
     """The server does not offer in-band registration (no stream feature, or it refuses the
-    request outright); ``instructions`` and ``url`` say where to register instead, if given."""
+    request outright); `instructions` and `url` say where to register instead, if given."""
 
     def __init__(self, message: str, instructions: str | None = None,
                  url: str | None = None) -> None:
@@ -99,10 +101,11 @@ def _refused(exc: IqError, what: str) -> IqError:
 
 def build_submission(form_query: ET.Element, username: str, password: str,
                      fields: Mapping[str, str]) -> ET.Element:
-    """The ``iq set`` payload answering the registration fields in ``form_query`` (the
-    ``iq get`` result): the data form when there is one (XEP-0077 §4: it takes precedence and
-    only one of the two is sent), else the plain fields. Raises :class:`RegistrationError`
-    when the server asks for a field that neither the account nor ``fields`` fills."""
+    """The `iq set` payload answering the registration fields in `form_query` (the `iq get` result):
+    the data form when there is one (XEP-0077 §4: it takes precedence and only one of the two is
+    sent), else the plain fields. Raises
+    [`RegistrationError`][simplexmpp.ext.register.RegistrationError] when the server asks for a
+    field that neither the account nor `fields` fills."""
     values = {"username": username, "password": password, **fields}
     x = form_query.find("{%s}x" % DATA_NS)
     if x is not None and x.get("type", "form") == "form":
@@ -147,11 +150,13 @@ def build_submission(form_query: ET.Element, username: str, password: str,
 
 def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str] | None = None,
                      **connection_kwargs: Any) -> None:
-    """Register ``jid`` with ``password`` (XEP-0077 §3.1); see ``Client.register``.
+    """Register `jid` with `password` (XEP-0077 §3.1); see `Client.register`.
 
-    Raises :class:`AccountExistsError` (the name is taken), :class:`RegistrationError` (the
-    server refused the data, or wants fields not given in ``fields``),
-    :class:`RegistrationNotSupportedError`, or the connection errors of ``Client.connect``.
+    Raises [`AccountExistsError`][simplexmpp.ext.register.AccountExistsError] (the name is taken),
+    [`RegistrationError`][simplexmpp.ext.register.RegistrationError] (the server refused the data,
+    or wants fields not given in `fields`),
+    [`RegistrationNotSupportedError`][simplexmpp.ext.register.RegistrationNotSupportedError], or the
+    connection errors of `Client.connect`.
     """
     if not isinstance(password, str) or not password:
         raise ValueError("registering needs a non-empty password")
@@ -211,8 +216,8 @@ def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str]
 
 
 class Registration(Extension):
-    """``client.registration``: change the password of, or remove, the logged-in account
-    (XEP-0077 §3.3, §3.2). Creating accounts is ``Client.register(...)``."""
+    """`client.registration`: change the password of, or remove, the logged-in account
+    (XEP-0077 §3.3, §3.2). Creating accounts is `Client.register(...)`."""
 
     name = "registration"
 
@@ -220,9 +225,9 @@ class Registration(Extension):
         super().__init__(client)
 
     def change_password(self, new_password: str, timeout: float | None = None) -> None:
-        """Change the account's password (§3.3); the client uses the new one when it has
-        to log in again (reconnects). Raises :class:`RegistrationError` when the server
-        refuses (``not-allowed``, ``not-authorized``, ``bad-request``)."""
+        """Change the account's password (§3.3); the client uses the new one when it has to log in
+        again (reconnects). Raises [`RegistrationError`][simplexmpp.ext.register.RegistrationError]
+        when the server refuses (`not-allowed`, `not-authorized`, `bad-request`)."""
         if not isinstance(new_password, str) or not new_password:
             # §3.3: an empty password would be ignored by the server; say so instead.
             raise ValueError("the new password must be a non-empty string")
@@ -240,11 +245,11 @@ class Registration(Extension):
 
     def cancel(self, timeout: float | None = None) -> None:
         """Remove the account from the server (§3.2). The server then ends the stream; the
-        client ends with it cleanly (state ``disconnected``, no reconnect, no error).
+        client ends with it cleanly (state `disconnected`, no reconnect, no error).
 
-        Raises :class:`RegistrationError` when the server refuses, or
-        :class:`~errors.DisconnectedError` when the connection ended before the server
-        confirmed (then the account may or may not be gone)."""
+        Raises [`RegistrationError`][simplexmpp.ext.register.RegistrationError] when the server
+        refuses, or [`DisconnectedError`][simplexmpp.errors.DisconnectedError] when the connection
+        ended before the server confirmed (then the account may or may not be gone)."""
         client = self._client
         deadline = time.monotonic() + self.timeout(timeout)
         # The server SHOULD close the stream right after its answer (§3.2): say so before

@@ -1,18 +1,21 @@
 """XEP-0363 HTTP File Upload: put a file on the server's HTTP store, get a URL to share.
 
->>> url = client.upload.file("photo.jpg", progress=lambda sent, total: print(sent, total))
->>> client.oob.send("bob@example.org", url)                     # XEP-0066 link
+```python
+url = client.upload.file("photo.jpg", progress=lambda sent, total: print(sent, total))
+client.oob.send("bob@example.org", url)                     # XEP-0066 link
+```
 
-``file()`` finds the upload service by service discovery (``disco#items`` of the server, then
-``disco#info`` of each item: identity ``store/file`` with feature ``urn:xmpp:http:upload:0``,
-§3), refuses a file over the service's ``max-file-size`` before asking for anything, asks for a
-slot (§4), and PUTs the file with ``requests``, streamed in chunks, with only the headers the
+`file()` finds the upload service by service discovery (`disco#items` of the server, then
+`disco#info` of each item: identity `store/file` with feature `urn:xmpp:http:upload:0`,
+§3), refuses a file over the service's `max-file-size` before asking for anything, asks for a
+slot (§4), and PUTs the file with `requests`, streamed in chunks, with only the headers the
 slot may set. The GET URL is returned once the HTTP server has accepted the file.
 
-HTTP is done by :func:`http_session`, shared with XEP-0066 downloads (``client.oob``): it
-trusts ``client.ca_file`` when set (else the default store), skips verification only when the
-client does (``verify=False``), and connects names under ``.localhost`` to 127.0.0.1 (RFC 6761
-§6.3: they are loopback names) while still checking the certificate against the name itself.
+HTTP is done by [`http_session()`][simplexmpp.ext.upload.http_session], shared with XEP-0066
+downloads (`client.oob`): it trusts `client.ca_file` when set (else the default store), skips
+verification only when the client does (`verify=False`), and connects names under `.localhost` to
+127.0.0.1 (RFC 6761 §6.3: they are loopback names) while still checking the certificate against the
+name itself.
 """
 
 from __future__ import annotations
@@ -46,18 +49,18 @@ __all__ = ["Upload", "Slot", "UploadService", "HTTPTransferError", "UploadError"
 log = logging.getLogger(__name__)
 
 UPLOAD_NS = "urn:xmpp:http:upload:0"
-#: XEP-0363 §4: the only slot headers a client sends; any other is ignored.
 ALLOWED_HEADERS = ("Authorization", "Cookie", "Expires")
+"""XEP-0363 §4: the only slot headers a client sends; any other is ignored."""
 CHUNK_SIZE = 64 * 1024
-#: ``progress(done, total)``: bytes moved so far, and the total (None when not known).
 Progress = Callable[[int, "int | None"], object]
+"""`progress(done, total)`: bytes moved so far, and the total (None when not known)."""
 
 
 # -- errors --------------------------------------------------------------------------------------
 
 class HTTPTransferError(XMPPError):
-    """An HTTP transfer (upload or download) failed; ``status`` is the HTTP status code when
-    the server answered (None for a network or TLS failure), ``url`` the address."""
+    """An HTTP transfer (upload or download) failed; `status` is the HTTP status code when
+    the server answered (None for a network or TLS failure), `url` the address."""
 
     def __init__(self, message: str, status: int | None = None, url: str | None = None) -> None:
         super().__init__(message)
@@ -74,8 +77,8 @@ class NoUploadServiceError(UploadError):
 
 
 class FileTooLargeError(UploadError):
-    """The file is larger than the service accepts: ``size`` and ``max_size`` in bytes.
-    ``by_server`` is False when we refused before asking (the limit from disco#info, §3)."""
+    """The file is larger than the service accepts: `size` and `max_size` in bytes.
+    `by_server` is False when we refused before asking (the limit from disco#info, §3)."""
 
     def __init__(self, message: str, size: int, max_size: int | None,
                  by_server: bool = False) -> None:
@@ -86,8 +89,8 @@ class FileTooLargeError(UploadError):
 
 
 class SlotError(UploadError, IqError):
-    """The service refused a slot (§5): ``condition``, ``type``, ``text`` as in
-    :class:`~errors.IqError` (so ``except IqError`` catches it too)."""
+    """The service refused a slot (§5): `condition`, `type`, `text` as in
+    [`IqError`][simplexmpp.errors.IqError] (so `except IqError` catches it too)."""
 
     def __init__(self, message: str, error: IqError) -> None:
         IqError.__init__(self, error.condition, error.type, error.text, error.stanza, error.by)
@@ -97,8 +100,8 @@ class SlotError(UploadError, IqError):
 
 
 class QuotaExceededError(SlotError):
-    """A temporary refusal (§5: ``resource-constraint``, type ``wait``), such as a quota;
-    ``retry_at`` (an aware datetime, or None) is when asking again may succeed."""
+    """A temporary refusal (§5: `resource-constraint`, type `wait`), such as a quota;
+    `retry_at` (an aware datetime, or None) is when asking again may succeed."""
 
     def __init__(self, message: str, error: IqError, retry_at: datetime | None) -> None:
         super().__init__(message, error)
@@ -108,16 +111,16 @@ class QuotaExceededError(SlotError):
 # -- HTTP ----------------------------------------------------------------------------------------
 
 def is_loopback_name(host: str | None) -> bool:
-    """True for names under ``.localhost`` (RFC 6761 §6.3), which this library connects to
-    127.0.0.1 itself. (``localhost`` alone is left to the resolver, which knows it.)"""
+    """True for names under `.localhost` (RFC 6761 §6.3), which this library connects to
+    127.0.0.1 itself. (`localhost` alone is left to the resolver, which knows it.)"""
     return bool(host) and host.rstrip(".").lower().endswith(".localhost")  # type: ignore[union-attr]
 
 
 def http_session(client: Client) -> requests.Session:
-    """A ``requests.Session`` with the client's TLS settings: ``verify`` is ``client.ca_file``
-    when set (else the default store), False only when the client has ``verify=False``; names
-    under ``.localhost`` reach 127.0.0.1 (RFC 6761 §6.3) while certificates are still checked
-    against the name. ``requests`` is imported on first use (it adds about 16 MB and 75 ms
+    """A `requests.Session` with the client's TLS settings: `verify` is `client.ca_file`
+    when set (else the default store), False only when the client has `verify=False`; names
+    under `.localhost` reach 127.0.0.1 (RFC 6761 §6.3) while certificates are still checked
+    against the name. `requests` is imported on first use (it adds about 16 MB and 75 ms
     to a process that never transfers a file)."""
     from . import _http
     return _http.http_session(client)
@@ -133,7 +136,7 @@ def check_http_url(url: str, what: str,
 
 def transfer_error(exc: requests.RequestException, what: str, url: str,
                    cls: type[HTTPTransferError]) -> XMPPError:
-    """The library's exception for a failed ``requests`` call."""
+    """The library's exception for a failed `requests` call."""
     from . import _http
     return _http.transfer_error(exc, what, url, cls)
 
@@ -150,8 +153,8 @@ class UploadService:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where to PUT the file (``put_url`` with ``headers``) and where it can then be fetched
-    (``get_url``). Iterable, so ``put_url, headers, get_url = slot`` works."""
+    """Where to PUT the file (`put_url` with `headers`) and where it can then be fetched
+    (`get_url`). Iterable, so `put_url, headers, get_url = slot` works."""
 
     put_url: str
     headers: dict[str, str] = field(default_factory=dict)
@@ -172,8 +175,9 @@ def _max_size(form: Any) -> int | None:
 
 
 def parse_slot(payload: ET.Element | None) -> Slot:
-    """A :class:`Slot` from the ``<slot/>`` of a result (§4). Headers other than those in
-    :data:`ALLOWED_HEADERS` are dropped; newlines are stripped from names and values (§8)."""
+    """A [`Slot`][simplexmpp.ext.upload.Slot] from the `<slot/>` of a result (§4). Headers other
+    than those in [`ALLOWED_HEADERS`][simplexmpp.ext.upload.ALLOWED_HEADERS] are dropped; newlines
+    are stripped from names and values (§8)."""
     if payload is None or payload.tag != "{%s}slot" % UPLOAD_NS:
         raise UploadError("the upload service answered without a <slot/>")
     put = payload.find("{%s}put" % UPLOAD_NS)
@@ -231,7 +235,7 @@ def _slot_error(exc: IqError, size: int) -> UploadError:
 
 
 class _ProgressReader:
-    """A file-like body for ``requests``: read in chunks, reporting progress; ``len()`` gives
+    """A file-like body for `requests`: read in chunks, reporting progress; `len()` gives
     the Content-Length so the upload is not chunk-encoded (§6: it must match the slot)."""
 
     def __init__(self, stream: IO[bytes], total: int, progress: Progress | None) -> None:
@@ -256,7 +260,7 @@ class _ProgressReader:
 
 
 class Upload(Extension):
-    """``client.upload``: XEP-0363 uploads."""
+    """`client.upload`: XEP-0363 uploads."""
 
     name = "upload"
 
@@ -268,7 +272,7 @@ class Upload(Extension):
     # -- discovery -------------------------------------------------------------------------
     def service(self, timeout: float | None = None) -> UploadService:
         """The server's upload service (found once by disco, then cached). Raises
-        :class:`NoUploadServiceError` when there is none."""
+        [`NoUploadServiceError`][simplexmpp.ext.upload.NoUploadServiceError] when there is none."""
         with self._lock:
             if self._service is not None:
                 return self._service
@@ -308,10 +312,13 @@ class Upload(Extension):
     # -- slots -----------------------------------------------------------------------------
     def slot(self, filename: str, size: int, content_type: str | None = None, *,
              service: JID | str | None = None, timeout: float | None = None) -> Slot:
-        """Ask for a slot (§4): returns a :class:`Slot` (``put_url, headers, get_url``).
+        """Ask for a slot (§4): returns a [`Slot`][simplexmpp.ext.upload.Slot] (`put_url, headers,
+        get_url`).
 
-        Raises :class:`FileTooLargeError` (before asking, when the service announced a smaller
-        limit; or from the service), :class:`QuotaExceededError`, :class:`SlotError`."""
+        Raises [`FileTooLargeError`][simplexmpp.ext.upload.FileTooLargeError] (before asking, when
+        the service announced a smaller limit; or from the service),
+        [`QuotaExceededError`][simplexmpp.ext.upload.QuotaExceededError],
+        [`SlotError`][simplexmpp.ext.upload.SlotError]."""
         if not filename or "/" in filename or "\\" in filename:
             raise ValueError(f"filename must be a plain file name, not {filename!r}")
         if size < 0:
@@ -334,15 +341,17 @@ class Upload(Extension):
     def file(self, path: str | os.PathLike[str], content_type: str | None = None,
              progress: Progress | None = None, service: JID | str | None = None,
              timeout: float | None = None, *, filename: str | None = None) -> str:
-        """Upload the file at ``path``; return its GET URL.
+        """Upload the file at `path`; return its GET URL.
 
-        ``content_type`` defaults to a guess from the name (else ``application/octet-stream``);
-        ``progress(sent, total)`` is called as chunks go out; ``service`` picks the upload
-        service (default: found by disco); ``timeout`` bounds each XMPP step and each HTTP
-        network wait (a transfer that keeps moving is not cut off).
-        Raises :class:`FileTooLargeError`, :class:`SlotError`, :class:`UploadError`
-        (``status`` set when the HTTP server refused the PUT), :class:`~errors.TimeoutError`,
-        ``OSError`` when the file cannot be read.
+        `content_type` defaults to a guess from the name (else `application/octet-stream`);
+        `progress(sent, total)` is called as chunks go out; `service` picks the upload service
+        (default: found by disco); `timeout` bounds each XMPP step and each HTTP network wait (a
+        transfer that keeps moving is not cut off). Raises
+        [`FileTooLargeError`][simplexmpp.ext.upload.FileTooLargeError],
+        [`SlotError`][simplexmpp.ext.upload.SlotError],
+        [`UploadError`][simplexmpp.ext.upload.UploadError] (`status` set when the HTTP server
+        refused the PUT), [`TimeoutError`][simplexmpp.errors.TimeoutError], `OSError` when the file
+        cannot be read.
         """
         name = filename or os.path.basename(os.fspath(path))
         if content_type is None:
@@ -355,7 +364,8 @@ class Upload(Extension):
     def upload_bytes(self, data: bytes, filename: str, content_type: str | None = None,
                      progress: Progress | None = None, service: JID | str | None = None,
                      timeout: float | None = None) -> str:
-        """Upload ``data`` under the name ``filename``; return its GET URL (see :meth:`file`)."""
+        """Upload `data` under the name `filename`; return its GET URL (see
+        [`file()`][simplexmpp.ext.upload.Upload.file])."""
         import io
         if content_type is None:
             content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"

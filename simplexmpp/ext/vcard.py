@@ -1,14 +1,15 @@
 """XEP-0054 vcard-temp: read anyone's vCard, publish our own.
 
->>> card = client.vcard.get("bob@example.org")                    # doctest: +SKIP
->>> card.fn, card.email
-('Bob Example', 'bob@example.org')
->>> client.vcard.set(fn="Alice Example", nickname="alice")
+```python
+card = client.vcard.get("bob@example.org")
+card.fn, card.email  # -> ('Bob Example', 'bob@example.org')
+client.vcard.set(fn="Alice Example", nickname="alice")
+```
 
-A JID without a vCard gives an empty :class:`VCardData` (``bool(card)`` is False): servers
-answer either with an empty ``<vCard/>`` (Prosody 0.12 does so, also for accounts that do not
-exist) or with ``item-not-found`` (XEP-0054 §3.1), and both mean "nothing published". Other
-errors (``service-unavailable``, ``forbidden`` …) raise :class:`~simplexmpp.errors.IqError`.
+A JID without a vCard gives an empty [`VCardData`][simplexmpp.ext.vcard.VCardData] (`bool(card)` is
+False): servers answer either with an empty `<vCard/>` (Prosody 0.12 does so, also for accounts that
+do not exist) or with `item-not-found` (XEP-0054 §3.1), and both mean "nothing published". Other
+errors (`service-unavailable`, `forbidden` …) raise [`IqError`][simplexmpp.errors.IqError].
 """
 
 from __future__ import annotations
@@ -48,12 +49,12 @@ _TEXT_FIELDS: list[tuple[str, tuple[str, ...]]] = [
 
 @dataclass
 class VCardData:
-    """The common fields of a vcard-temp vCard; any other field stays in ``raw`` (the
-    ``<vCard/>`` element received) and is kept when the card is published again.
+    """The common fields of a vcard-temp vCard; any other field stays in `raw` (the
+    `<vCard/>` element received) and is kept when the card is published again.
 
-    ``note`` is the free-text ``DESC`` field ("about me"); ``birthday`` the ``BDAY`` text
-    (ISO 8601, ``YYYY-MM-DD``); ``photo`` the decoded ``PHOTO/BINVAL`` bytes with its MIME
-    type in ``photo_type``."""
+    `note` is the free-text `DESC` field ("about me"); `birthday` the `BDAY` text
+    (ISO 8601, `YYYY-MM-DD`); `photo` the decoded `PHOTO/BINVAL` bytes with its MIME
+    type in `photo_type`."""
 
     fn: str | None = None
     nickname: str | None = None
@@ -74,8 +75,8 @@ class VCardData:
 
     @classmethod
     def from_element(cls, vcard: ET.Element) -> VCardData:
-        """Parse a ``<vCard xmlns='vcard-temp'/>``; a PHOTO whose BINVAL is not base64 is
-        left out (``photo`` None) rather than failing the whole card."""
+        """Parse a `<vCard xmlns='vcard-temp'/>`; a PHOTO whose BINVAL is not base64 is
+        left out (`photo` None) rather than failing the whole card."""
         card = cls(raw=vcard)
         for attr, path in _TEXT_FIELDS:
             element = vcard.find("/".join(_V + p for p in path))
@@ -101,7 +102,7 @@ class VCardData:
         return card
 
     def to_element(self) -> ET.Element:
-        """The ``<vCard/>`` to publish: ``raw`` (if any) with the fields above replaced."""
+        """The `<vCard/>` to publish: `raw` (if any) with the fields above replaced."""
         vcard = copy.deepcopy(self.raw) if self.raw is not None else ET.Element(_V + "vCard")
         vcard.tag = _V + "vCard"
         for attr, path in _TEXT_FIELDS:
@@ -140,7 +141,7 @@ class VCardData:
 
 
 class VCard(Extension):
-    """``client.vcard``: XEP-0054 vcard-temp."""
+    """`client.vcard`: XEP-0054 vcard-temp."""
 
     name = "vcard"
 
@@ -148,8 +149,8 @@ class VCard(Extension):
         super().__init__(client)
 
     def get(self, jid: JID | str | None = None, timeout: float | None = None) -> VCardData:
-        """The vCard of ``jid`` (a bare JID; None: our own). Empty when none is published;
-        :class:`~simplexmpp.errors.IqError` for other errors."""
+        """The vCard of `jid` (a bare JID; None: our own). Empty when none is published;
+        [`IqError`][simplexmpp.errors.IqError] for other errors."""
         # XEP-0054 §3.2: a vCard is asked of the bare JID (a full JID would reach a client).
         target = JID(jid).bare if jid is not None else None
         try:
@@ -166,10 +167,11 @@ class VCard(Extension):
     def set(self, vcard: VCardData | None = None, *, timeout: float | None = None,
             **fields_: str | bytes | None) -> None:
         """Publish our own vCard (XEP-0054 §3.3), replacing the previous one: either a
-        :class:`VCardData` or its fields as keywords (``set(fn="Alice", email=...)``).
+        [`VCardData`][simplexmpp.ext.vcard.VCardData] or its fields as keywords (`set(fn="Alice",
+        email=...)`).
 
-        The whole card is replaced, so to change one field start from ``get()``:
-        ``card = client.vcard.get(); card.nickname = "ali"; client.vcard.set(card)``."""
+        The whole card is replaced, so to change one field start from `get()`:
+        `card = client.vcard.get(); card.nickname = "ali"; client.vcard.set(card)`."""
         if vcard is not None and fields_:
             raise TypeError("give either a VCardData or keyword fields, not both")
         if vcard is None:

@@ -1,10 +1,12 @@
 """XEP-0092 Software Version: ask an entity what software it runs, and answer for ourselves.
 
->>> client.version.get("localhost")
-SoftwareVersion(name='Prosody', version='0.12.4', os=None)
+```python
+client.version.get("localhost")
+# -> SoftwareVersion(name='Prosody', version='0.12.4', os=None)
+```
 
-We answer with ``name`` and ``version`` only; the operating system is left out unless
-``client.version.os`` is set, because XEP-0092 §5 notes that it helps attackers.
+We answer with `name` and `version` only; the operating system is left out unless
+`client.version.os` is set, because XEP-0092 §5 notes that it helps attackers.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class SoftwareVersion(NamedTuple):
 
 
 class Version(Extension):
-    """``client.version``."""
+    """`client.version`."""
 
     name = "version"
     features = (VERSION_NS,)
@@ -41,14 +43,14 @@ class Version(Extension):
     def __init__(self, client: Client) -> None:
         from .. import __version__
         super().__init__(client)
-        #: What we answer; set ``os`` (e.g. to ``platform.platform()``) to reveal it.
         self.name = "simplexmpp"  # type: ignore[misc]  # the software name we answer
+        """What we answer; set `os` (e.g. to `platform.platform()`) to reveal it."""
         self.version: str = __version__
         self.os: str | None = None
         client.register_iq_handler("get", _QUERY, self._answer)
 
     def get(self, jid: JID | str | None = None, timeout: float | None = None) -> SoftwareVersion:
-        """The software ``jid`` (default: our server) runs."""
+        """The software `jid` (default: our server) runs."""
         target = jid if jid is not None else self._client.account.domain
         reply = self._client.iq(Iq.get(target, ET.Element(_QUERY)), timeout)
         query = reply.payload
