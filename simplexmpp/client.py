@@ -796,10 +796,13 @@ class Client:
         return self._sent <= self._confirmed, []
 
     def _unacked_ids(self) -> list[str]:
-        stream = self._stream
-        if stream is None:
-            return []
-        return [el.get("id") or "?" for el in stream.unacked]
+        # Under the lock: the I/O thread trims the XEP-0198 queue as acks arrive, and a
+        # copy taken without it can fail with "deque mutated during iteration".
+        with self._lock:
+            stream = self._stream
+            if stream is None:
+                return []
+            return [el.get("id") or "?" for el in stream.unacked]
 
     def _begin_close(self) -> None:
         """Step 3: queue our closing footer (RFC 6120 §4.4) and let the threads wind down."""
