@@ -1895,9 +1895,20 @@ class Client:
         """Run `fn(*args)` on the dispatcher thread (where callbacks run)."""
         self._dispatch(fn, *args)
 
+    def well_addressed(self, stanza: Stanza | ET.Element) -> bool:
+        """Whether a stanza's `from` and `to` are valid JIDs (RFC 7622).
+
+        Every stanza the client reads passes this check; extensions that unwrap stanzas
+        (carbons, archives) call it on what they unwrap before they read its addresses or
+        hand it to user code. A stanza that fails is logged in one line (and an IQ request
+        answered with jid-malformed); its caller drops it.
+        """
+        return not self._misaddressed(stanza if isinstance(stanza, ET.Element) else stanza.xml)
+
     def deliver(self, msg: Message) -> None:
         """Hand a message to the normal path (inbox and "message" events), for extensions
-        that unwrap messages (carbons, archives)."""
+        that unwrap messages (carbons, archives). A message with a malformed address is
+        dropped (see [well_addressed][simplexmpp.Client.well_addressed])."""
         if self._misaddressed(msg.xml):
             return
         self._incoming_message(msg.xml, msg, intercept=False)

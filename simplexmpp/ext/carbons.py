@@ -98,6 +98,8 @@ class Carbons(Extension):
             log.info("dropping a carbon without a forwarded message")
             return True
         copy = Message(inner)
+        if not self._client.well_addressed(copy):
+            return True  # logged by the check; user code never meets a malformed address
         if child.tag == _RECEIVED:
             if inner.find("{jabber:client}body") is not None:
                 self._client.deliver(copy)  # chat states, receipts: the event only

@@ -190,6 +190,8 @@ class MAM(Extension):
                 results = self._catch_up_results(last_stanza_id)
                 for msg in results:
                     seen += 1
+                    if not client.well_addressed(msg):
+                        continue  # logged; one bad archived message must not stop the rest
                     sender = msg.from_
                     if sender is not None and sender.bare == own:
                         continue  # what we sent ourselves (from another resource, or this one)

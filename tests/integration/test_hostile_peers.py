@@ -92,3 +92,35 @@ def test_roster_push_from_a_second_session_of_our_account_is_refused(
     assert pushed.wait(10)
     assert victim.roster[f"friend@{server.domain}"].name == "Friend"
     assert f"mallory@{server.domain}" not in victim.roster
+
+
+def test_carbon_of_a_message_from_a_malformed_sender_is_dropped(
+        server: Server, connect: Callable[..., Client], component_conn: Conn,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A carbon comes from our own server, so it passes the check of the outer stanza; the
+    copy inside it carries the peer's address, which must be checked before a "carbon_received"
+    callback or messages() sees it."""
+    account = server.new_account()
+    victim = connect(account, resource="victim", reconnect=False)
+    other = connect(account, resource="other", reconnect=False)
+    victim.carbons.enable()
+    copies: list[str | None] = []
+    got = threading.Event()
+
+    def on_carbon(copy: object) -> None:
+        copies.append(getattr(copy, "body", None))
+        got.set()
+
+    victim.on("carbon_received", on_carbon)
+    with caplog.at_level(logging.WARNING, logger="simplexmpp"):
+        for sender, body in ((f"\u2603@{server.component}/x", "forged"),
+                             (f"peer@{server.component}/x", "fine")):
+            component_conn.send(f"<message from='{sender}' to='{other.jid}' type='chat' "
+                                f"id='{body}'><body>{body}</body></message>")
+        assert other.next_message(timeout=10).body == "fine"
+        assert got.wait(10)
+        assert victim.next_message(timeout=10).body == "fine"
+    assert copies == ["fine"]
+    assert victim.is_connected
+    assert [r for r in caplog.records if "with a malformed from" in r.getMessage()]
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
