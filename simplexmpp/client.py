@@ -2032,7 +2032,7 @@ class Client:
         self._send_reply(iq.result())
         self._emit("roster_push", item, removed)
 
-    def _send_reply(self, stanza: Stanza) -> None:
+    def _send_reply(self, stanza: Stanza | ET.Element) -> None:
         """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
         try:
             self.send(stanza, timeout=0)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Union, cast
 
 from .errors import InvalidStanzaError, StreamError
 
@@ -463,7 +463,7 @@ class StreamParser:
                     root = self._root
             elif kind == "start-ns":
                 if root is None:
-                    prefix, uri = elem  # type: ignore[misc]
+                    prefix, uri = cast("tuple[str, str]", elem)
                     self._header_ns.append((prefix, uri))
                     if prefix == "":
                         self._default_ns = uri

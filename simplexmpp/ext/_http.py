@@ -83,7 +83,7 @@ class _ContextAdapter(_LoopbackNamesAdapter):
         return host_params, tls_kwargs
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, verify, cert)
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
         conn.ca_certs = conn.ca_cert_dir = None  # the context holds what to trust
 
 
