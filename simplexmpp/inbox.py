@@ -115,7 +115,10 @@ class Inbox(Generic[T]):
     def _make_room(self) -> None:
         with self._lock:
             q = self._queue
-            while q.qsize() >= self._maxsize:
+            # The bound as it is now, read once: the user may lift it meanwhile (0, no bound),
+            # and a loop re-reading 0 would give up everything waiting.
+            bound = self._maxsize
+            while bound and q.qsize() >= bound:
                 try:
                     oldest = q.get_nowait()
                 except queue.Empty:  # a reader took it meanwhile: there is room now
@@ -132,7 +135,7 @@ class Inbox(Generic[T]):
                     log.warning("%s is full (%d waiting): giving up the oldest; nothing is "
                                 "reading it fast enough.%s This is logged once until it "
                                 "has been read empty; the count is in .dropped",
-                                self.name, self._maxsize, self.hint and " " + self.hint)
+                                self.name, bound, self.hint and " " + self.hint)
 
     # -- closing -----------------------------------------------------------------------------
     @property

@@ -99,3 +99,16 @@ def test_maxsize_can_be_changed_and_none_is_unbounded() -> None:
     assert len(inbox) == 10 and inbox.dropped == 991
     with pytest.raises(ValueError):
         inbox.maxsize = -1
+
+
+def test_lifting_the_bound_while_a_put_makes_room_gives_up_nothing() -> None:
+    """The I/O thread saw a full inbox and is about to make room when the user lifts the
+    bound (maxsize None): the room-making must use one reading of the bound, not loop on 0."""
+    inbox: Inbox[int] = Inbox(maxsize=3)
+    for i in range(3):
+        inbox.put(i)
+    inbox.maxsize = None       # the user, between the I/O thread's check and its _make_room
+    inbox._make_room()         # what the I/O thread does next
+    inbox.put(3)
+    assert inbox.dropped == 0
+    assert [inbox.get(timeout=1) for _ in range(4)] == [0, 1, 2, 3]
