@@ -1444,14 +1444,16 @@ class Client:
             self._run_hooks("session_resumed", session)
             self._emit("resumed", jid)
         else:
+            self._presences.clear()
+            if self._last_presence is not None:
+                self._send_reply(self._last_presence)
+            # The extensions restore their state first (rooms entered, carbons enabled): an
+            # archive catch-up below may take long, and what arrives meanwhile needs them.
+            self._run_hooks("session_started", session)
             if reconnected:
                 # What the lost session held undelivered may be gone (a server drops the
                 # queue of a session it cannot resume); an archive can fill the gap.
                 self._emit("resumption_failed", self.last_stanza_id)
-            self._presences.clear()
-            if self._last_presence is not None:
-                self._send_reply(self._last_presence)
-            self._run_hooks("session_started", session)
             self._emit("connected", jid)
 
     # ------------------------------------------------------------------------------------

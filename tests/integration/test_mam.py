@@ -11,7 +11,7 @@ from itertools import islice
 
 import pytest
 
-from simplexmpp import Client, Iq, errors
+from simplexmpp import Client, Extension, Iq, Session, errors
 
 from .conftest import Server
 from .proxy import FaultProxy
@@ -107,6 +107,18 @@ def test_catch_up_fills_what_a_lost_session_dropped(server: Server, connect,
         alice = connect()
         lost = []
         bob.on("resumption_failed", lambda last: lost.append(last))
+        # The extensions' session_started hooks (rooms, carbons) run before the catch-up,
+        # which can take long: what it had caught up when the hook ran must be nothing.
+        caught_up_at_restore: list[int] = []
+
+        class Watcher(Extension):
+            name = "catch_up_watcher"
+
+            def session_started(self, session: Session) -> None:
+                if not session.first:
+                    caught_up_at_restore.append(bob.mam.caught_up)
+
+        bob.extension(Watcher)
         alice.send_message(bob.jid, "before")
         assert bob.next_message(timeout=10).body == "before"
         proxy.stall()
@@ -130,5 +142,6 @@ def test_catch_up_fills_what_a_lost_session_dropped(server: Server, connect,
         assert set(counts) == set(sent), f"{len(set(sent) - set(counts))} lost"
         assert max(counts.values()) == 1, "a message was delivered twice"
         assert bob.mam.caught_up > 0
+        assert caught_up_at_restore == [0], "the catch-up ran before the extensions' restore"
     finally:
         bob.disconnect(timeout=5)
