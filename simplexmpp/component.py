@@ -239,7 +239,9 @@ class Component(Client):
       presence, no stream management;
     * disco#info answers identity `component/generic`; extensions that act on a user's account
       ([`COMPONENT_SKIPPED_EXTENSIONS`][simplexmpp.component.COMPONENT_SKIPPED_EXTENSIONS]) are not
-      attached.
+      attached, nor are installed third-party extensions (entry-point group
+      `simplexmpp.extensions`, written for accounts) unless `load_extensions=True`;
+      `component.extension(Cls)` attaches one explicitly.
 
     ```python
     with Component("echo.localhost", "secret", "127.0.0.1", 5347) as c:
@@ -253,7 +255,8 @@ class Component(Client):
     def __init__(self, jid: JID | str, secret: str, host: str, port: int = 5347, *,
                  timeout: float = 30.0, reconnect: bool = True,
                  reconnect_max_delay: float = 30.0, keepalive: float = 60.0,
-                 max_stanza_size: int = 1 << 20, lang: str = "en") -> None:
+                 max_stanza_size: int = 1 << 20, lang: str = "en",
+                 load_extensions: bool = False) -> None:
         if not isinstance(secret, str) or not secret:
             raise ValueError("the component secret must be a non-empty string")
         if not isinstance(host, str) or not is_loopback(host):
@@ -265,7 +268,8 @@ class Component(Client):
         super().__init__(jid, secret, host=host, port=port, tls="none", timeout=timeout,
                          stream_management=False, reconnect=reconnect,
                          reconnect_max_delay=reconnect_max_delay,
-                         max_stanza_size=max_stanza_size, keepalive=keepalive, lang=lang)
+                         max_stanza_size=max_stanza_size, keepalive=keepalive, lang=lang,
+                         load_extensions=load_extensions)
         self.domain: str = self.account.domain
         # Pings are answered on the I/O thread (see _incoming_iq): the keepalive and the
         # flush in disconnect() ping our own domain, which the server routes back to us.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from simplexmpp import Client, Iq, errors
+from simplexmpp import Client, Component, Iq, errors
 from simplexmpp.extension import installed_extensions
 
 from .conftest import Server
@@ -114,3 +114,13 @@ def test_installed_extension_advertises_answers_and_keeps_state_across_a_cut(
             except errors.XMPPError:
                 pass
         proxy.close()
+
+
+def test_a_component_attaches_installed_extensions_only_when_asked(
+        weather_installed: type) -> None:
+    """Entry-point extensions are written for accounts; a component (XEP-0114) serves a
+    domain and takes them only with load_extensions=True."""
+    plain = Component("echo.localhost", "secret", "127.0.0.1")
+    assert "weather" not in plain.extensions
+    asked = Component("echo.localhost", "secret", "127.0.0.1", load_extensions=True)
+    assert isinstance(asked.extensions["weather"], weather_installed)
