@@ -41,13 +41,14 @@ def room_jid(server: Server) -> str:
 class Events:
     """Collects one event's calls in a queue, to wait on them without sleeping."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Client, name: str, wait: float = WAIT) -> None:
         self.calls: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.wait = wait
         client.on(name, lambda *args: self.calls.put(args))
 
     def next(self, match: Callable[..., bool] = lambda *a: True) -> tuple[Any, ...]:
         while True:
-            args = self.calls.get(timeout=WAIT)
+            args = self.calls.get(timeout=self.wait)
             if match(*args):
                 return args
 

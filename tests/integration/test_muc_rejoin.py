@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,23 +17,15 @@ from simplexmpp.ext.muc import Room
 from simplexmpp.testing import running_server
 
 from .conftest import Server, start_server
+from .test_muc import Events
 
 WAIT = 30
 _names = itertools.count(1)
 
 
-class Events:
-    """One event's calls in a queue, to wait on them without sleeping."""
-
-    def __init__(self, client: Client, name: str) -> None:
-        self.calls: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        client.on(name, lambda *args: self.calls.put(args))
-
-    def next(self, match: Callable[..., bool] = lambda *a: True) -> tuple[Any, ...]:
-        while True:
-            args = self.calls.get(timeout=WAIT)
-            if match(*args):
-                return args
+def events(client: Client, name: str) -> Events:
+    """test_muc's Events with this module's longer wait (a server restart is in between)."""
+    return Events(client, name, WAIT)
 
 
 def room_name(server: Server) -> str:
@@ -84,8 +74,8 @@ def test_both_occupants_are_back_in_the_room_after_a_server_restart(
         bob.connect()
         alice_room = alice.muc.join(jid, "alice", config={"persistentroom": True})
         bob_room = bob.muc.join(jid, "bob")
-        alice_back, bob_back = Events(alice, "muc_joined"), Events(bob, "muc_joined")
-        alice_left, bob_left = Events(alice, "muc_left"), Events(bob, "muc_left")
+        alice_back, bob_back = events(alice, "muc_joined"), events(bob, "muc_joined")
+        alice_left, bob_left = events(alice, "muc_left"), events(bob, "muc_left")
 
         restart(server)
 
@@ -127,7 +117,7 @@ def test_self_ping_enters_again_a_room_that_forgot_us(server: Server) -> None:
         alice.muc.self_ping_interval = 0.5  # seconds of silence before a self-ping
         alice_room = alice.muc.join(jid, "alice")
         bob_room = bob.muc.join(jid, "bob")
-        back = Events(alice, "muc_joined")
+        back = events(alice, "muc_joined")
         forget_occupant(server, alice_room)
         assert back.next()[0] is alice_room  # no reconnect: the self-ping found out
         assert alice_room.rejoins == 1 and alice_room.state == "joined"
@@ -150,7 +140,7 @@ def test_a_kick_is_not_undone(server: Server) -> None:
         alice.muc.self_ping_interval = 0.2
         owner_room = owner.muc.join(jid, "owner")
         alice_room = alice.muc.join(jid, "alice")
-        left = Events(alice, "muc_left")
+        left = events(alice, "muc_left")
         owner_room.kick("alice", "out")
         assert left.next() == (alice_room, 307)
         assert alice_room.state == "left" and alice_room.left_reason == "kicked"
