@@ -160,12 +160,16 @@ def wait_disconnected(client: Client) -> BaseException | None:
     return seen[0]
 
 
-def test_endless_trickled_stanza_ends_the_stream(hostile) -> None:
+# Trickled inside an element, and inside a start tag that never closes (issue 14 item 2: the
+# slow-stanza guard must run from the first byte of a stanza, not once its start tag closed).
+@pytest.mark.parametrize("opening", ["<message><body>", "<message to='"],
+                         ids=["inside-an-element", "inside-a-start-tag"])
+def test_endless_trickled_stanza_ends_the_stream(hostile, opening: str) -> None:
     stop = threading.Event()
 
     def script(conn: Conn) -> None:
         conn.anonymous_session()
-        conn.send("<message><body>")
+        conn.send(opening)
         while not stop.is_set():
             conn.send(b"x")
             time.sleep(0.01)
