@@ -696,10 +696,7 @@ class Client:
             if self._state != "ready" or stream is None or stream.state != "ready":
                 return None
             if stream.sm is not None:
-                if not self._r_outstanding:  # one <r/> at a time (see _flush)
-                    stream.request_ack()
-                    self._r_outstanding = True
-                    self._take_output()
+                self._request_ack(stream)
                 ping = None
             else:
                 ping = True
@@ -710,6 +707,17 @@ class Client:
             return self._send_flush_ping(0)
         except XMPPError:
             return None
+
+    def _request_ack(self, stream: ClientStream) -> bool:
+        """Queue an XEP-0198 `<r/>` unless one is still unanswered: one at a time, so acks
+        are not requested faster than the server answers them. The caller holds the lock.
+        Returns whether one was queued."""
+        if self._r_outstanding:
+            return False
+        stream.request_ack()
+        self._r_outstanding = True
+        self._take_output()
+        return True
 
     def _send_flush_ping(self, timeout: float) -> tuple[IqFuture, int]:
         """A ping whose answer confirms the stanzas sent before it: its future, and how many
@@ -757,10 +765,7 @@ class Client:
         stream = self._stream
         if stream is not None and stream.sm is not None:
             with self._lock:
-                if not self._r_outstanding:
-                    stream.request_ack()
-                    self._r_outstanding = True
-                    self._take_output()
+                self._request_ack(stream)
             self._wake()
             with self._changed:
                 while (self._stream is stream and stream.sm is not None and stream.sm.unacked
@@ -769,13 +774,10 @@ class Client:
                     if left <= 0:
                         break
                     self._changed.wait(min(left, 0.5))
-                    # One <r/> at a time: ask again only once the last one was answered (every
-                    # wake-up here, an output taken included, used to send another).
-                    if stream.sm.unacked and not self._r_outstanding and \
-                            self._stream is stream and self._state == "ready":
-                        stream.request_ack()
-                        self._r_outstanding = True
-                        self._take_output()
+                    # Ask again once the last <r/> was answered (every wake-up here, an
+                    # output taken included, used to send another).
+                    if stream.sm.unacked and self._stream is stream and \
+                            self._state == "ready" and self._request_ack(stream):
                         self._wake()
             ids = self._unacked_ids()
             return not ids, ids
@@ -1353,9 +1355,7 @@ class Client:
                 len(stream.sm.unacked) >= self.ack_every
                 or (stream.sm.unacked and now - self._last_send > 1.0)):
             with self._lock:
-                stream.request_ack()
-                self._r_outstanding = True
-                self._take_output()
+                self._request_ack(stream)
             self._wake()
         idle = now - self._last_recv
         if self._ping_sent_at is not None:
