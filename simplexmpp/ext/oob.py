@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..extension import Extension
@@ -42,7 +42,8 @@ from .upload import CHUNK_SIZE, HTTPTransferError, Progress, check_http_url, htt
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
-__all__ = ["OOB", "OOBData", "oob_of", "DownloadError", "OOB_NS"]
+__all__ = ["OOB", "OOBData", "oob_of", "DownloadError", "OOB_NS", "Decoder",
+           "http_download"]
 
 log = logging.getLogger(__name__)
 
@@ -165,52 +166,75 @@ class OOB(Extension):
         [`DownloadError`][simplexmpp.ext.oob.DownloadError] (`status` set for an HTTP error),
         [`TimeoutError`][simplexmpp.errors.TimeoutError], `OSError` for local file problems.
         """
-        check_http_url(url, "downloading", DownloadError)
-        seconds = self.timeout(timeout)
-        target = Path(path_or_dir)
-        what = f"downloading {url}"
-        import requests  # here, not at the top: see upload.http_session()
-        with http_session(self._client) as session:
+        return http_download(self._client, url, path_or_dir, progress, self.timeout(timeout),
+                             max_size=max_size)
+
+
+class Decoder(Protocol):
+    """What [`http_download()`][simplexmpp.ext.oob.http_download] passes the received bytes
+    through before they are written (the AES-GCM decryption of `aesgcm://` files, see
+    [simplexmpp.ext.omemo_media][]): `update()` per chunk, then `finalize()` once after the
+    last, which may raise to refuse the whole file (nothing is left behind then)."""
+
+    def update(self, data: bytes) -> bytes: ...
+
+    def finalize(self) -> bytes: ...
+
+
+def http_download(client: Client, url: str, path_or_dir: str | os.PathLike[str],
+                  progress: Progress | None, seconds: float, *, max_size: int | None = None,
+                  decoder: Decoder | None = None) -> Path:
+    """The download behind [`OOB.download()`][simplexmpp.ext.oob.OOB.download], with an
+    optional `decoder` the bytes pass through. `max_size` and `progress` count the bytes
+    received (before decoding); `seconds` bounds each network wait. The file appears at its
+    place only once the whole body arrived and `decoder.finalize()` accepted it."""
+    check_http_url(url, "downloading", DownloadError)
+    target = Path(path_or_dir)
+    what = f"downloading {url}"
+    import requests  # here, not at the top: see upload.http_session()
+    with http_session(client) as session:
+        try:
+            response = session.get(url, stream=True, timeout=seconds)
+        except requests.RequestException as exc:
+            raise transfer_error(exc, what, url, DownloadError) from None
+        with response:
+            if not 200 <= response.status_code < 300:
+                raise DownloadError(f"{what}: the HTTP server answered "
+                                    f"{response.status_code} {response.reason}",
+                                    response.status_code, url)
+            length = response.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+            if max_size is not None and total is not None and total > max_size:
+                raise DownloadError(f"{what}: {total} bytes is more than max_size "
+                                    f"({max_size})", None, url)
+            if target.is_dir():
+                target = _unused(target, _safe_name(response.url or url))
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
             try:
-                response = session.get(url, stream=True, timeout=seconds)
-            except requests.RequestException as exc:
-                raise transfer_error(exc, what, url, DownloadError) from None
-            with response:
-                if not 200 <= response.status_code < 300:
-                    raise DownloadError(f"{what}: the HTTP server answered "
-                                        f"{response.status_code} {response.reason}",
-                                        response.status_code, url)
-                length = response.headers.get("Content-Length", "")
-                total = int(length) if length.isdigit() else None
-                if max_size is not None and total is not None and total > max_size:
-                    raise DownloadError(f"{what}: {total} bytes is more than max_size "
-                                        f"({max_size})", None, url)
-                if target.is_dir():
-                    target = _unused(target, _safe_name(response.url or url))
-                fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".download-")
-                try:
-                    received = 0
-                    with os.fdopen(fd, "wb") as out:
-                        try:
-                            for chunk in response.iter_content(CHUNK_SIZE):
-                                received += len(chunk)
-                                if max_size is not None and received > max_size:
-                                    raise DownloadError(f"{what}: more than max_size "
-                                                        f"({max_size}) bytes", None, url)
-                                out.write(chunk)
-                                if progress is not None:
-                                    progress(received, total)
-                        except requests.RequestException as exc:
-                            raise transfer_error(exc, what, url, DownloadError) from None
+                received = 0
+                with os.fdopen(fd, "wb") as out:
+                    try:
+                        for chunk in response.iter_content(CHUNK_SIZE):
+                            received += len(chunk)
+                            if max_size is not None and received > max_size:
+                                raise DownloadError(f"{what}: more than max_size "
+                                                    f"({max_size}) bytes", None, url)
+                            out.write(chunk if decoder is None else decoder.update(chunk))
+                            if progress is not None:
+                                progress(received, total)
+                    except requests.RequestException as exc:
+                        raise transfer_error(exc, what, url, DownloadError) from None
                     if total is not None and received != total:
                         raise DownloadError(f"{what}: got {received} of {total} bytes",
                                             None, url)
-                    os.replace(temp, target)
-                except BaseException:
-                    try:
-                        os.unlink(temp)
-                    except FileNotFoundError:
-                        pass
-                    raise
-        log.debug("downloaded %s to %s (%d bytes)", url, target, received)
-        return target
+                    if decoder is not None:
+                        out.write(decoder.finalize())
+                os.replace(temp, target)
+            except BaseException:
+                try:
+                    os.unlink(temp)
+                except FileNotFoundError:
+                    pass
+                raise
+    log.debug("downloaded %s to %s (%d bytes)", url, target, received)
+    return target

@@ -372,6 +372,16 @@ class Upload(Extension):
         slot = self.slot(filename, len(data), content_type, service=service, timeout=timeout)
         return self._put(slot, io.BytesIO(data), len(data), content_type, progress, timeout)
 
+    def put(self, slot: Slot, stream: IO[bytes], size: int, content_type: str,
+            progress: Progress | None = None, timeout: float | None = None) -> str:
+        """PUT `size` bytes read from `stream` to a [`Slot`][simplexmpp.ext.upload.Slot] asked
+        for with the same size and `content_type`; return its GET URL. For bodies that are
+        made while they are sent (the encrypted uploads of
+        [simplexmpp.ext.omemo_media][]); [`file()`][simplexmpp.ext.upload.Upload.file] does
+        slot and PUT in one call. Raises [`UploadError`][simplexmpp.ext.upload.UploadError]
+        (`status` set when the HTTP server refused), [`TimeoutError`][simplexmpp.errors.TimeoutError]."""
+        return self._put(slot, stream, size, content_type, progress, timeout)
+
     def _put(self, slot: Slot, stream: IO[bytes], size: int, content_type: str,
              progress: Progress | None, timeout: float | None) -> str:
         seconds = self.timeout(timeout)
