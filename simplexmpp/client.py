@@ -38,7 +38,8 @@ from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError,
 from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
-from .roster import ROSTER_NS, PresenceBook, Roster, item_element, parse_item
+from .roster import ROSTER_NS, PresenceBook, Roster, item_element
+from .session import PING_NS, SID_NS, SessionCore
 from .stanza import Iq, Message, Presence, Stanza, error_element, new_id
 from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
                      SMState, StartTLS, StreamClosed)
@@ -75,8 +76,6 @@ wire_log = logging.getLogger("simplexmpp.wire")  # every byte sent/received, one
 _IQ = "{%s}iq" % CLIENT_NS
 _MESSAGE = "{%s}message" % CLIENT_NS
 _PRESENCE = "{%s}presence" % CLIENT_NS
-PING_NS = "urn:xmpp:ping"
-SID_NS = "urn:xmpp:sid:0"
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
 _new_message = object.__new__
 _ELEMENT = ET.Element
@@ -374,7 +373,6 @@ class Client:
                  max_inbox: int | None = DEFAULT_MAX_INBOX,
                  load_extensions: bool = True) -> None:
         self.account = JID(jid)
-        self._own_bare = str(self.account.bare)
         self.mechanisms = mechanisms
         self._check_account(password)
         if tls not in ("starttls", "direct", "none"):
@@ -423,8 +421,6 @@ class Client:
         self._close_expected = False  # see expect_server_close()
         self._error: BaseException | None = None
         self._sm_state: SMState | None = None
-        self._r_outstanding = False
-        self._ack_pending_since: float | None = None
         self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
         self._ready_future: concurrent.futures.Future[JID] | None = None
         self._io_thread: threading.Thread | None = None
@@ -444,23 +440,14 @@ class Client:
         self._dispatch_lock = threading.Lock()
         self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
         self._tasks = queue.SimpleQueue()
-        self._pending: dict[str, tuple[IqFuture, frozenset[str] | None]] = {}
+        # The sans-IO session: pending IQs, duplicate window, IQ routing, roster, timers.
+        self._core: SessionCore[IqFuture] = SessionCore(self.account)
         self._handlers: dict[str, list[tuple[int, Callable[..., object]]]] = {}
         self._handle_ids = itertools.count(1)
         self._event_names = set(EVENTS)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
         self._interceptors: dict[str, list[_Interceptor]] = {}
         self._interceptor_index: dict[str, _InterceptorIndex] = {}
-        # XEP-0359 duplicate window (_is_duplicate): the keys, and the same in arrival order.
-        self._seen_ids: set[str] = set()
-        self._seen_order: deque[str] = deque()
-        self._sender_keys: dict[str, str] = {}   # 'from' attribute -> its key prefix
-        # 'from'/'to' values of received stanzas found to be valid JIDs (_misaddressed).
-        self._valid_addresses: set[str] = set()
-        self.last_stanza_id: str | None = None
-        """The stanza-id our own archive gave the last message received (XEP-0359)."""
-        self.duplicate_window = 10000
-        self.duplicates_dropped = 0
         # Received messages waiting for messages()/next_message(): bare elements, wrapped
         # in a Message as they are taken (a wrapper made late costs nothing, and each
         # waiting message is one object fewer for the garbage collector to walk). Bounded:
@@ -475,14 +462,10 @@ class Client:
         # ping confirmed: what a flush without XEP-0198 can tell (see _flush).
         self._sent = 0
         self._confirmed = 0
-        self._roster = Roster()
-        self._roster_loaded = False
         self._presences = PresenceBook()
         self.jid: JID | None = None
         self.mechanism: str | None = None   # the SASL mechanism of the current session
         self.features: ET.Element | None = None
-        self._last_recv = time.monotonic()
-        self._last_send = time.monotonic()
         self._last_presence: Presence | None = None
         self._sessions = 0   # sessions established (or resumed) so far
         self._first_connected: datetime | None = None  # when the first session was ready
@@ -494,9 +477,6 @@ class Client:
         self._extensions: dict[type[Extension], Extension] = {}
         self._extension_lock = threading.RLock()
         self._hooks: dict[str, list[Extension]] = {}
-        self._stanza_started: float | None = None
-        self._stanza_mark = 0  # stream.elements_received when _stanza_started was set
-        self._ping_sent_at: float | None = None
         self.local_features: set[str] = {PING_NS, "http://jabber.org/protocol/disco#info",
                                          SID_NS}
         """What this client advertises in XEP-0030 disco#info; extensions add theirs."""
@@ -696,7 +676,7 @@ class Client:
             if self._state != "ready" or stream is None or stream.state != "ready":
                 return None
             if stream.sm is not None:
-                self._request_ack(stream)
+                self._request_ack()
                 ping = None
             else:
                 ping = True
@@ -708,14 +688,12 @@ class Client:
         except XMPPError:
             return None
 
-    def _request_ack(self, stream: ClientStream) -> bool:
-        """Queue an XEP-0198 `<r/>` unless one is still unanswered: one at a time, so acks
-        are not requested faster than the server answers them. The caller holds the lock.
-        Returns whether one was queued."""
-        if self._r_outstanding:
+    def _request_ack(self) -> bool:
+        """Queue an XEP-0198 `<r/>` unless one is still unanswered (see
+        [SessionCore.request_ack][simplexmpp.session.SessionCore.request_ack]). The caller
+        holds the lock. Returns whether one was queued."""
+        if not self._core.request_ack():
             return False
-        stream.request_ack()
-        self._r_outstanding = True
         self._take_output()
         return True
 
@@ -765,7 +743,7 @@ class Client:
         stream = self._stream
         if stream is not None and stream.sm is not None:
             with self._lock:
-                self._request_ack(stream)
+                self._request_ack()
             self._wake()
             with self._changed:
                 while (self._stream is stream and stream.sm is not None and stream.sm.unacked
@@ -777,7 +755,7 @@ class Client:
                     # Ask again once the last <r/> was answered (every wake-up here, an
                     # output taken included, used to send another).
                     if stream.sm.unacked and self._stream is stream and \
-                            self._state == "ready" and self._request_ack(stream):
+                            self._state == "ready" and self._request_ack():
                         self._wake()
             ids = self._unacked_ids()
             return not ids, ids
@@ -801,10 +779,7 @@ class Client:
         # Under the lock: the I/O thread trims the XEP-0198 queue as acks arrive, and a
         # copy taken without it can fail with "deque mutated during iteration".
         with self._lock:
-            stream = self._stream
-            if stream is None:
-                return []
-            return [el.get("id") or "?" for el in stream.unacked]
+            return list(self._core.unacked_ids())
 
     def _begin_close(self) -> None:
         """Step 3: queue our closing footer (RFC 6120 §4.4) and let the threads wind down."""
@@ -1060,15 +1035,14 @@ class Client:
         with self._lock:
             self._state = "disconnected"
             self._error = error
-            pending = list(self._pending.values())
-            self._pending.clear()
+            pending = self._core.take_pending()
             # Under the lock, with the state: a connect() right after this reopens the
             # inbox, never before it was closed here.
             self._inbox.close()
             _untrack(self)
             done = self._done
             self._changed.notify_all()
-        for future, _ in pending:
+        for future in pending:
             if not future.done():
                 future.set_exception(DisconnectedError(
                     "the connection closed before the reply arrived"
@@ -1130,10 +1104,11 @@ class Client:
             self._outbuf.clear()
             stream.start()
             self._take_output()
-        self._last_recv = self._last_send = time.monotonic()
-        self._ping_sent_at = None
-        self._stanza_started = None
-        self._r_outstanding = False
+        core = self._core
+        core.keepalive, core.timeout = self.keepalive, self.timeout
+        core.ack_delay, core.ack_every = self.ack_delay, self.ack_every
+        with self._lock:
+            core.connection_made(stream, time.monotonic())
         self._io_timeout = timeout
         self._negotiation_deadline = time.monotonic() + timeout
         self._sending = bytearray()
@@ -1182,14 +1157,17 @@ class Client:
             if wire_log.isEnabledFor(logging.DEBUG):
                 self._log_wire("SEND", bytes(sending[:sent]))
             del sending[:sent]
-            self._last_send = time.monotonic()
+            self._core.data_sent(time.monotonic())
         if self._closing and stream.state == "closed" and not sending:
             return None
-        self._timers(stream)
+        now = time.monotonic()
+        with self._lock:
+            if self._core.handle_timer(now):
+                self._take_output()
         # About to wait: output queued from now on must wake us (see _wake); what was queued
         # meanwhile (the timers' <r/> or ping too) is written on the next turn.
         self._collect_output(sending, idle=True)
-        return self._tick(time.monotonic()), bool(sending)
+        return self._core.next_deadline(now) - now, bool(sending)
 
     def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
         """One turn of the I/O loop on the hub's thread (see transport.Hub)."""
@@ -1217,26 +1195,6 @@ class Client:
             raise errors.JIDError(f"{self.account} has no localpart; an account JID looks "
                                   "like user@example.org")
 
-    def _tick(self, now: float) -> float:
-        """How long the I/O thread may sleep: until the next timer of `_timers()` is due.
-        An idle connection wakes only for its keepalive, not every second, so a thousand
-        idle clients cost next to no CPU."""
-        stream = self._stream
-        if self.keepalive <= 1:
-            return 0.2
-        if stream is None or stream.state != "ready" or stream.in_stanza:
-            return 1.0  # negotiation deadline, slow-loris guard: checked every second
-        if self._ping_sent_at is not None:
-            due = self._ping_sent_at + min(self.timeout, max(self.keepalive, 1.0))
-        else:
-            due = self._last_recv + self.keepalive
-        sm = stream.sm
-        if sm is not None and sm.unacked and not self._r_outstanding:
-            due = min(due, self._last_send + 1.0)
-        if stream.ack_pending:
-            due = min(due, (self._ack_pending_since or now) + self.ack_delay)
-        return min(max(due - now, 0.005), 60.0)
-
     def _read(self, wire: Wire, stream: ClientStream, max_reads: int | None = None) -> bool:
         """Read and handle everything available, or `max_reads` socket reads of it; True
         once the stream has closed."""
@@ -1251,8 +1209,7 @@ class Client:
                     return True
                 raise errors.ConnectionError(
                     f"the server closed the connection ({stream.state})")
-            self._last_recv = time.monotonic()
-            self._ping_sent_at = None
+            self._core.data_received(time.monotonic())
             if wire_log.isEnabledFor(logging.DEBUG):
                 self._log_wire("RECV", data)
             failure: StreamError | None = None
@@ -1272,7 +1229,7 @@ class Client:
                         self._take_output()
             closed = False
             incoming, message = self._incoming, self._incoming_message
-            valid = self._valid_addresses
+            valid = self._core.valid_addresses
             for event in events:
                 if type(event) is _ELEMENT:  # a stanza (see stream.Event)
                     sender, to = event.get("from"), event.get("to")
@@ -1286,7 +1243,7 @@ class Client:
                         incoming(event)
                 elif isinstance(event, AckReceived):
                     with self._lock:
-                        self._r_outstanding = False
+                        self._core.ack_received()
                         self._changed.notify_all()
                 elif isinstance(event, Ready):
                     self._on_ready(event.jid, event.features, resumed=False)
@@ -1322,54 +1279,6 @@ class Client:
         with self._lock:
             stream.tls_established(channel_bindings(tls_sock))
             self._take_output()
-
-    def _timers(self, stream: ClientStream) -> None:
-        now = time.monotonic()
-        if stream.in_stanza:
-            # A peer trickling one endless stanza would hold the stream forever (slow loris).
-            # The clock restarts whenever an element has completed since the last check, so
-            # steady traffic whose reads all end inside a stanza is not mistaken for one.
-            received = stream.elements_received
-            if self._stanza_started is None or received != self._stanza_mark:
-                self._stanza_started = now
-                self._stanza_mark = received
-            elif now - self._stanza_started > self.timeout:
-                raise StreamError("policy-violation",
-                                  f"the server took more than {self.timeout:g} s to send one "
-                                  "stanza")
-        else:
-            self._stanza_started = None
-        if stream.state != "ready":
-            return
-        if not stream.ack_pending:
-            self._ack_pending_since = None
-        elif self._ack_pending_since is None:
-            self._ack_pending_since = now
-        elif now - self._ack_pending_since >= self.ack_delay:
-            # Nothing went out that could carry the <a/>: send it alone (bounded delay).
-            with self._lock:
-                stream.send_ack()
-                self._take_output()
-            self._ack_pending_since = None
-        if stream.sm is not None and not self._r_outstanding and (
-                len(stream.sm.unacked) >= self.ack_every
-                or (stream.sm.unacked and now - self._last_send > 1.0)):
-            with self._lock:
-                self._request_ack(stream)
-            self._wake()
-        idle = now - self._last_recv
-        if self._ping_sent_at is not None:
-            if now - self._ping_sent_at > min(self.timeout, max(self.keepalive, 1.0)):
-                raise errors.ConnectionError(
-                    f"no answer from {self.account.domain} for {idle:.0f} s; the connection "
-                    "is dead")
-        elif idle > self.keepalive:
-            # XEP-0199 §3: a ping to the server; any answer proves the connection alive.
-            with self._lock:
-                stream.send(Iq(type="get", id=new_id(),
-                               payload=ET.Element("{%s}ping" % PING_NS)).xml)
-                self._take_output()
-            self._ping_sent_at = now
 
     def _take_output(self) -> None:
         """Move the stream's pending output into the buffer the I/O thread writes (locked)."""
@@ -1453,7 +1362,7 @@ class Client:
             if reconnected:
                 # What the lost session held undelivered may be gone (a server drops the
                 # queue of a session it cannot resume); an archive can fill the gap.
-                self._emit("resumption_failed", self.last_stanza_id)
+                self._emit("resumption_failed", self._core.last_stanza_id)
             self._emit("connected", jid)
 
     # ------------------------------------------------------------------------------------
@@ -1638,12 +1547,12 @@ class Client:
         future = IqFuture(self)
         to = iq.xml.get("to")
         with self._lock:
-            self._pending[iq.id] = (future, self._expected_senders(to))
+            self._core.expect_reply(iq.id, to, future)
         try:
             self.send(iq, timeout)
         except BaseException:
             with self._lock:
-                self._pending.pop(iq.id, None)
+                self._core.forget(iq.id)
             raise
         return future
 
@@ -1656,7 +1565,7 @@ class Client:
             return result
         except concurrent.futures.TimeoutError:
             with self._lock:
-                self._pending.pop(iq.id or "", None)
+                self._core.forget(iq.id or "")
             raise errors.TimeoutError(
                 f"no answer to the IQ {iq.type} {self._payload_name(iq)} sent to "
                 f"{iq.to or self.account.domain} within {timeout:g} s") from None
@@ -1665,52 +1574,13 @@ class Client:
         except BaseException:
             # Interrupted while waiting (KeyboardInterrupt, say): nothing is left behind.
             with self._lock:
-                self._pending.pop(iq.id or "", None)
+                self._core.forget(iq.id or "")
             raise
 
     @staticmethod
     def _payload_name(iq: Iq) -> str:
         payload = iq.payload
         return "" if payload is None else payload.tag
-
-    def _expected_senders(self, to: str | None) -> frozenset[str] | None:
-        """Who may answer a request sent to `to` (RFC 6120 §8.1.2.1); None: our account."""
-        if to is None:
-            return None
-        target = JID(to)
-        if target.bare == self.account.bare:
-            return None
-        return frozenset({str(target)})
-
-    def _own_bare_jid(self, address: str) -> bool:
-        """Whether `address` is our account's bare JID (normalised, so case and the
-        like do not matter)."""
-        if address == self._own_bare:
-            return True
-        try:
-            return JID(address).full == self._own_bare
-        except errors.JIDError:
-            return False
-
-    def _reply_sender_ok(self, expected: frozenset[str] | None, sender: str | None) -> bool:
-        if expected is None:
-            # A request to our own account is answered by the server on its behalf: no from,
-            # our bare or full JID, or our domain.
-            if sender is None:
-                return True
-            try:
-                jid = JID(sender)
-            except errors.JIDError:
-                return False
-            return jid.bare == self.account.bare or str(jid) == self.account.domain
-        if sender is None:
-            return False
-        if sender in expected:
-            return True
-        try:
-            return str(JID(sender)) in expected
-        except errors.JIDError:
-            return False
 
     def ping(self, to: JID | str | None = None, timeout: float | None = None) -> float:
         """XEP-0199 ping; return the round-trip time in seconds."""
@@ -1743,37 +1613,14 @@ class Client:
             self._incoming_iq(Iq(element))
 
     def _misaddressed(self, element: ET.Element) -> bool:
-        """Whether a received stanza has a 'from' or 'to' that is not a JID (RFC 7622): it
-        is dropped, logged in one line, and an IQ request is answered with jid-malformed
-        (RFC 6120 §8.3.3.8). The one check every received stanza passes (`_read`, and
-        `deliver` for what extensions unwrap), so no handler ever meets a bad address.
-        Addresses found valid are remembered (a bounded set), so a known sender costs two
-        lookups, not a parse."""
-        valid = self._valid_addresses
-        for name in ("from", "to"):
-            value = element.get(name)
-            if value is None or value == "" or value in valid:
-                continue  # an empty address is an absent one (stanza.parse_jid)
-            try:
-                JID(value)
-            except errors.JIDError as exc:
-                kind = element.tag.rpartition("}")[2]
-                type_ = element.get("type")
-                # One line whatever the peer sent (%r escapes line breaks), and a short one.
-                log.warning("dropping a <%s type=%r id=%r> with a malformed %s %r: %.200s",
-                            kind, type_, element.get("id"), name, value[:200], exc)
-                if element.tag == _IQ and type_ in ("get", "set"):
-                    reply = _ELEMENT(_IQ, {"type": "error", "id": element.get("id", "")})
-                    sender = element.get("from")
-                    if sender:
-                        reply.set("to", sender)  # as it came: the server can route it back
-                    reply.append(error_element("jid-malformed", "modify"))
-                    self._send_reply(reply)
-                return True
-            if len(valid) >= 4096:
-                valid.clear()
-            valid.add(value)
-        return False
+        """Whether a received stanza has a 'from' or 'to' that is not a JID (see
+        [SessionCore.misaddressed][simplexmpp.session.SessionCore.misaddressed]): dropped,
+        and an IQ request answered with jid-malformed. The one check every received stanza
+        passes (`_read`, and `deliver` for what extensions unwrap)."""
+        bad, reply = self._core.misaddressed(element)
+        if reply is not None:
+            self._send_reply(reply)
+        return bad
 
     def _intercepted(self, kind: str, stanza: Stanza) -> bool:
         """Whether an interceptor claimed `stanza` (a `kind`: message or presence)."""
@@ -1915,124 +1762,23 @@ class Client:
             return
         self._incoming_message(msg.xml, msg, intercept=False)
 
-    def _is_duplicate(self, element: ET.Element, origin_el: ET.Element | None) -> bool:
-        """XEP-0359: a message seen recently is a repeat (a re-send after a failed stream
-        resumption, an archive catch-up); drop it. A message is known by its sender's bare JID
-        and the origin-id the sender gave it, or, without an origin-id, by the stanza-id our
-        own archive gave it: one key per message, so the bounded window covers as many
-        messages as it holds keys. (A re-send gets a new stanza-id but keeps its origin-id; an
-        archive copy keeps both.) `origin_el` is the message's last origin-id child.
-        (_incoming_message checks a message without stanza-ids itself, with the same
-        _origin_key and _remember.)"""
-        archived = None
-        own = self._own_bare
-        for child in element:
-            if child.tag == _STANZA_ID and child.get("by") == own:
-                archived = child.get("id")
-                if archived is not None:
-                    break
-        if archived:
-            self.last_stanza_id = archived
-        origin = None if origin_el is None else origin_el.get("id")
-        if origin:
-            key = self._origin_key(element, origin)
-        elif archived:
-            key = "\0" + archived
-        else:
-            return False
-        if self._remember(key):
-            self.duplicates_dropped += 1
-            return True
-        return False
-
-    def _origin_key(self, element: ET.Element, origin_id: str) -> str:
-        """The window key of a message's XEP-0359 origin-id (see _incoming_message)."""
-        sender = element.get("from", "")
-        return (self._sender_keys.get(sender) or self._sender_key(sender)) + origin_id
-
-    def _remember(self, key: str) -> bool:
-        """True if `key` is in the duplicate window; otherwise add it, dropping the oldest
-        keys beyond `duplicate_window`."""
-        seen = self._seen_ids
-        if key in seen:
-            return True
-        seen.add(key)
-        order = self._seen_order
-        order.append(key)
-        if len(order) > self.duplicate_window:
-            seen.discard(order.popleft())
-            if len(order) > self.duplicate_window:  # the window was made smaller
-                self._forget_oldest()
-        return False
-
-    def _sender_key(self, sender: str) -> str:
-        """The key prefix of a message from `sender` (see _is_duplicate), remembered."""
-        if len(self._sender_keys) >= 1024:
-            self._sender_keys.clear()
-        prefix = self._sender_keys[sender] = sender.partition("/")[0].lower() + "\0"
-        return prefix
-
-    def _forget_oldest(self) -> None:
-        """Shrink the duplicate window to `duplicate_window` keys, oldest out first."""
-        seen, order, window = self._seen_ids, self._seen_order, self.duplicate_window
-        while len(order) > window:
-            seen.discard(order.popleft())
-
     def _incoming_iq(self, iq: Iq) -> None:
-        kind = iq.xml.get("type")
-        if kind in ("result", "error"):
-            with self._lock:
-                entry = self._pending.get(iq.xml.get("id", ""))
-                if entry is None or not self._reply_sender_ok(entry[1], iq.xml.get("from")):
-                    entry = None
-                else:
-                    del self._pending[iq.xml.get("id", "")]
-            if entry is None:
-                log.debug("ignoring an IQ %s nobody waits for (id %r from %r)", kind,
-                          iq.id, iq.xml.get("from"))
-                return
-            future = entry[0]
+        with self._lock:
+            route = self._core.route_iq(iq)
+        kind = route.kind
+        if kind == "reply":
+            future: IqFuture = route.waiter  # type: ignore[assignment]  # what send_iq filed
             if future.set_running_or_notify_cancel():
-                if kind == "result":
+                if iq.xml.get("type") == "result":
                     future.set_result(iq)
                 else:
                     future.set_exception(iq.error or IqError("undefined-condition"))
-            return
-        if kind not in ("get", "set"):
-            return  # RFC 6120 §8.2.3: an IQ without a valid type is ignored
-        payload = iq.payload
-        if kind == "set" and payload is not None and payload.tag == "{%s}query" % ROSTER_NS:
-            self._roster_push(iq, payload)
-            return
-        self._dispatch(self._handle_iq_request, iq)
-
-    def _roster_push(self, iq: Iq, query: ET.Element) -> None:
-        sender = iq.xml.get("from")
-        if sender is not None and not self._own_bare_jid(sender):
-            # RFC 6121 §2.1.6: only a push with no 'from' or from our bare JID is the
-            # server's; not one from another resource of our own account, nor from our
-            # domain. The RFC allows service-unavailable or no answer; this is what any IQ
-            # nobody handles gets (RFC 6120 §8.4), so it tells the sender nothing more.
-            log.warning("ignoring a roster push from %r: only the server may push", sender)
-            self._send_reply(iq.error_reply("service-unavailable"))
-            return
-        items = query.findall("{%s}item" % ROSTER_NS)
-        if len(items) != 1:
-            self._send_reply(iq.error_reply("bad-request", "modify"))
-            return
-        try:
-            item, removed = parse_item(items[0])
-        except errors.JIDError:
-            self._send_reply(iq.error_reply("bad-request", "modify"))
-            return
-        with self._lock:
-            roster = self._roster.copy()
-            roster._apply(item, removed)
-            if query.get("ver") is not None:
-                roster.version = query.get("ver")
-            self._roster = roster
-        self._send_reply(iq.result())
-        self._emit("roster_push", item, removed)
+        elif kind == "request":
+            self._dispatch(self._handle_iq_request, iq)
+        elif route.reply is not None:
+            self._send_reply(route.reply)
+            if kind == "roster":
+                self._emit("roster_push", route.item, route.removed)
 
     def _send_reply(self, stanza: Stanza | ET.Element) -> None:
         """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
@@ -2076,10 +1822,8 @@ class Client:
         Hot path (every message), so all in one function: one scan of the children finds
         both the interceptors that asked for a child's tag and the XEP-0359 ids; the
         Message wrapper is made only for whoever gets to see it. The window of ids seen
-        holds str keys (unlike tuples, str are not tracked by the garbage collector): the
-        sender's bare JID, lowercased, then NUL (which XML cannot carry, so the two parts
-        stay apart), then the origin-id; our archive's stanza-ids (see _is_duplicate) have
-        an empty sender."""
+        is the session's (see
+        [SessionCore.is_duplicate][simplexmpp.session.SessionCore.is_duplicate])."""
         index = self._interceptor_index.get("message") if intercept else None
         by_tag = _NO_INTERCEPTORS if index is None else index[1]
         matched = origin = None
@@ -2105,13 +1849,14 @@ class Client:
             self._emit("message_error", msg or _wrap_message(element))
             return
         if stanza_ids and type_ != "groupchat":
-            if self._is_duplicate(element, origin):
+            if self._core.is_duplicate(element, origin):
                 log.debug("dropping a repeated message %s", element.get("id"))
                 return
         elif origin is not None:
             origin_id = origin.get("id")
-            if origin_id and self._remember(self._origin_key(element, origin_id)):
-                self.duplicates_dropped += 1
+            core = self._core
+            if origin_id and core.remember(core.origin_key(element, origin_id)):
+                core.duplicates_dropped += 1
                 log.debug("dropping a repeated message %s", element.get("id"))
                 return
         handlers = self._handlers.get("message")
@@ -2177,6 +1922,25 @@ class Client:
         return self._inbox.dropped
 
     @property
+    def last_stanza_id(self) -> str | None:
+        """The stanza-id our own archive gave the last message received (XEP-0359)."""
+        return self._core.last_stanza_id
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """How many received messages were dropped as repeats (XEP-0359)."""
+        return self._core.duplicates_dropped
+
+    @property
+    def duplicate_window(self) -> int:
+        """How many recent messages are remembered to drop repeats (XEP-0359; 10,000)."""
+        return self._core.duplicate_window
+
+    @duplicate_window.setter
+    def duplicate_window(self, value: int) -> None:
+        self._core.duplicate_window = value
+
+    @property
     def inbox_size(self) -> int:
         """How many received messages wait to be read."""
         return len(self._inbox)
@@ -2228,22 +1992,19 @@ class Client:
     @property
     def roster(self) -> Roster:
         """The cached roster (after `get_roster()`), kept current by roster pushes."""
-        return self._roster
+        return self._core.roster
 
     def get_roster(self, timeout: float | None = None) -> Roster:
         """Fetch the roster (with versioning when the server supports it, RFC 6121 §2.6)."""
         query = ET.Element("{%s}query" % ROSTER_NS)
         features = self.features
         if features is not None and features.find("{%s}ver" % ROSTERVER_NS) is not None:
-            query.set("ver", self._roster.version or "" if self._roster_loaded else "")
+            roster = self._core.roster
+            query.set("ver", roster.version or "" if self._core.roster_loaded else "")
         result = self.iq(Iq.get(None, query), timeout)
         payload = result.payload
         with self._lock:
-            if payload is not None and payload.tag == "{%s}query" % ROSTER_NS:
-                self._roster = Roster.from_query(payload)
-            # else: an empty result means our cached version is current (RFC 6121 §2.6.3)
-            self._roster_loaded = True
-            return self._roster
+            return self._core.roster_fetched(payload)
 
     def add_contact(self, jid: JID | str, name: str | None = None,
                     groups: tuple[str, ...] | list[str] | frozenset[str] = (),

@@ -35,7 +35,8 @@ from collections import OrderedDict
 from typing import Any
 
 from . import errors
-from .client import PING_NS, Client
+from .client import Client
+from .session import PING_NS
 from .errors import AuthenticationError, InvalidStanzaError, StreamError
 from .jid import JID
 from .roster import Roster
@@ -271,6 +272,9 @@ class Component(Client):
                          max_stanza_size=max_stanza_size, keepalive=keepalive, lang=lang,
                          load_extensions=load_extensions)
         self.domain: str = self.account.domain
+        # A roster set is not a push (a component has no roster): an ordinary request, for a
+        # handler or answered service-unavailable.
+        self._core.roster_pushes = False
         # Pings are answered on the I/O thread (see _incoming_iq): the keepalive and the
         # flush in disconnect() ping our own domain, which the server routes back to us.
         self.register_iq_handler("get", _PING, self._answer_ping)
@@ -415,11 +419,6 @@ class Component(Client):
 
     def _answer_ping(self, iq: Iq) -> None:
         return None
-
-    def _roster_push(self, iq: Iq, query: ET.Element) -> None:
-        # Not a push (a component has no roster): an ordinary request, for a handler or
-        # answered service-unavailable.
-        self._dispatch(self._handle_iq_request, iq)
 
     # ------------------------------------------------------------------------------------
     # What a component does not have

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..extension import Extension
 from ..errors import IqError
 from ..jid import JID
+from ..session import from_own_account
 from ..stanza import Iq
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,9 +97,8 @@ class Blocking(Extension):
         return found
 
     def _push(self, iq: Iq) -> None:
-        sender = iq.from_
         # Only our own account may push (as with roster pushes, RFC 6121 §2.1.6).
-        if sender is not None and sender != self._client.account.bare:
+        if not from_own_account(iq.xml.get("from"), self._client.account):
             raise IqError("service-unavailable", "cancel")
         payload = iq.payload
         assert payload is not None

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from ..extension import Extension, Session
-from ..jid import JID
+from ..session import from_own_account
 from ..stanza import Iq, Message
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,7 +89,7 @@ class Carbons(Extension):
         else:
             return False
         sender = element.get("from")
-        if sender is not None and not self._from_own_account(sender):
+        if not from_own_account(sender, self._client.account):
             self.forged += 1
             log.warning("dropping a forged carbon from %s (XEP-0280 §11)", sender)
             return True
@@ -108,8 +108,3 @@ class Carbons(Extension):
             self._client.emit("carbon_sent", copy)
         return True
 
-    def _from_own_account(self, sender: str) -> bool:
-        try:
-            return JID(sender) == self._client.account.bare
-        except ValueError:
-            return False

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..extension import Extension
 from ..errors import IqError, XMPPError
 from ..jid import JID
+from ..session import from_own_account
 from ..stanza import DELAY_NS, SID_NS, Iq, Message, format_datetime, new_id
 from .forms import Field, Form
 
@@ -156,7 +157,8 @@ class MAM(Extension):
         sender = msg.xml.get("from")
         own = str(self._client.account.bare)
         # XEP-0313 §4.2: results come from the archive itself; anything else is forged.
-        if page is None or not _same_jid(sender or own, page.archive):
+        if page is None or not (from_own_account(sender, self._client.account)
+                                if page.archive == own else _same_jid(sender or own, page.archive)):
             log.debug("dropping an archive result nobody asked for (from %r)", sender)
             return True
         forwarded = result.find(_FORWARDED)

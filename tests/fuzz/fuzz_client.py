@@ -328,7 +328,7 @@ def _run_client(case: Case, where: str, verbose: bool,
         # stanza may not: a bad one is dropped or refused, and the session lives on.
         assert isinstance(error, (errors.StreamError, errors.ConnectionError)), \
             f"{where}: the client ended with {error!r}"
-        assert client._pending == {}, f"{where}: IQs left pending: {client._pending}"
+        assert client._core.pending == {}, f"{where}: IQs left pending: {client._core.pending}"
         deadline = time.monotonic() + STOP_WITHIN
         while _library_threads() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -49,7 +49,7 @@ def test_huge_timeouts_wait_as_long_as_it_takes(xmpp_server: FakeServer,
         alice.send(Message(to="bob@localhost", body="two"), timeout=timeout)
         assert bob.next_message(timeout=timeout).body == "one"
         assert next(iter(bob.messages(timeout=timeout))).body == "two"
-        assert alice._pending == {}
+        assert alice._core.pending == {}
     finally:
         bob.disconnect()
         alice.disconnect(timeout=timeout)
@@ -76,7 +76,7 @@ def test_nan_or_negative_timeouts_are_value_errors(xmpp_server: FakeServer,
         for call in calls:
             with pytest.raises(ValueError, match="timeout"):
                 call()
-        assert alice._pending == {}
+        assert alice._core.pending == {}
         with pytest.raises(ValueError, match="timeout"):
             alice.disconnect(timeout=timeout)
         assert alice.is_connected   # a refused timeout changed nothing
@@ -88,7 +88,7 @@ def test_failed_send_iq_leaves_nothing_pending(xmpp_server: FakeServer) -> None:
     alice = xmpp_server.client("alice")
     with pytest.raises(errors.DisconnectedError):
         alice.send_iq(ping_iq())
-    assert alice._pending == {}
+    assert alice._core.pending == {}
 
 
 def test_iq_interrupted_while_waiting_leaves_nothing_pending(
@@ -101,7 +101,7 @@ def test_iq_interrupted_while_waiting_leaves_nothing_pending(
         monkeypatch.setattr(IqFuture, "result", interrupted)
         with pytest.raises(KeyboardInterrupt):
             alice.iq(Iq.get("localhost", ET.Element("{urn:example}slow")))
-        assert alice._pending == {}
+        assert alice._core.pending == {}
     finally:
         monkeypatch.undo()
         alice.disconnect()

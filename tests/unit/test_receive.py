@@ -139,7 +139,7 @@ def test_a_message_with_an_origin_id_is_known_by_it_whatever_its_stanza_id() -> 
          message(2, extra="<stanza-id xmlns='urn:xmpp:sid:0' by='bob@localhost' id='A3'/>"))
     assert bodies(client) == ["message 1", "message 2"]
     assert client.duplicates_dropped == 2 and client.last_stanza_id == "A3"
-    assert len(client._seen_ids) == 2
+    assert len(client._core.seen_ids) == 2
 
 
 def test_the_duplicate_window_forgets_the_oldest() -> None:
@@ -147,10 +147,10 @@ def test_the_duplicate_window_forgets_the_oldest() -> None:
     client.duplicate_window = 3
     read(client, stream, b"".join(message(i) for i in range(5)) + message(0) + message(4))
     assert bodies(client) == [f"message {i}" for i in range(5)] + ["message 0"]
-    assert len(client._seen_ids) == len(client._seen_order) == 3
+    assert len(client._core.seen_ids) == len(client._core.seen_order) == 3
     client.duplicate_window = 1  # made smaller: shrinks with the next message
     read(client, stream, message(9))
-    assert list(client._seen_order) == ["alice@localhost\0o9"]
+    assert list(client._core.seen_order) == ["alice@localhost\0o9"]
 
 
 def test_interceptors_by_type_and_by_child_tag() -> None:
