@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import os
 import queue
 import random
 import re
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers
     from .ext.mam import MAM
     from .ext.markers import Markers
     from .ext.muc import MUC
+    from .ext.omemo import OMEMO
     from .ext.oob import OOB
     from .ext.pep import PEP
     from .ext.pubsub import PubSub
@@ -339,6 +341,10 @@ class Client:
         resolver: A `dns.resolver.Resolver` for the SRV look-ups; None: the system's.
         max_inbox: Most received messages kept for `messages()`/`next_message()`; when
             full the oldest is given up (counted in `inbox_dropped`). None: no bound.
+        omemo_store: The file of OMEMO end-to-end encryption's keys, sessions and trust
+            (`client.omemo`, needs `simplexmpp[omemo]`); giving one turns OMEMO on from the
+            first session. None: a file under the user's data directory, used from the
+            first `client.omemo` call on (or at once when it exists).
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
@@ -360,6 +366,7 @@ class Client:
     pubsub: PubSub
     pep: PEP
     avatar: Avatar
+    omemo: OMEMO
 
     def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,
@@ -371,8 +378,12 @@ class Client:
                  reconnect_max_delay: float = 30.0, ack_every: int = 32,
                  ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None,
                  max_inbox: int | None = DEFAULT_MAX_INBOX,
-                 load_extensions: bool = True) -> None:
+                 load_extensions: bool = True,
+                 omemo_store: str | os.PathLike[str] | None = None) -> None:
         self.account = JID(jid)
+        self.omemo_store = os.fspath(omemo_store) if omemo_store is not None else None
+        """The OMEMO store file given to the constructor (None: the default, see
+        [OMEMO][simplexmpp.ext.omemo.OMEMO])."""
         self.mechanisms = mechanisms
         self._check_account(password)
         if tls not in ("starttls", "direct", "none"):

@@ -11,7 +11,8 @@ import builtins
 __all__ = [
     "XMPPError", "ConnectionError", "TLSError", "AuthenticationError", "StreamError",
     "StanzaError", "IqError", "MessageError", "TimeoutError", "JIDError", "DisconnectedError",
-    "NotSentError", "InvalidStanzaError", "NoXMPPServiceError",
+    "NotSentError", "InvalidStanzaError", "NoXMPPServiceError", "OMEMOError",
+    "OMEMOUnavailableError", "NoTrustedDevicesError",
 ]
 
 # RFC 6120 §4.9.3: the defined stream error conditions.
@@ -140,3 +141,24 @@ class NotSentError(DisconnectedError):
     def __init__(self, message: str, ids: list[str]):
         super().__init__(message)
         self.ids = ids
+
+
+class OMEMOError(XMPPError):
+    """End-to-end encryption (OMEMO, XEP-0384) failed: the store cannot be read or written or
+    is in use by another process, our keys could not be published, a device is unknown."""
+
+
+class OMEMOUnavailableError(OMEMOError, ImportError):
+    """OMEMO needs the optional packages `omemo`, `twomemo` and `oldmemo`:
+    `pip install 'simplexmpp[omemo]'`."""
+
+
+class NoTrustedDevicesError(OMEMOError):
+    """An encrypted message cannot be sent: for the JIDs in `jids` no device publishes OMEMO
+    keys we can use, or none of them is trusted (distrusted, or undecided under a manual trust
+    policy). Nothing was sent."""
+
+    def __init__(self, message: str, jids: list[str]):
+        super().__init__(message)
+        self.jids = jids
+        """The bare JIDs without a device that could read the message."""

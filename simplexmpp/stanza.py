@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import os
 import re
+import weakref
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
@@ -22,7 +24,7 @@ from .xml import CLIENT_NS, tostring
 
 __all__ = ["Stanza", "Message", "Presence", "Iq", "new_id", "wrap", "STANZAS_NS",
            "error_element", "parse_error", "parse_datetime", "format_datetime", "SID_NS",
-           "DELAY_NS"]
+           "DELAY_NS", "Encryption", "mark_encrypted", "encryption_of"]
 
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 _NS = "{%s}" % CLIENT_NS
@@ -36,6 +38,42 @@ _DELAY = "{%s}delay" % DELAY_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
 _FRACTION = re.compile(r"\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How a received message was end-to-end encrypted (see
+    [mark_encrypted][simplexmpp.stanza.mark_encrypted])."""
+
+    namespace: str
+    """The encryption's namespace (`urn:xmpp:omemo:2`, `eu.siacs.conversations.axolotl`)."""
+    sender_device: int | None
+    """The sending device's id, when the message said."""
+    error: str | None = None
+    """Why the message could not be decrypted (None: it was)."""
+
+
+# What the decrypting extension found out about a received message, keyed by the message's
+# element itself (a side table, not an attribute: nothing a peer sends can claim that its
+# message was encrypted). Weak: the entry goes with the element.
+_ENCRYPTION: weakref.WeakKeyDictionary[ET.Element, Encryption] = weakref.WeakKeyDictionary()
+
+
+def mark_encrypted(msg: Message | ET.Element, namespace: str, sender_device: int | None,
+                   error: str | None = None) -> None:
+    """For extensions that decrypt: record that `msg` (the message handed to
+    [Client.deliver][simplexmpp.Client.deliver]) arrived encrypted with `namespace` from
+    `sender_device`; `error` says why it could not be decrypted (then its body is None).
+    Read back as [Message.encryption][simplexmpp.stanza.Message.encryption],
+    `sender_device` and `decryption_error`."""
+    element = msg.xml if isinstance(msg, Stanza) else msg
+    _ENCRYPTION[element] = Encryption(namespace, sender_device, error)
+
+
+def encryption_of(msg: Message | ET.Element) -> Encryption | None:
+    """What [mark_encrypted][simplexmpp.stanza.mark_encrypted] recorded for `msg`, or None
+    (a plain message)."""
+    return _ENCRYPTION.get(msg.xml if isinstance(msg, Stanza) else msg)
 
 
 def parse_datetime(text: str) -> datetime:
@@ -271,6 +309,28 @@ class Message(Stanza):
     @thread.setter
     def thread(self, value: str | None) -> None:
         self._set_child_text("thread", value)
+
+    @property
+    def encryption(self) -> str | None:
+        """The end-to-end encryption the message arrived with (`"urn:xmpp:omemo:2"` or
+        `"eu.siacs.conversations.axolotl"` for OMEMO), None for a plain message. An
+        encrypted message is decrypted before it reaches `messages()` and callbacks; one that
+        could not be decrypted has `body` None and a `decryption_error`."""
+        info = _ENCRYPTION.get(self.xml)
+        return info.namespace if info is not None else None
+
+    @property
+    def sender_device(self) -> int | None:
+        """The OMEMO device id of the sender of an encrypted message (None otherwise)."""
+        info = _ENCRYPTION.get(self.xml)
+        return info.sender_device if info is not None else None
+
+    @property
+    def decryption_error(self) -> str | None:
+        """Why an encrypted message could not be decrypted (it has `body` None); None when
+        it was decrypted or was not encrypted."""
+        info = _ENCRYPTION.get(self.xml)
+        return info.error if info is not None else None
 
     @property
     def delay(self) -> datetime | None:

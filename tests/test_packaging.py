@@ -94,7 +94,7 @@ def test_sdist_is_the_whole_project(dist: dict[str, Path]) -> None:
     with tarfile.open(dist["sdist"]) as tar:
         members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
     for needed in ("LICENSE", "README.md", "CHANGES", "pyproject.toml", "MANIFEST.in",
-                   "requirements-test.txt", "pytest.ini", "simplexmpp/__init__.py",
+                   "requirements-test.txt", "requirements-omemo.txt", "pytest.ini", "simplexmpp/__init__.py",
                    "simplexmpp/py.typed", "scripts/prosody-up", "scripts/ejabberd-up",
                    "scripts/demo", "scripts/test", "scripts/setup-env", "scripts/fake-server",
                    "tests/test_demo.py", "tests/integration/conftest.py", "docs/index.md",
@@ -171,7 +171,8 @@ def distribution_of(module: str) -> str:
 def test_every_third_party_import_is_declared_and_every_dependency_imported() -> None:
     required = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
     always, guarded = third_party_imports()
-    extras_file = (ROOT / "requirements-test.txt").read_text(encoding="utf-8").splitlines()
+    extras_file = [line for name in ("requirements-test.txt", "requirements-omemo.txt")
+                   for line in (ROOT / name).read_text(encoding="utf-8").splitlines()]
     extras = {canonicalize_name(Requirement(line).name) for line in extras_file
               if line.strip() and not line.startswith("#")}
     undeclared = {m: sorted(f) for m, f in always.items() if distribution_of(m) not in required}

@@ -37,6 +37,7 @@ EXTENSIONS: list[tuple[str, str]] = [
     ("pubsub", "pubsub:PubSub"),
     ("pep", "pep:PEP"),
     ("avatar", "avatar:Avatar"),
+    ("omemo", "omemo:OMEMO"),
 ]
 """(attribute name, "module:Class") of each extension attached to a client."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..extension import Extension, Session
 from ..session import from_own_account
@@ -100,11 +100,28 @@ class Carbons(Extension):
         copy = Message(inner)
         if not self._client.well_addressed(copy):
             return True  # logged by the check; user code never meets a malformed address
-        if child.tag == _RECEIVED:
-            if inner.find("{jabber:client}body") is not None:
+        omemo = getattr(self._client, "omemo", None)
+        if omemo is not None and omemo.is_encrypted(copy):
+            # An OMEMO copy (of a message to us, or one our other device sent): decrypted on
+            # the dispatcher, since that may wait for the network, then handed on as below.
+            self._client.dispatch(self._hand_on_decrypted, child.tag, copy, omemo)
+            return True
+        self._hand_on(child.tag, copy, inner.find("{jabber:client}body") is not None)
+        return True
+
+    def _hand_on(self, kind: str, copy: Message, has_body: bool) -> None:
+        if kind == _RECEIVED:
+            if has_body:
                 self._client.deliver(copy)  # chat states, receipts: the event only
             self._client.emit("carbon_received", copy)
         else:
             self._client.emit("carbon_sent", copy)
-        return True
+
+    def _hand_on_decrypted(self, kind: str, copy: Message, omemo: Any) -> None:
+        """Dispatcher: decrypt an OMEMO carbon copy; one that cannot be decrypted is handed
+        on too (body None, `decryption_error` set), an empty one (key material only) not."""
+        plain = omemo.decrypt_message(copy)
+        if plain.body is None and plain.decryption_error is None:
+            return
+        self._hand_on(kind, plain, True)
 

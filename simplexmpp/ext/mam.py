@@ -114,13 +114,22 @@ class MAM(Extension):
             want = page_size if max is None else min(page_size, max - delivered)
             items, fin = self._page(archive, form, want, after, timeout)
             for msg in items:
-                yield msg
+                yield self._decrypted(msg, timeout)
                 delivered += 1
             rsm = fin.find("{%s}set" % RSM_NS)
             last = rsm.findtext("{%s}last" % RSM_NS) if rsm is not None else None
             if fin.get("complete") in ("true", "1") or not items or not last:
                 return
             after = last
+
+    def _decrypted(self, msg: Message, timeout: float | None) -> Message:
+        """An archived OMEMO message decrypted like a live one (body None and
+        `decryption_error` set when it cannot be: a message read before may no longer be)."""
+        omemo = getattr(self._client, "omemo", None)
+        if omemo is not None and omemo.is_encrypted(msg):
+            decrypted: Message = omemo.decrypt_message(msg, timeout=timeout, archived=True)
+            return decrypted
+        return msg
 
     def _page(self, archive: JID | None, form: Form, max: int, after: str | None,
               timeout: float | None) -> tuple[list[Message], ET.Element]:
@@ -199,6 +208,9 @@ class MAM(Extension):
                         continue  # what we sent ourselves (from another resource, or this one)
                     if msg.type in ("groupchat", "error"):
                         continue
+                    if msg.encryption is not None and msg.body is None and \
+                            msg.decryption_error is None:
+                        continue  # an empty OMEMO message: key material, nothing to read
                     client.deliver(msg)
             except IqError as exc:
                 if exc.condition in ("feature-not-implemented", "service-unavailable"):
