@@ -540,6 +540,13 @@ class OMEMO(Extension):
             if outcome.error is None:
                 break
         assert outcome is not None
+        if outcome.error is not None and all(
+                child.find("{%s}payload" % ns) is None for ns, child in found):
+            # No payload: an empty OMEMO message (key exchange, heartbeat, healing) meant for
+            # other devices, or one we could not use; nothing in it for a reader.
+            log.debug("OMEMO: an empty message from %s not for us: %s", element.get("from"),
+                      outcome.error)
+            return self._undecrypted(msg, outcome.namespace, outcome.device_id, None), True
         if outcome.error is not None:
             return self._undecrypted(msg, outcome.namespace, outcome.device_id,
                                      outcome.error), False
