@@ -42,6 +42,7 @@ import sys
 import threading
 import xml.etree.ElementTree as ET
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,7 @@ _NOT_FROM_CONTENT = frozenset({
 _STREAM_OPEN = (b"<stream:stream xmlns='jabber:client' "
                 b"xmlns:stream='http://etherx.jabber.org/streams'>")
 TRUST_LEVELS = ("blind", "trusted", "distrusted", "undecided")
+SEEN_LIMIT = 1000  # decrypted messages remembered for the repeat check
 POLICIES = ("blind", "manual")
 
 
@@ -225,6 +227,10 @@ class OMEMO(Extension):
         self._active = False
         self._failure: str | None = None   # why the engine could not start (logged once)
         self._pep_handle: int | None = None
+        # Messages decrypted lately, by sender and id: a copy that comes again (a re-send
+        # after a failed resumption) is not decrypted again, which would fail (its key is
+        # used up) and be answered with a needless new session (XEP-0384 §7: ignore it).
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         # Incoming OMEMO messages: claimed from the normal path and decrypted on the
         # dispatcher, then delivered (never dropped, see _on_encrypted).
         client.add_stanza_handler("message", self._on_encrypted, tags=tuple(_ENCRYPTED))
@@ -492,7 +498,18 @@ class OMEMO(Extension):
         only key material, is protocol and not delivered)."""
         if not self.client.well_addressed(msg):
             return
+        key = _message_key(msg.xml)
+        if key is not None:
+            with self._lock:
+                if key in self._seen:
+                    log.debug("OMEMO: dropping a repeated message %s from %s", key[1], key[0])
+                    return
         result, empty = self._decrypt(msg, None, None)
+        if key is not None and result.decryption_error is None:
+            with self._lock:
+                self._seen[key] = None
+                while len(self._seen) > SEEN_LIMIT:
+                    self._seen.popitem(last=False)
         if empty:
             log.debug("OMEMO: empty message (key exchange or heartbeat) from %s",
                       msg.xml.get("from"))
@@ -608,6 +625,14 @@ def _without_encryption(element: ET.Element) -> ET.Element:
             continue
         copy.append(child)
     return copy
+
+
+def _message_key(element: ET.Element) -> tuple[str, str] | None:
+    """(sender, origin-id or id) of a message, the key of the repeat check."""
+    origin = element.find("{urn:xmpp:sid:0}origin-id")
+    ident = origin.get("id") if origin is not None else element.get("id")
+    sender = element.get("from")
+    return (sender, ident) if sender and ident else None
 
 
 def _sid(encrypted: ET.Element) -> int | None:

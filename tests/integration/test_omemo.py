@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("omemo")
 
-from simplexmpp import Client, Message  # noqa: E402
+from simplexmpp import JID, Client, Message  # noqa: E402
 from simplexmpp.errors import NoTrustedDevicesError  # noqa: E402
 from simplexmpp.ext.omemo import OLDMEMO_NS, TWOMEMO_NS  # noqa: E402
 
@@ -152,3 +152,72 @@ def test_works_from_a_thread_whose_event_loop_is_running(connect: Callable[..., 
         return bob.next_message(timeout=WAIT).body or ""
 
     assert asyncio.run(cell()) == "from a notebook"
+
+
+def test_archived_messages_are_decrypted_too(connect: Callable[..., Client], server: Server,
+                                             tmp_path: Path) -> None:
+    account = server.new_account()
+    phone = online(connect, tmp_path / "phone.json", account)
+    # the laptop is connected but not available: live messages go to the phone only, the
+    # laptop reads them from the archive (XEP-0313), encrypted for it all the same
+    laptop = connect(account, omemo_store=tmp_path / "laptop.json")
+    assert laptop.omemo.device_id
+    alice = online(connect, tmp_path / "alice.json")
+    for text in ("first", "second"):
+        alice.omemo.send_message(account, text)
+        assert phone.next_message(timeout=WAIT).body == text
+    archived = [m for m in laptop.mam.query(with_=alice.account.bare) if m.body is not None]
+    assert [(m.body, m.encryption, m.sender_device) for m in archived] == [
+        ("first", TWOMEMO_NS, alice.omemo.device_id),
+        ("second", TWOMEMO_NS, alice.omemo.device_id)]
+    # the phone read them live: the archived copies cannot be read again (forward secrecy),
+    # they come back undecrypted
+    again = [m for m in phone.mam.query(with_=alice.account.bare)
+             if m.encryption is not None and m.from_ is not None
+             and m.from_.bare == alice.account.bare]
+    assert len(again) >= 2 and all(m.body is None and m.decryption_error for m in again)
+
+
+def test_device_list_updates_are_followed(connect: Callable[..., Client], server: Server,
+                                          tmp_path: Path) -> None:
+    account = server.new_account()
+    alice = online(connect, tmp_path / "alice.json")
+    bob = online(connect, tmp_path / "bob.json", account)
+    # mutual presence subscription: PEP notifications flow (XEP-0163 §4)
+    alice.add_contact(account)
+    bob.add_contact(alice.account.bare)
+    alice.subscribe(account)
+    bob.approve(alice.account.bare)
+    bob.subscribe(alice.account.bare)
+    alice.approve(account)
+    assert [d.id for d in alice.omemo.devices(account)] == [bob.omemo.device_id]
+    updates: queue.Queue[Any] = queue.Queue()
+    alice.on("pep_event", lambda jid, node, items: updates.put((jid, node)))
+    tablet = online(connect, tmp_path / "tablet.json", account)
+    while updates.get(timeout=WAIT) != (JID(account), "urn:xmpp:omemo:2:devices"):
+        pass
+    # (the update was handed to the OMEMO thread before this callback ran: applied first)
+    assert {d.id for d in alice.omemo.devices(account)} == {bob.omemo.device_id,
+                                                            tablet.omemo.device_id}
+    alice.omemo.send_message(account, "to all three")
+    assert tablet.next_message(timeout=WAIT).body == "to all three"
+    assert bob.next_message(timeout=WAIT).body == "to all three"
+
+
+def test_a_repeated_message_is_not_decrypted_twice(connect: Callable[..., Client],
+                                                   tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A copy that comes again (a re-send after a failed resumption) is dropped before
+    decryption: decrypting it would fail and offer a needless new session."""
+    alice = online(connect, tmp_path / "alice.json")
+    bob = online(connect, tmp_path / "bob.json")
+    msg = alice.omemo.encrypt_message(alice.new_message(bob.account.bare, "once"),
+                                      [bob.account.bare])
+    with caplog.at_level(logging.INFO, logger="simplexmpp.ext._omemo_engine"):
+        alice.send(msg)
+        assert bob.next_message(timeout=WAIT).body == "once"
+        alice.send(msg)
+        alice.omemo.send_message(bob.account.bare, "next")
+        assert bob.next_message(timeout=WAIT).body == "next"
+    assert not [r for r in caplog.records if "new" in r.getMessage() and
+                "session" in r.getMessage()]
