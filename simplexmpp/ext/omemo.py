@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._omemo_engine import Engine
 
 __all__ = ["OMEMO", "Device", "TWOMEMO_NS", "OLDMEMO_NS", "NAMESPACES", "default_store_path",
-           "build_envelope", "parse_envelope", "FALLBACK_BODY"]
+           "build_envelope", "parse_envelope", "take_envelope", "FALLBACK_BODY"]
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +573,7 @@ class OMEMO(Extension):
         plain = _without_encryption(element)
         try:
             if outcome.namespace == TWOMEMO_NS:
-                self._take_envelope(plain, outcome.plaintext, sender_bare, element)
+                take_envelope(plain, outcome.plaintext, sender_bare, element)
             else:
                 body = ET.Element(_BODY)
                 body.text = outcome.plaintext.decode("utf-8")
@@ -585,27 +585,6 @@ class OMEMO(Extension):
         mark_encrypted(result, outcome.namespace, outcome.device_id)
         return result, False
 
-    def _take_envelope(self, plain: ET.Element, plaintext: bytes, sender: str,
-                       outer: ET.Element) -> None:
-        envelope = parse_envelope(plaintext)
-        claimed = envelope.find("{%s}from" % SCE_NS)
-        # XEP-0420 §5 (affix elements): the envelope's <from/> and <to/> must agree with the
-        # stanza that carried it, else the server (or someone) re-addressed the content.
-        if claimed is not None and _bare(claimed.get("jid")) != sender:
-            raise ValueError(f"the envelope says it is from {claimed.get('jid')}, the "
-                             f"message came from {sender}")
-        addressed = envelope.find("{%s}to" % SCE_NS)
-        to = outer.get("to")
-        if addressed is not None and to and _bare(addressed.get("jid")) != _bare(to):
-            raise ValueError(f"the envelope is addressed to {addressed.get('jid')}, the "
-                             f"message to {to}")
-        content = envelope.find("{%s}content" % SCE_NS)
-        if content is None:
-            raise ValueError("the envelope has no <content/>")
-        for child in content:
-            if child.tag not in _NOT_FROM_CONTENT:
-                plain.append(child)
-
     def _undecrypted(self, msg: Message, namespace: str, device_id: int | None,
                      error: str | None) -> Message:
         result = Message(_without_encryption(msg.xml))
@@ -614,6 +593,31 @@ class OMEMO(Extension):
             log.warning("OMEMO: cannot decrypt the message %s from %s (device %s): %s",
                         msg.xml.get("id"), msg.xml.get("from"), device_id, error)
         return result
+
+
+def take_envelope(plain: ET.Element, plaintext: bytes, sender: str, outer: ET.Element) -> None:
+    """Check the decrypted SCE envelope `plaintext` of the message `outer` from `sender` (a
+    bare JID) and add its content to `plain`, the message being made. ValueError when it is
+    not acceptable."""
+    envelope = parse_envelope(plaintext)
+    claimed = envelope.find("{%s}from" % SCE_NS)
+    # XEP-0420 §5 (affix elements): the envelope's <from/> and <to/> must agree with the
+    # stanza that carried it, else the server (or someone) re-addressed the content.
+    if claimed is not None and _bare(claimed.get("jid")) != sender:
+        raise ValueError(f"the envelope says it is from {claimed.get('jid')}, the "
+                         f"message came from {sender}")
+    addressed = envelope.find("{%s}to" % SCE_NS)
+    # In a room the envelope names the room (the message comes from it), else the recipient.
+    to = outer.get("from") if outer.get("type") == "groupchat" else outer.get("to")
+    if addressed is not None and to and _bare(addressed.get("jid")) != _bare(to):
+        raise ValueError(f"the envelope is addressed to {addressed.get('jid')}, the "
+                         f"message to {to}")
+    content = envelope.find("{%s}content" % SCE_NS)
+    if content is None:
+        raise ValueError("the envelope has no <content/>")
+    for child in content:
+        if child.tag not in _NOT_FROM_CONTENT:
+            plain.append(child)
 
 
 def _without_encryption(element: ET.Element) -> ET.Element:

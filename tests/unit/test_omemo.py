@@ -417,3 +417,54 @@ def test_engine_works_from_a_thread_whose_event_loop_is_running(tmp_path: Path) 
 
     asyncio.run(cell())
     assert results == [b"from a cell"]
+
+
+def envelope_message(body: str, from_jid: str, to_jid: str | None = None,
+                     extra: list[ET.Element] | None = None) -> bytes:
+    element = ET.Element("{jabber:client}body")
+    element.text = body
+    return omemo_ext.build_envelope([element, *(extra or [])], from_jid, to_jid)
+
+
+def test_envelope_content_is_taken_only_when_its_affixes_agree() -> None:
+    outer = Message(to="bob@example.org/phone", type="chat").xml
+    outer.set("from", "alice@example.org/laptop")
+    forged_id = ET.Element("{urn:xmpp:sid:0}stanza-id", by="bob@example.org", id="forged")
+    reaction = ET.Element("{urn:xmpp:reactions:0}reactions", id="m1")
+    plain = ET.Element("{jabber:client}message")
+    omemo_ext.take_envelope(plain, envelope_message("hi", "alice@example.org", None,
+                                                    [forged_id, reaction]),
+                            "alice@example.org", outer)
+    assert [child.tag for child in plain] == ["{jabber:client}body",
+                                              "{urn:xmpp:reactions:0}reactions"]
+    with pytest.raises(ValueError, match="says it is from mallory@example.org"):
+        omemo_ext.take_envelope(ET.Element("m"), envelope_message("hi", "mallory@example.org"),
+                                "alice@example.org", outer)
+    with pytest.raises(ValueError, match="addressed to room@muc.example.org"):
+        omemo_ext.take_envelope(ET.Element("m"), envelope_message(
+            "hi", "alice@example.org", "room@muc.example.org"), "alice@example.org", outer)
+    # in a room the <to/> affix names the room the message comes from
+    room_message = Message(to="bob@example.org/phone", type="groupchat").xml
+    room_message.set("from", "room@muc.example.org/alice")
+    plain = ET.Element("{jabber:client}message")
+    omemo_ext.take_envelope(plain, envelope_message("all", "alice@example.org",
+                                                    "room@muc.example.org"),
+                            "alice@example.org", room_message)
+    assert plain.findtext("{jabber:client}body") == "all"
+
+
+@pytest.mark.parametrize("element", [
+    "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='x'/></encrypted>",
+    "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='5'><keys jid='bob@example.org'>"
+    "<key rid='1'>!!notbase64</key></keys></header><payload>AAAA</payload></encrypted>",
+    "<encrypted xmlns='urn:xmpp:omemo:2'/>",
+])
+def test_malformed_omemo_elements_are_reported_not_raised(tmp_path: Path,
+                                                          element: str) -> None:
+    net = Network()
+    bob = engine(net, "bob@example.org", tmp_path / "bob.json")
+    try:
+        outcome = read(bob, ET.fromstring(element), TWOMEMO, "alice@example.org")
+        assert outcome.plaintext is None and outcome.error
+    finally:
+        bob.close()
