@@ -221,3 +221,35 @@ def test_a_repeated_message_is_not_decrypted_twice(connect: Callable[..., Client
         assert bob.next_message(timeout=WAIT).body == "next"
     assert not [r for r in caplog.records if "new" in r.getMessage() and
                 "session" in r.getMessage()]
+
+
+def test_an_account_without_omemo_has_no_devices_and_gets_nothing(
+        connect: Callable[..., Client], tmp_path: Path) -> None:
+    alice = online(connect, tmp_path / "alice.json")
+    plain = connect()  # never used OMEMO: its nodes do not exist (Prosody: forbidden)
+    plain.send_presence()
+    assert alice.omemo.devices(plain.account.bare) == []
+    with pytest.raises(NoTrustedDevicesError) as caught:
+        alice.omemo.send_message(plain.account.bare, "unreadable")
+    assert caught.value.jids == [str(plain.account.bare)]
+    alice.send_message(plain.account.bare, "plain")  # nothing encrypted went out before it
+    assert plain.next_message(timeout=WAIT).body == "plain"
+
+
+def test_a_node_with_other_options_is_reconfigured(connect: Callable[..., Client],
+                                                   server: Server, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    account = server.new_account()
+    setup = connect(account)
+    setup.pubsub.create(None, "urn:xmpp:omemo:2:bundles", {"pubsub#access_model": "presence"})
+    setup.disconnect()
+    with caplog.at_level(logging.INFO, logger="simplexmpp.ext._omemo_engine"):
+        alice = online(connect, tmp_path / "alice.json", account)
+    # Prosody refused the publish (conflict + precondition-not-met): reconfigured, published
+    assert any("reconfiguring our PEP node urn:xmpp:omemo:2:bundles" in r.getMessage()
+               for r in caplog.records)
+    config = alice.pubsub.get_configuration(None, "urn:xmpp:omemo:2:bundles")
+    assert config.value("pubsub#access_model") == "open"
+    bob = online(connect, tmp_path / "bob.json")  # not a contact: reads the open node
+    bob.omemo.send_message(account, "readable", namespace=TWOMEMO_NS)
+    assert alice.next_message(timeout=WAIT).body == "readable"
