@@ -73,11 +73,46 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
     return client, stream
 
 
+def _receive_consumed(count: int, pieces: list[bytes]) -> float:
+    """The receive path with the consumer taking messages as they arrive, as a program does:
+    a thread iterating `messages()` while this one runs Client._read over the bytes (two
+    threads and the GIL, as with a real I/O thread). Seconds until the last is taken."""
+    client, stream = ready_client()
+    taken = 0
+    done = threading.Event()
+
+    def consume() -> None:
+        nonlocal taken
+        for msg in client.messages():
+            taken += 1
+            if taken == count:
+                break
+        done.set()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    start = time.perf_counter()
+    client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+    done.wait(600)
+    seconds = time.perf_counter() - start
+    if taken != count:
+        raise SystemExit(f"simplexmpp's consumer took {taken} of {count} messages")
+    return seconds
+
+
 def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
     """Bytes -> ClientStream -> Client._incoming -> Message in the client's inbox, through
     Client._read (the reader thread's own loop), 4 KiB at a time."""
     count = a["count"]
     pieces = chunks(benchlib.stanzas(count))
+    if a.get("consume"):
+        seconds = _receive_consumed(count, pieces)
+        pull_pieces = chunks(HEADER + benchlib.stanzas(count))
+        start = time.perf_counter()
+        assert run_pull(pull_pieces) == count
+        pull_seconds = time.perf_counter() - start
+        return {"count": count, "seconds": seconds, "rate": count / seconds,
+                "pull_rate": count / pull_seconds}
     # Bounded (the default path, which checks the bound on every message) and large enough
     # to keep them all: nobody reads until the end.
     client, stream = ready_client(max_inbox=count)
@@ -107,20 +142,42 @@ def _client(a: dict[str, Any], jid: str, **kw: Any) -> Client:
 
 
 def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
+    """Receive `count` messages: iterating `messages()` (mode "iter"), or in a "message"
+    callback on the dispatcher thread (mode "callback")."""
     client = _client(a, a["jid"]).connect()
     count = a["count"]
     received = 0
     t_first = t_last = None
+    done = threading.Event()
+
+    def on_message(msg: Message) -> None:
+        nonlocal received, t_first, t_last
+        if t_first is None:
+            t_first = now()
+        received += 1
+        if received == count:
+            t_last = now()
+            done.set()
+
+    callback = a.get("mode") == "callback"
+    if callback:
+        client.on("message", on_message)
     cpu0 = cpu_seconds()
     ready()
     try:
-        for msg in client.messages(timeout=a.get("idle_timeout", 60)):
-            if t_first is None:
-                t_first = now()
-            received += 1
-            if received == count:
-                t_last = now()
-                break
+        if callback:
+            idle = a.get("idle_timeout", 60)
+            last = -1
+            while not done.wait(idle) and received != last:  # ends when idle for `idle` s
+                last = received
+        else:
+            for msg in client.messages(timeout=a.get("idle_timeout", 60)):
+                if t_first is None:
+                    t_first = now()
+                received += 1
+                if received == count:
+                    t_last = now()
+                    break
     finally:
         cpu = cpu_seconds() - cpu0
         client.disconnect()

@@ -81,9 +81,29 @@ def fed_client() -> tuple[ClientXMPP, queue.SimpleQueue[Any]]:
 
 
 def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
-    """Bytes -> XMLStream.data_received -> Message stanza -> "message" handler -> a queue."""
+    """Bytes -> XMLStream.data_received -> Message stanza -> "message" handler -> a queue.
+    With "consume": the handler is the consumer (takes each message as it arrives)."""
     count = a["count"]
     pieces = chunks(benchlib.stanzas(count))
+    if a.get("consume"):
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        xmpp = ClientXMPP("bob@localhost/phone", "password")
+        taken = [0]
+
+        def handler(msg: Any) -> None:
+            taken[0] += 1
+
+        xmpp.add_event_handler("message", handler)
+        xmpp.init_parser()
+        xmpp.data_received(HEADER)
+        start = time.perf_counter()
+        for piece in pieces:
+            xmpp.data_received(piece)
+        seconds = time.perf_counter() - start
+        if taken[0] != count:
+            raise SystemExit(f"slixmpp's handler got {taken[0]} of {count} messages")
+        return {"count": count, "seconds": seconds, "rate": count / seconds,
+                "version": slixmpp.__version__}
     xmpp, inbox = fed_client()
     start = time.perf_counter()
     for piece in pieces:
