@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -13,7 +14,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# SIMPLEXMPP_SRC: another source tree to measure (bench/run --baseline DIR).
+sys.path.insert(0, os.environ.get("SIMPLEXMPP_SRC") or str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
@@ -163,6 +165,7 @@ def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
     if callback:
         client.on("message", on_message)
     cpu0 = cpu_seconds()
+    thread0 = time.thread_time()
     ready()
     try:
         if callback:
@@ -180,8 +183,10 @@ def bench_e2e_recv(a: dict[str, Any]) -> dict[str, Any]:
                     break
     finally:
         cpu = cpu_seconds() - cpu0
+        main_cpu = time.thread_time() - thread0  # the consumer's share (mode "iter")
         client.disconnect()
-    return {"received": received, "t_first": t_first, "t_last": t_last, "cpu": cpu}
+    return {"received": received, "t_first": t_first, "t_last": t_last, "cpu": cpu,
+            "main_cpu": main_cpu}
 
 
 def bench_e2e_send(a: dict[str, Any]) -> dict[str, Any]:
