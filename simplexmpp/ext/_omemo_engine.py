@@ -73,6 +73,9 @@ TRUST_LEVELS = (BLIND, TRUSTED, DISTRUSTED, UNDECIDED)
 # A broken session is healed (a fresh key exchange sent, XEP-0384 §7 "Business rules") at most
 # this often per device: a flood of undecryptable messages must not become a flood of ours.
 HEAL_INTERVAL = 600.0
+# Device lists of accounts whose PEP notifications we may not get (not in our roster) are
+# fetched again before sending when older than this.
+DEVICE_LIST_MAX_AGE = 600.0
 
 
 class Decrypted:
@@ -299,7 +302,10 @@ class Engine:
         self.device_id = 0                         # set by start()
         self.identity_key = b""
         self.prepared_session: int | None = None   # Session.number announced for
-        self.refreshed: set[str] = set()           # device lists fetched this session
+        # When each account's device lists were last fetched (this session). PEP notifications
+        # keep contacts' lists current; others are fetched again when older than
+        # DEVICE_LIST_MAX_AGE, so a device a stranger adds is seen within that time.
+        self.refreshed: dict[str, float] = {}
         self._healed: dict[tuple[str, str, int], float] = {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run_loop, daemon=True,
@@ -381,7 +387,7 @@ class Engine:
         await self.manager.ensure_data_consistency()
         await self.manager.after_history_sync()
         self.prepared_session = session_number
-        self.refreshed = {self.own}
+        self.refreshed = {self.own: time.monotonic()}
 
     def _manager(self) -> _Manager:
         if self.manager is None:
@@ -389,9 +395,12 @@ class Engine:
         return self.manager
 
     async def refresh(self, bare_jid: str, force: bool = False) -> None:
-        """Fetch `bare_jid`'s device lists once per session (PEP notifications keep them
-        current afterwards), or again with `force`."""
-        if bare_jid in self.refreshed and not force:
+        """Fetch `bare_jid`'s device lists when not fetched in this session or longer than
+        DEVICE_LIST_MAX_AGE ago (PEP notifications keep contacts' lists current meanwhile),
+        or with `force`."""
+        fetched = self.refreshed.get(bare_jid)
+        if fetched is not None and not force and \
+                time.monotonic() - fetched < DEVICE_LIST_MAX_AGE:
             return
         manager = self._manager()
         for namespace in (TWOMEMO, OLDMEMO):
@@ -399,7 +408,7 @@ class Engine:
                 await manager.refresh_device_list(namespace, bare_jid)
             except DeviceListDownloadFailed as exc:
                 log.info("OMEMO: %s", exc)
-        self.refreshed.add(bare_jid)
+        self.refreshed[bare_jid] = time.monotonic()
 
     async def device_list_update(self, namespace: str, bare_jid: str,
                                  payload: ET.Element | None) -> None:
@@ -474,7 +483,16 @@ class Engine:
         for error in errors:
             log.warning("OMEMO: not encrypting for %s device %d (%s): %s", error.bare_jid,
                         error.device_id, error.namespace, error.exception)
-        return [serialize(message) for message in messages]
+        elements = [serialize(message) for message in messages
+                    if any(True for _ in message.keys)]
+        if not elements:
+            # Only possible for a note to ourselves without another device of ours: python-
+            # omemo does not count our own account as a recipient that must be reachable.
+            jids = sorted(set(recipients))
+            raise NoTrustedDevicesError(
+                f"no OMEMO device of {', '.join(jids)} but this one can read the message "
+                "(OMEMO never encrypts for the sending device); nothing was sent", jids)
+        return elements
 
     async def decrypt(self, element: ET.Element, namespace: str, sender: str,
                       heal: bool = True) -> Decrypted:

@@ -219,9 +219,7 @@ class OMEMO(Extension):
             given if given is not None else default_store_path(client.account)))
         """The store file: identity key, device id, sessions, trust (mode 0600). Back it up:
         without it a program is a new device (see docs/encryption.md)."""
-        self.policy: str = "blind"
-        """The trust policy for devices never decided on: `"blind"` (the default: blind trust
-        before verification) or `"manual"` (only devices you `trust()`)."""
+        self._policy = "blind"
         self._lock = threading.RLock()
         self._engine: Engine | None = None
         self._active = False
@@ -238,6 +236,18 @@ class OMEMO(Extension):
             self._activate()
 
     # -- public API ---------------------------------------------------------------------------
+    @property
+    def policy(self) -> str:
+        """The trust policy for devices never decided on: `"blind"` (the default: blind trust
+        before verification) or `"manual"` (only devices you `trust()`)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if value not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {value!r}")
+        self._policy = value
+
     @property
     def enabled(self) -> bool:
         """Whether OMEMO is on for this client (see the module's description)."""

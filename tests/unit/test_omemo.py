@@ -25,6 +25,7 @@ from simplexmpp.ext._omemo_store import JSONStorage  # noqa: E402
 from simplexmpp.ext.pubsub import Item, PubSubError  # noqa: E402
 from simplexmpp.jid import JID  # noqa: E402
 from simplexmpp.stanza import Message, encryption_of, mark_encrypted, new_id  # noqa: E402
+from simplexmpp.testing import FakeServer, xmpp_client, xmpp_server  # noqa: E402,F401
 
 TIMEOUT = 60.0
 
@@ -468,3 +469,51 @@ def test_malformed_omemo_elements_are_reported_not_raised(tmp_path: Path,
         assert outcome.plaintext is None and outcome.error
     finally:
         bob.close()
+
+
+# -- the extension on the in-process fake server (no OMEMO keys needed) ---------------------------
+def test_an_omemo_message_to_a_client_without_omemo_arrives_unreadable(
+        xmpp_server: FakeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # no default store: OMEMO stays off
+    alice = xmpp_server.client("alice")
+    alice.connect()
+    try:
+        assert not alice.omemo.enabled and alice.omemo.device_id is None
+        xmpp_server.inject(
+            f"<message xmlns='jabber:client' to='{alice.jid}' from='bob@localhost/x' "
+            "type='chat' id='m1'><body>fallback text</body>"
+            "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='42'>"
+            "<key rid='7'>AAAA</key><iv>AAAA</iv></header><payload>AAAA</payload>"
+            "</encrypted><store xmlns='urn:xmpp:hints'/></message>")
+        msg = alice.next_message(timeout=5)  # not dropped, not shown as the fallback
+        assert (msg.body, msg.encryption, msg.sender_device) == (None, OLDMEMO, 42)
+        assert "OMEMO is off" in (msg.decryption_error or "")
+        assert msg.xml.find("{urn:xmpp:hints}store") is not None  # the rest is kept
+        assert any("cannot decrypt the message m1" in r.getMessage() for r in caplog.records)
+        # and a plain message is untouched
+        xmpp_server.inject(f"<message xmlns='jabber:client' to='{alice.jid}' "
+                           "from='bob@localhost/x' type='chat'><body>plain</body></message>")
+        plain = alice.next_message(timeout=5)
+        assert (plain.body, plain.encryption) == ("plain", None)
+        with pytest.raises(ValueError):
+            alice.omemo.policy = "sometimes"
+    finally:
+        alice.disconnect()
+
+
+def test_a_note_to_ourselves_without_another_device_is_refused(tmp_path: Path) -> None:
+    net = Network()
+    alice = engine(net, "alice@example.org", tmp_path / "alice.json")
+    try:
+        with pytest.raises(NoTrustedDevicesError, match="never encrypts for the sending"):
+            encrypted_for(alice, "alice@example.org", "note", TWOMEMO)
+        other = engine(net, "alice@example.org", tmp_path / "other.json")
+        try:
+            alice.run(alice.refresh("alice@example.org", force=True), TIMEOUT)
+            element = encrypted_for(alice, "alice@example.org", "note", TWOMEMO)
+            assert read(other, element, TWOMEMO, "alice@example.org").error is None
+        finally:
+            other.close()
+    finally:
+        alice.close()
