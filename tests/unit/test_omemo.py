@@ -517,3 +517,27 @@ def test_a_note_to_ourselves_without_another_device_is_refused(tmp_path: Path) -
             other.close()
     finally:
         alice.close()
+
+
+def test_a_store_in_use_elsewhere_is_a_clear_error_and_loses_no_message(
+        xmpp_server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "alice.json"
+    other_process = JSONStorage(str(path), "alice@localhost")  # holds the lock
+    alice = xmpp_server.client("alice", omemo_store=path)
+    try:
+        alice.connect()
+        assert alice.omemo.enabled
+        with pytest.raises(OMEMOError, match="in use by another process"):
+            alice.omemo.send_message("bob@localhost", "secret")
+        xmpp_server.inject(
+            f"<message xmlns='jabber:client' to='{alice.jid}' from='bob@localhost/x' "
+            "type='chat'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'>"
+            "<keys jid='alice@localhost'><key rid='1'>AAAA</key></keys></header>"
+            "<payload>AAAA</payload></encrypted></message>")
+        msg = alice.next_message(timeout=5)
+        assert (msg.body, msg.encryption, msg.sender_device) == (None, TWOMEMO, 9)
+        assert "in use by another process" in (msg.decryption_error or "")
+        assert any("OMEMO could not start" in r.getMessage() for r in caplog.records)
+    finally:
+        alice.disconnect()
+        other_process.close()
