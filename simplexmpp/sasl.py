@@ -1,4 +1,5 @@
-"""SASL mechanisms for XMPP (RFC 6120 §6): SCRAM (RFC 5802, RFC 7677), PLAIN, EXTERNAL, ANONYMOUS.
+"""SASL mechanisms for XMPP (RFC 6120 §6): SCRAM (RFC 5802, RFC 7677), PLAIN, EXTERNAL, ANONYMOUS,
+and the Hashed Token mechanisms (HT-*) that XEP-0484 FAST logs in with.
 
 Sans-IO: a [`Mechanism`][simplexmpp.sasl.Mechanism] turns server challenges (bytes) into responses
 (bytes). The stream state machine base64-wraps them into `<auth/>`, `<response/>`.
@@ -19,8 +20,10 @@ from precis_i18n import get_profile
 
 from .errors import AuthenticationError
 
-__all__ = ["Mechanism", "Scram", "Plain", "External", "Anonymous", "choose_mechanism",
-           "PREFERENCE", "CHANNEL_BINDING_PREFERENCE", "saslprep", "parse_attributes",
+__all__ = ["Mechanism", "Scram", "Plain", "External", "Anonymous", "HashedToken",
+           "choose_mechanism", "choose_token_mechanism", "PREFERENCE",
+           "CHANNEL_BINDING_PREFERENCE", "HT_CHANNEL_BINDINGS", "parse_token_mechanism",
+           "saslprep", "parse_attributes",
            "tls_server_end_point", "clear_cache"]
 
 SCRAM_HASHES = {"SCRAM-SHA-512": "sha512", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
@@ -28,6 +31,10 @@ PREFERENCE = ("SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
               "SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "EXTERNAL", "ANONYMOUS")
 # RFC 9266 makes tls-exporter the default for TLS 1.3; tls-unique is only sound under 1.2.
 CHANNEL_BINDING_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
+# draft-schmaus-kitten-sasl-ht §3: HT-<hash>-<cb>; the suffix names the channel binding.
+HT_CHANNEL_BINDINGS: dict[str, str | None] = {
+    "EXPR": "tls-exporter", "UNIQ": "tls-unique", "ENDP": "tls-server-end-point", "NONE": None}
+HT_HASHES = {"SHA-256": "sha256", "SHA-512": "sha512"}
 MIN_ITERATIONS = 4096      # RFC 7677 §4: at least 4096
 MAX_ITERATIONS = 600_000
 """The most SCRAM iterations a server may ask for; above, AuthenticationError. RFC 5802 §9: "a
@@ -251,6 +258,75 @@ class Scram(Mechanism):
             raise AuthenticationError(
                 "server reported success without proving it knows the password",
                 "server-signature-mismatch")
+
+
+class HashedToken(Mechanism):
+    """The Hashed Token mechanisms `HT-SHA-256-NONE/-UNIQ/-ENDP/-EXPR` (draft-schmaus-kitten-
+    sasl-ht §3, §4), which XEP-0484 FAST authenticates with: one message each way.
+
+    The client sends `authcid NUL HMAC(token, "Initiator" || cb-data)`; the server proves it
+    knows the token too with `HMAC(token, "Responder" || cb-data)` in its success data, which
+    [`success()`][simplexmpp.sasl.HashedToken.success] checks (mutual authentication).
+    `cb_data` is the channel-binding data the name's suffix asks for (empty for `-NONE`).
+    """
+
+    name = ""  # set per instance
+
+    def __init__(self, name: str, username: str, token: str, cb_data: bytes = b"") -> None:
+        hash_name, cb_type = parse_token_mechanism(name)
+        if cb_type is not None and not cb_data:
+            raise ValueError(f"{name} needs {cb_type} channel-binding data")
+        self.name = name  # type: ignore[misc]
+        self._hash = hash_name
+        self._username = username
+        self._token = token.encode("utf-8")
+        self._cb_data = cb_data if cb_type is not None else b""
+        self._verified = False
+
+    def initial_response(self) -> bytes:
+        proof = hmac.new(self._token, b"Initiator" + self._cb_data, self._hash).digest()
+        return self._username.encode("utf-8") + b"\0" + proof
+
+    def success(self, data: bytes | None) -> None:
+        """Check the server's proof; AuthenticationError (`server-signature-mismatch`) when it
+        is missing or wrong."""
+        expected = hmac.new(self._token, b"Responder" + self._cb_data, self._hash).digest()
+        if not data or not hmac.compare_digest(data, expected):
+            raise AuthenticationError(
+                "the server's token proof is wrong: it does not know the token, or someone is "
+                "in the middle", "server-signature-mismatch")
+        self._verified = True
+
+
+def parse_token_mechanism(name: str) -> tuple[str, str | None]:
+    """`("sha256", "tls-exporter")` for `HT-SHA-256-EXPR`: the hashlib name and the channel
+    binding of a Hashed Token mechanism; ValueError for any other name."""
+    prefix, _, suffix = name.upper().rpartition("-")
+    hash_part = prefix.removeprefix("HT-")
+    if not prefix.startswith("HT-") or hash_part not in HT_HASHES or \
+            suffix not in HT_CHANNEL_BINDINGS:
+        raise ValueError(f"not a Hashed Token mechanism: {name}")
+    return HT_HASHES[hash_part], HT_CHANNEL_BINDINGS[suffix]
+
+
+def choose_token_mechanism(offered: Iterable[str],
+                           channel_bindings: Mapping[str, bytes] | None = None) -> str | None:
+    """The Hashed Token mechanism to ask a FAST token for: the strongest channel binding both
+    sides can do (XEP-0484 §7: channel binding "MUST be preferred by the client"), then the
+    stronger hash. None when the server offers none we can use."""
+    bindings = channel_bindings or {}
+    usable = []
+    for name in offered:
+        try:
+            hash_name, cb_type = parse_token_mechanism(name.strip())
+        except ValueError:
+            continue
+        if cb_type is not None and not bindings.get(cb_type):
+            continue
+        cb_rank = (CHANNEL_BINDING_PREFERENCE.index(cb_type) if cb_type is not None
+                   else len(CHANNEL_BINDING_PREFERENCE))
+        usable.append((cb_rank, hash_name != "sha512", name.strip().upper()))
+    return min(usable)[2] if usable else None
 
 
 def choose_mechanism(offered: Iterable[str], *, username: str, password: str | None,

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from .errors import ConnectionError, NoXMPPServiceError, TLSError, TimeoutError
+from ._tlsexporter import tls_exporter
 from .sasl import tls_server_end_point
 
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
@@ -238,9 +239,9 @@ def quickack(sock: socket.socket) -> bool:
 def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
     """Channel-binding data the TLS layer can give SCRAM-PLUS.
 
-    `tls-unique` only under TLS 1.2 (RFC 9266 §3 forbids it with 1.3);
-    `tls-server-end-point` (RFC 5929 §4) from the server certificate. `tls-exporter`
-    (RFC 9266) needs keying-material export, which Python's `ssl` module does not offer.
+    `tls-unique` only under TLS 1.2 (RFC 9266 §3 forbids it with 1.3); `tls-exporter`
+    (RFC 9266) under TLS 1.3, through OpenSSL's exporter (see `simplexmpp._tlsexporter`);
+    `tls-server-end-point` (RFC 5929 §4) from the server certificate.
     """
     if not isinstance(sock, ssl.SSLSocket):
         return {}
@@ -249,6 +250,10 @@ def channel_bindings(sock: socket.socket) -> dict[str, bytes]:
         unique = sock.get_channel_binding("tls-unique")
         if unique:
             out["tls-unique"] = unique
+    else:
+        exporter = tls_exporter(sock)
+        if exporter:
+            out["tls-exporter"] = exporter
     cert = sock.getpeercert(binary_form=True)
     end_point = tls_server_end_point(cert) if cert else None
     if end_point:

@@ -121,6 +121,22 @@ def server_sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def server_sasl2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A Prosody with SASL2, Bind2, FAST and inline stream management (prosody-up --sasl2),
+    SCRAM-SHA-256 keys (SCRAM over SASL2 needs them), TLS 1.3: FAST offers HT-SHA-256-EXPR and
+    -NONE. FAST only on the STARTTLS port (`port`), as prosody-up documents."""
+    yield from start_server(tmp_path_factory.mktemp("prosody-sasl2"), "--sasl2",
+                            "--password-hash", "SHA-256")
+
+
+@pytest.fixture(scope="session")
+def server_sasl2_tls12(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`server_sasl2` under TLS 1.2: SCRAM-SHA-256-PLUS and HT-SHA-256-UNIQ (tls-unique)."""
+    yield from start_server(tmp_path_factory.mktemp("prosody-sasl2-tls12"), "--sasl2",
+                            "--password-hash", "SHA-256", "--tls-protocol", "tlsv1_2")
+
+
+@pytest.fixture(scope="session")
 def ejabberd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A throwaway ejabberd (scripts/ejabberd-up; Debian package, installed on first use)."""
     if os.environ.get("SIMPLEXMPP_SKIP_EJABBERD") == "1":

@@ -233,3 +233,36 @@ def test_iteration_count_at_the_maximum_is_accepted() -> None:
     mech = Scram("SCRAM-SHA-1", "user", "pencil", nonce="fyko")
     mech.initial_response()
     assert mech.challenge(f"r=fykoXX,s=QSXCR+Q6sek8bf92,i={sasl.MAX_ITERATIONS}".encode())
+
+
+# Hashed Token mechanisms (draft-schmaus-kitten-sasl-ht §4), as XEP-0484 FAST uses them ----------
+
+def test_hashed_token_initial_response_and_server_proof() -> None:
+    import hmac
+    mech = sasl.HashedToken("HT-SHA-256-UNIQ", "alice", "tok", b"finished")
+    expected = hmac.new(b"tok", b"Initiatorfinished", hashlib.sha256).digest()
+    assert mech.initial_response() == b"alice\0" + expected
+    mech.success(hmac.new(b"tok", b"Responderfinished", hashlib.sha256).digest())
+    with pytest.raises(AuthenticationError) as info:
+        sasl.HashedToken("HT-SHA-256-NONE", "alice", "tok").success(b"\0" * 32)
+    assert info.value.condition == "server-signature-mismatch"
+    with pytest.raises(AuthenticationError):
+        sasl.HashedToken("HT-SHA-256-NONE", "alice", "tok").success(None)
+
+
+def test_hashed_token_with_binding_needs_the_binding_data() -> None:
+    with pytest.raises(ValueError):
+        sasl.HashedToken("HT-SHA-256-EXPR", "alice", "tok")
+    with pytest.raises(ValueError):
+        sasl.HashedToken("SCRAM-SHA-1", "alice", "tok")
+
+
+def test_token_mechanism_prefers_the_strongest_binding_this_connection_has() -> None:
+    offered = ["HT-SHA-256-NONE", "HT-SHA-256-ENDP", "HT-SHA-256-EXPR", "HT-SHA-256-UNIQ"]
+    choose = sasl.choose_token_mechanism
+    assert choose(offered, {"tls-exporter": b"x", "tls-server-end-point": b"y"}) == \
+        "HT-SHA-256-EXPR"
+    assert choose(offered, {"tls-unique": b"x"}) == "HT-SHA-256-UNIQ"
+    assert choose(offered, {}) == "HT-SHA-256-NONE"
+    assert choose(["HT-SHA-256-EXPR"], {}) is None
+    assert choose(["PLAIN", "HT-MD5-NONE"], {}) is None
