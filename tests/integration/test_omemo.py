@@ -5,8 +5,10 @@ thread runs an event loop. The slixmpp-omemo peer is in test_omemo_peer.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -253,3 +255,50 @@ def test_a_node_with_other_options_is_reconfigured(connect: Callable[..., Client
     bob = online(connect, tmp_path / "bob.json")  # not a contact: reads the open node
     bob.omemo.send_message(account, "readable", namespace=TWOMEMO_NS)
     assert alice.next_message(timeout=WAIT).body == "readable"
+
+
+class _Seen(logging.Handler):
+    """Sets `event` when a record from `thread` contains `text` (a condition to wait on)."""
+
+    def __init__(self, thread: str, text: str) -> None:
+        super().__init__()
+        self.thread, self.text, self.event = thread, text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName == self.thread and self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_broken_session_is_healed(connect: Callable[..., Client], server: Server,
+                                    tmp_path: Path) -> None:
+    """XEP-0384 §7: a message that cannot be decrypted is answered with a new key exchange,
+    so the sender's next message can be read, without the reader writing anything."""
+    account = server.new_account()
+    alice = online(connect, tmp_path / "alice.json")
+    bob = online(connect, tmp_path / "bob.json", account)
+    alice.omemo.send_message(account, "one")
+    assert bob.next_message(timeout=WAIT).body == "one"
+    bob.omemo.send_message(alice.account.bare, "two")  # confirms alice's session
+    assert alice.next_message(timeout=WAIT).body == "two"
+    bob.disconnect()
+    # bob's sessions with alice are lost (an old backup of the store, say)
+    store = tmp_path / "bob.json"
+    document = json.loads(store.read_text())
+    prefixes = tuple(f"/{ns}/{alice.account.bare}/" for ns in (TWOMEMO_NS, OLDMEMO_NS))
+    document["data"] = {k: v for k, v in document["data"].items()
+                        if not k.startswith(prefixes)}
+    store.write_text(json.dumps(document))
+    bob = online(connect, store, account)
+    replaced = _Seen(f"simplexmpp-omemo-{alice.account.bare}",
+                     "Key exchange replaces existing session")
+    logging.getLogger("omemo").addHandler(replaced)
+    try:
+        alice.omemo.send_message(account, "three")
+        broken = bob.next_message(timeout=WAIT)
+        assert broken.body is None and "new session was offered" in broken.decryption_error
+        assert replaced.event.wait(WAIT)  # alice took bob's new session
+    finally:
+        logging.getLogger("omemo").removeHandler(replaced)
+    alice.omemo.send_message(account, "four")
+    msg = bob.next_message(timeout=WAIT)
+    assert (msg.body, msg.decryption_error) == ("four", None)
