@@ -430,9 +430,8 @@ class Engine:
         for device in undecided:
             await manager.set_trust(bare_jid, device.identity_key, BLIND)
 
-    async def devices(self, bare_jid: str, refresh: bool = True) -> list[DeviceInformation]:
-        if refresh:
-            await self.refresh(bare_jid)
+    async def devices(self, bare_jid: str, force: bool = False) -> list[DeviceInformation]:
+        await self.refresh(bare_jid, force=force)
         await self._apply_policy(bare_jid)
         return sorted(await self._manager().get_device_information(bare_jid),
                       key=lambda d: d.device_id)

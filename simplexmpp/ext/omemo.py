@@ -348,13 +348,15 @@ class OMEMO(Extension):
         ET.SubElement(msg.xml, "{%s}store" % HINTS_NS)
         return msg
 
-    def devices(self, jid: JID | str | None = None,
-                timeout: float | None = None) -> list[Device]:
+    def devices(self, jid: JID | str | None = None, timeout: float | None = None, *,
+                refresh: bool = False) -> list[Device]:
         """The OMEMO devices of `jid` (None: our own account, this device included), with
-        fingerprints and trust. Fetches the device lists the first time in a session."""
+        fingerprints and trust. The device lists are fetched the first time in a session and
+        followed by notifications after that (contacts), or fetched again after 10 minutes
+        (others); `refresh=True` fetches them now."""
         engine = self._ready(timeout)
         bare = str(JID(jid).bare) if jid is not None else engine.own
-        infos = engine.run(engine.devices(bare), self.timeout(timeout))
+        infos = engine.run(engine.devices(bare, force=refresh), self.timeout(timeout))
         from ._omemo_engine import fingerprint
         result = []
         for info in infos:

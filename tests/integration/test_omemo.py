@@ -79,6 +79,9 @@ def test_our_other_device_reads_what_we_get_and_what_we_send(connect: Callable[.
     laptop.carbons.enable()
     sent: queue.Queue[Message] = queue.Queue()
     laptop.on("carbon_sent", sent.put)
+    # the phone started first: it learns of the laptop by a notification, or by asking now
+    assert {d.id for d in phone.omemo.devices(refresh=True)} == {phone.omemo.device_id,
+                                                                 laptop.omemo.device_id}
     bob.omemo.send_message(account, "to both of you")
     for device in (phone, laptop):
         msg = device.next_message(timeout=WAIT)
