@@ -26,8 +26,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import (NoTrustedDevicesError, OMEMOError, OMEMOUnavailableError, TimeoutError,
-                      XMPPError)
+from ..errors import (DisconnectedError, NoTrustedDevicesError, OMEMOError,
+                      OMEMOUnavailableError, TimeoutError, XMPPError)
 
 try:
     import oldmemo
@@ -307,6 +307,7 @@ class Engine:
         # DEVICE_LIST_MAX_AGE, so a device a stranger adds is seen within that time.
         self.refreshed: dict[str, float] = {}
         self._healed: dict[tuple[str, str, int], float] = {}
+        self.closed = False
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run_loop, daemon=True,
                                        name=f"simplexmpp-omemo-{self.own}")
@@ -331,12 +332,17 @@ class Engine:
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("OMEMO engine called from its own loop thread")
+        if self.closed:
+            coro.close()
+            raise DisconnectedError(f"OMEMO for {self.own} stopped with the client")
         future = asyncio.run_coroutine_threadsafe(self._flushing(coro), self.loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"OMEMO operation took longer than {timeout:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise DisconnectedError(f"OMEMO for {self.own} stopped with the client") from None
         except OMEMOException as exc:
             raise OMEMOError(f"OMEMO: {type(exc).__name__}: {exc}") from exc
 
@@ -363,6 +369,7 @@ class Engine:
                 self.run(manager.shutdown(), timeout)
             except Exception as exc:  # noqa: BLE001 - closing goes on
                 log.debug("OMEMO shutdown: %s", exc)
+        self.closed = True  # later run() calls fail at once instead of waiting their timeout
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             if threading.current_thread() is not self.thread:

@@ -545,7 +545,7 @@ class OMEMO(Extension):
             return self._undecrypted(msg, namespace, device_hint,
                                      "the server returned this encrypted message as an error"
                                      ), False
-        if not self._active or (self._engine is None and not self.client.is_connected):
+        if not self._active:
             return self._undecrypted(msg, namespace, device_hint,
                                      "OMEMO is off on this client (Client(omemo_store=...) "
                                      "or a client.omemo call turns it on)"), False
