@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("omemo")
 
-from simplexmpp.errors import NoTrustedDevicesError, OMEMOError  # noqa: E402
+from simplexmpp.errors import DisconnectedError, NoTrustedDevicesError, OMEMOError  # noqa: E402
 from simplexmpp.ext import omemo as omemo_ext  # noqa: E402
 from simplexmpp.ext._omemo_engine import OLDMEMO, TWOMEMO, Engine  # noqa: E402
 from simplexmpp.ext._omemo_store import JSONStorage  # noqa: E402
@@ -541,3 +541,13 @@ def test_a_store_in_use_elsewhere_is_a_clear_error_and_loses_no_message(
     finally:
         alice.disconnect()
         other_process.close()
+
+
+def test_a_closed_engine_refuses_at_once_and_frees_its_thread_and_store(tmp_path: Path) -> None:
+    net = Network()
+    alice = engine(net, "alice@example.org", tmp_path / "alice.json")
+    alice.close()
+    assert not alice.thread.is_alive()
+    with pytest.raises(DisconnectedError):
+        alice.run(alice.devices("bob@example.org"), 3600)  # no wait for the timeout
+    JSONStorage(str(tmp_path / "alice.json"), "alice@example.org").close()  # unlocked
