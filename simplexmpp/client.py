@@ -1224,11 +1224,11 @@ class Client:
             if wire_log.isEnabledFor(logging.DEBUG):
                 self._log_wire("RECV", data)
             failure: StreamError | None = None
-            # During SASL the stream computes SCRAM's salted password, as slow as the
+            # During negotiation the stream computes SCRAM's salted password, as slow as the
             # server's iteration count makes it: not under the lock, which connect() and
             # disconnect() need to give up in time (issue 14). No other thread touches a
             # stream before its session is ready, so the lock guards nothing there.
-            with self._lock if stream.state != "sasl" else _UNLOCKED:
+            with _UNLOCKED if stream.negotiating else self._lock:
                 try:
                     events = stream.receive_data(data)
                 except StreamError as exc:

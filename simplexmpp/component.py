@@ -9,8 +9,9 @@ addresses.
 Two layers, as for the client:
 
 * [`ComponentStream`][simplexmpp.component.ComponentStream] is the sans-IO stream machine (bytes in,
-  events and bytes out), a [`ClientStream`][simplexmpp.stream.ClientStream] whose negotiation is the
-  handshake instead of STARTTLS/SASL/bind. The stream's namespace is `jabber:component:accept`; the
+  events and bytes out), a [`ClientStream`][simplexmpp.stream.ClientStream] whose negotiator,
+  [`ComponentNegotiator`][simplexmpp.component.ComponentNegotiator], does the handshake instead of
+  STARTTLS/SASL/bind. The stream's namespace is `jabber:component:accept`; the
   rest of the library works with `{jabber:client}` stanzas, so the machine renames received elements
   to `jabber:client` and, on the way out, lets the serializer write `jabber:client` elements without
   an `xmlns` (they inherit the stream's `jabber:component:accept`).
@@ -32,6 +33,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from enum import Enum
 from typing import Any
 
 from . import errors
@@ -41,11 +43,12 @@ from .errors import AuthenticationError, InvalidStanzaError, StreamError
 from .jid import JID
 from .roster import Roster
 from .stanza import Iq, Presence, Stanza
-from .stream import Authenticated, ClientStream, Event, Ready
+from .stream import ClientStream, Event, Negotiator
 from .transport import Target, is_loopback
-from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, StreamParser, stream_header
+from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, stream_header
 
-__all__ = ["Component", "ComponentStream", "handshake_digest", "COMPONENT_NS",
+__all__ = ["Component", "ComponentStream", "ComponentNegotiator", "HandshakeStep",
+           "handshake_digest", "COMPONENT_NS",
            "COMPONENT_SKIPPED_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,6 @@ _STANZA_TAGS = frozenset(prefix + name for prefix in (_CLIENT_PREFIX, _COMPONENT
                          for name in _STANZA_NAMES)
 _IQ_TAGS = frozenset({_CLIENT_PREFIX + "iq", _COMPONENT_PREFIX + "iq"})
 _HANDSHAKE = _COMPONENT_PREFIX + "handshake"
-_STREAM_ERROR = "{%s}error" % STREAM_NS
 _FEATURES = "{%s}features" % STREAM_NS
 _PING = "{%s}ping" % PING_NS
 _REDACT_HANDSHAKE = re.compile(r"(<handshake>)[^<]+")
@@ -97,130 +99,163 @@ def _domain_of(jid: str) -> str:
         raise InvalidStanzaError(f"invalid 'from' address {jid!r}: {exc}") from None
 
 
-class ComponentStream(ClientStream):
-    """The component side of one XEP-0114 stream (sans-IO).
+class HandshakeStep(str, Enum):
+    """The steps of [`ComponentNegotiator`][simplexmpp.component.ComponentNegotiator]."""
 
-    `jid` is the component's domain. Negotiation (XEP-0114 §3):
+    HEADER = "wait-header"
+    NO_STREAM_ID = "no-stream-id"   # the server's header had no id: its stream error follows
+    HANDSHAKE = "handshake"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ComponentNegotiator(Negotiator):
+    """XEP-0114 §3: the component's handshake, on a stream in `jabber:component:accept`.
 
     ```text
     header (jabber:component:accept, to=domain) -> server header with an id
            -> <handshake>hex(SHA-1(id + secret))</handshake> -> <handshake/> -> Ready
     ```
 
+    No TLS, no SASL, no stream management. Received stanzas are renamed into `jabber:client` (the
+    rest of the library works with those); sent ones get the component's domain as `from` and `to`
+    when they have none, and a `from` outside the domain raises
+    [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError]. A rejected secret raises
+    [`AuthenticationError`][simplexmpp.errors.AuthenticationError]; an unknown domain raises
+    [`StreamError`][simplexmpp.errors.StreamError] `host-unknown`."""
+
+    name = "component"
+    namespace = COMPONENT_NS
+    rewrites_stanzas = True
+    TRANSITIONS = {
+        HandshakeStep.HEADER: frozenset({HandshakeStep.HANDSHAKE, HandshakeStep.NO_STREAM_ID}),
+        HandshakeStep.HANDSHAKE: frozenset({HandshakeStep.DONE}),
+        HandshakeStep.NO_STREAM_ID: frozenset(),
+        HandshakeStep.DONE: frozenset(),
+    }
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the component secret is empty")
+        self._secret: str | None = secret
+        self.stream_id: str | None = None
+        """The id of the server's stream header (what the handshake hashes)."""
+        self.step = HandshakeStep.HEADER
+
+    def header(self, stream: ClientStream) -> str:
+        # XEP-0114 §3 example 1: no 'from' and no 'version' (no stream features follow).
+        return stream_header(stream.jid.domain, lang=stream.lang, default_ns=COMPONENT_NS,
+                             version=None)
+
+    def header_received(self, stream: ClientStream, header: StreamHeader) -> None:
+        if header.default_ns != COMPONENT_NS:
+            raise StreamError("invalid-namespace",
+                              f"stream default namespace is {header.default_ns!r}, expected "
+                              f"{COMPONENT_NS!r} (is this the server's component port?)")
+        if not header.id:
+            # Prosody answers an unknown domain with an empty id and a stream error right
+            # behind it: wait for that error, it says more than the missing id would.
+            self.go(HandshakeStep.NO_STREAM_ID)
+            return
+        self.stream_id = header.id
+        stream.send_raw("<handshake>%s</handshake>"
+                        % handshake_digest(header.id, self._secret or ""))
+        self.go(HandshakeStep.HANDSHAKE)
+
+    def element(self, stream: ClientStream, element: ET.Element, events: list[Event]) -> None:
+        if self.step is HandshakeStep.HANDSHAKE and element.tag == _HANDSHAKE:
+            # XEP-0114 §3: an empty <handshake/> from the server means the secret was right.
+            self._secret = None
+            self.go(HandshakeStep.DONE)
+            stream.authenticated_with("handshake", events)
+            stream.features = ET.Element(_FEATURES)   # a component stream has no features
+            stream.ready(events, sm_enabled=False)
+            return
+        if self.step is HandshakeStep.NO_STREAM_ID:
+            raise StreamError("invalid-xml", "the server's stream header has no id, which the "
+                                             "handshake needs (XEP-0114 §3)")
+        raise StreamError("invalid-xml", f"unexpected <{element.tag}> while {self.step}")
+
+    def stream_error(self, stream: ClientStream, error: StreamError) -> Exception:
+        domain = stream.jid.domain
+        detail = f": {error.text}" if error.text else ""
+        if not stream.authenticated and error.condition == "not-authorized":
+            return AuthenticationError(
+                f"the server rejected the secret of component {domain} "
+                f"(not-authorized){detail}; check the component_secret configured for it",
+                "not-authorized", error.text)
+        if error.condition == "host-unknown":
+            return StreamError("host-unknown",
+                               f"the server has no external component named {domain}"
+                               + (f" ({error.text})" if error.text else ""), by_peer=True)
+        if error.condition == "conflict" and not stream.authenticated:
+            return StreamError("conflict",
+                               f"another connection already serves the component "
+                               f"{domain}{detail}", by_peer=True)
+        return error
+
+    def incoming_stanza(self, element: ET.Element) -> ET.Element:
+        return to_client_namespace(element)
+
+    def outgoing_stanza(self, stream: ClientStream, element: ET.Element) -> None:
+        # tostring() writes {jabber:client} elements without an xmlns, so on the wire they
+        # inherit the stream's default namespace, jabber:component:accept.
+        if element.tag not in _STANZA_TAGS:
+            return
+        domain = stream.jid.domain
+        sender = element.get("from")
+        if not sender:
+            element.set("from", domain)   # the server routes nothing without one
+        elif _domain_of(sender) != domain:
+            raise InvalidStanzaError(
+                f"a component can only send from its own domain {domain} or a JID at "
+                f"it, not from {sender}")
+        if not element.get("to"):
+            # Only the library's own keepalive ping omits it; the server rejects stanzas
+            # without one.
+            element.set("to", domain)
+
+
+class ComponentStream(ClientStream):
+    """The component side of one XEP-0114 stream (sans-IO): a
+    [`ClientStream`][simplexmpp.stream.ClientStream] with a
+    [`ComponentNegotiator`][simplexmpp.component.ComponentNegotiator] (see it for the rules), for
+    `jid`, the component's domain.
+
     The same interface as [`ClientStream`][simplexmpp.stream.ClientStream]: `start()`,
     `receive_data()` returning events ([`Authenticated`][simplexmpp.stream.Authenticated] with
     mechanism `"handshake"`, [`Ready`][simplexmpp.stream.Ready],
     and the received stanzas' elements …), `data_to_send()`, `send()`, `close()`.
-    No TLS, no SASL, no stream management. A rejected secret raises
-    [`AuthenticationError`][simplexmpp.errors.AuthenticationError]; an unknown domain raises
-    [`StreamError`][simplexmpp.errors.StreamError] `host-unknown`.
+
+    ```python
+    stream = ComponentStream(JID("echo.example.org"), "secret")
+    # the same as
+    stream = ClientStream(JID("echo.example.org"), tls="none", sm=False,
+                          negotiator=ComponentNegotiator("secret"))
+    ```
     """
 
-    _stanzas_as_parsed = False  # _element renames them into jabber:client
+    negotiator: ComponentNegotiator
 
     def __init__(self, jid: JID, secret: str, *, max_stanza_size: int = 1 << 20,
                  lang: str = "en") -> None:
         if jid.local is not None or jid.resource is not None:
             raise errors.JIDError(f"a component's address is a bare domain such as "
                                   f"'echo.example.org', not {jid}")
-        if not secret:
-            raise ValueError("the component secret is empty")
-        super().__init__(jid, secret, tls="none", sm=False, max_stanza_size=max_stanza_size,
-                         lang=lang)
-        self.domain = jid.domain
-        self.stream_id: str | None = None
+        super().__init__(jid, tls="none", sm=False, max_stanza_size=max_stanza_size, lang=lang,
+                         negotiator=ComponentNegotiator(secret))
+
+    @property
+    def domain(self) -> str:
+        """The component's domain."""
+        return self.jid.domain
+
+    @property
+    def stream_id(self) -> str | None:
         """The id of the server's stream header (what the handshake hashes)."""
-
-    # -- sending ---------------------------------------------------------------------------
-    def send(self, element: ET.Element, text: str | None = None) -> None:
-        """Queue a stanza (`text` is ignored: the element may change here). A missing `from` becomes
-        the component's domain (the server routes nothing without one); a `from` outside the domain
-        raises [`InvalidStanzaError`][simplexmpp.errors.InvalidStanzaError] before anything is
-        queued, where the server would otherwise close the stream (`invalid-from`). A missing `to`
-        (only the library's own keepalive ping omits it) becomes the component's domain too: the
-        server rejects stanzas without one."""
-        if self.state != "ready":
-            raise InvalidStanzaError(f"cannot send while the stream is {self.state}")
-        if element.tag in _STANZA_TAGS:
-            sender = element.get("from")
-            if not sender:
-                element.set("from", self.domain)
-            elif _domain_of(sender) != self.domain:
-                raise InvalidStanzaError(
-                    f"a component can only send from its own domain {self.domain} or a JID at "
-                    f"it, not from {sender}")
-            if not element.get("to"):
-                element.set("to", self.domain)
-        # tostring() writes {jabber:client} elements without an xmlns, so on the wire they
-        # inherit the stream's default namespace, jabber:component:accept.
-        super().send(element)
-
-    # -- internals -------------------------------------------------------------------------
-    def _restart(self) -> None:
-        self._parser = StreamParser(max_stanza_size=self.max_stanza_size)
-        # XEP-0114 §3 example 1: no 'from' and no 'version' (no stream features follow).
-        self._out.append(stream_header(self.domain, lang=self.lang, default_ns=COMPONENT_NS,
-                                       version=None))
-        self.state = "wait-header"
-
-    def _stream_header(self, header: StreamHeader) -> None:
-        if self.state != "wait-header":
-            raise StreamError("invalid-xml", "unexpected stream header")
-        if header.default_ns != COMPONENT_NS:
-            raise StreamError("invalid-namespace",
-                              f"stream default namespace is {header.default_ns!r}, expected "
-                              f"{COMPONENT_NS!r} (is this the server's component port?)")
-        self.header = header
-        if not header.id:
-            # Prosody answers an unknown domain with an empty id and a stream error right
-            # behind it: wait for that error, it says more than the missing id would.
-            self.state = "no-stream-id"
-            return
-        self.stream_id = header.id
-        self._out.append("<handshake>%s</handshake>"
-                         % handshake_digest(header.id, self._password or ""))
-        self.state = "handshake"
-
-    def _element(self, el: ET.Element, events: list[Event]) -> None:
-        tag = el.tag
-        if tag == _STREAM_ERROR:
-            raise self._component_stream_error(el)
-        state = self.state
-        if state == "ready" or state == "closing":
-            super()._element(to_client_namespace(el), events)
-            return
-        if state == "handshake" and tag == _HANDSHAKE:
-            # XEP-0114 §3: an empty <handshake/> from the server means the secret was right.
-            self.authenticated = True
-            self.mechanism = "handshake"
-            self._password = None
-            self.features = ET.Element(_FEATURES)   # a component stream has no features
-            self.state = "ready"
-            events.append(Authenticated("handshake"))
-            events.append(Ready(self.jid, self.features, False))
-            return
-        if state == "no-stream-id":
-            raise StreamError("invalid-xml", "the server's stream header has no id, which the "
-                                             "handshake needs (XEP-0114 §3)")
-        raise StreamError("invalid-xml", f"unexpected <{tag}> while {state}")
-
-    def _component_stream_error(self, el: ET.Element) -> Exception:
-        error = self._stream_error_from(el)
-        detail = f": {error.text}" if error.text else ""
-        if not self.authenticated and error.condition == "not-authorized":
-            return AuthenticationError(
-                f"the server rejected the secret of component {self.domain} "
-                f"(not-authorized){detail}; check the component_secret configured for it",
-                "not-authorized", error.text)
-        if error.condition == "host-unknown":
-            return StreamError("host-unknown",
-                               f"the server has no external component named {self.domain}"
-                               + (f" ({error.text})" if error.text else ""), by_peer=True)
-        if error.condition == "conflict" and not self.authenticated:
-            return StreamError("conflict",
-                               f"another connection already serves the component "
-                               f"{self.domain}{detail}", by_peer=True)
-        return error
+        return self.negotiator.stream_id
 
 
 class Component(Client):

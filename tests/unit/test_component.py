@@ -86,14 +86,14 @@ def test_handshake_then_ready(byte_by_byte: bool) -> None:
     assert t.server(HEADER, byte_by_byte) == []
     assert t.sent == "<handshake>%s</handshake>" % hashlib.sha1(b"3BF96D32secret").hexdigest()
     assert t.stream.stream_id == "3BF96D32"
-    assert t.stream.state == "handshake"
+    assert t.stream.state == "negotiating" and t.stream.negotiator.step == "handshake"
     events = t.server("<handshake/>", byte_by_byte)
     assert [type(e) for e in events] == [Authenticated, Ready]
     assert isinstance(events[0], Authenticated) and events[0].mechanism == "handshake"
     assert isinstance(events[1], Ready) and events[1].jid == JID("echo.localhost")
     assert events[1].sm_enabled is False
     assert t.stream.state == "ready" and t.stream.sm is None
-    assert t.stream._password is None  # the secret is not kept after use
+    assert t.stream.negotiator._secret is None  # the secret is not kept after use
 
 
 def test_wrong_secret_is_an_authentication_error() -> None:

@@ -52,8 +52,9 @@ def ready_client() -> tuple[Client, ClientStream]:
     server(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
     server(HEADER + b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
                     b"<sm xmlns='urn:xmpp:sm:3'/></stream:features>")
+    pending = getattr(stream.negotiator, "_pending_id")  # the bind request's id
     server(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-           b"<jid>bob@localhost/phone</jid></bind></iq>" % str(stream._pending_id).encode())
+           b"<jid>bob@localhost/phone</jid></bind></iq>" % str(pending).encode())
     events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events)
     client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
