@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import sys
 import threading
@@ -55,10 +56,17 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
     client._stream = stream
     stream.start()
 
+    sent = [b""]
+
     def server(data: bytes) -> list[object]:
         events = list(stream.receive_data(data))
-        stream.data_to_send()
+        sent[0] = stream.data_to_send()
         return events
+
+    def bind_id() -> bytes:   # the id of the bind request the stream just sent
+        match = re.search(rb'<iq type="set" id="([^"]+)"', sent[0])
+        assert match is not None, sent[0]
+        return match.group(1)
 
     server(HEADER + TLS_FEATURES)
     assert server(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>") == [StartTLS()]
@@ -68,7 +76,7 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
     server(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
     server(HEADER + BIND_FEATURES)
     server(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-           b"<jid>bob@localhost/phone</jid></bind></iq>" % stream._pending_id.encode())
+           b"<jid>bob@localhost/phone</jid></bind></iq>" % bind_id())
     events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events), events
     client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)

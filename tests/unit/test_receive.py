@@ -3,6 +3,7 @@ to the inbox, duplicate detection (XEP-0359) and interceptors, over a replayed t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,10 +38,17 @@ def ready_client() -> tuple[Client, ClientStream]:
     client._stream = stream
     stream.start()
 
+    sent = [b""]
+
     def server(data: bytes) -> list[object]:
         events = list(stream.receive_data(data))
-        stream.data_to_send()
+        sent[0] = stream.data_to_send()
         return events
+
+    def bind_id() -> bytes:   # the id of the bind request the stream just sent
+        match = re.search(rb'<iq type="set" id="([^"]+)"', sent[0])
+        assert match is not None, sent[0]
+        return match.group(1)
 
     server(HEADER + b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
                     b"<required/></starttls></stream:features>")
@@ -52,9 +60,8 @@ def ready_client() -> tuple[Client, ClientStream]:
     server(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
     server(HEADER + b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
                     b"<sm xmlns='urn:xmpp:sm:3'/></stream:features>")
-    pending = getattr(stream.negotiator, "_pending_id")  # the bind request's id
     server(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-           b"<jid>bob@localhost/phone</jid></bind></iq>" % str(pending).encode())
+           b"<jid>bob@localhost/phone</jid></bind></iq>" % bind_id())
     events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events)
     client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
