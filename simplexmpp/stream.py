@@ -489,7 +489,8 @@ class LoginNegotiator(Negotiator):
         self.resource = resource
         self.mechanisms = mechanisms
         self.mechanism: sasl.Mechanism | None = None
-        self._pending_id: str | None = None
+        self.pending_id: str | None = None
+        """The id of our negotiation IQ awaiting its answer (resource binding, session)."""
         self.step = LoginStep.FEATURES
 
     def header(self, stream: ClientStream) -> str:
@@ -509,7 +510,7 @@ class LoginNegotiator(Negotiator):
         elif step is LoginStep.BINDING:
             self._bind_answer(stream, element, events)
         elif step is LoginStep.SESSION:
-            iq_payload(element, self._pending_id, "session establishment")
+            iq_payload(element, self.pending_id, "session establishment")
             self._after_session(stream, events)
         elif step is LoginStep.ENABLING:
             self._enable_answer(stream, element, events)
@@ -582,13 +583,13 @@ class LoginNegotiator(Negotiator):
         self.go(LoginStep.BINDING)
 
     def _iq(self, stream: ClientStream, type: str, payload: ET.Element) -> None:
-        self._pending_id = new_id()
-        iq = ET.Element("{%s}iq" % CLIENT_NS, type=type, id=self._pending_id)
+        self.pending_id = new_id()
+        iq = ET.Element("{%s}iq" % CLIENT_NS, type=type, id=self.pending_id)
         iq.append(payload)
         stream.send_raw(tostring(iq))
 
     def _bind_answer(self, stream: ClientStream, el: ET.Element, events: list[Event]) -> None:
-        payload = iq_payload(el, self._pending_id, "resource binding")
+        payload = iq_payload(el, self.pending_id, "resource binding")
         jid_el = None if payload is None else payload.find("{%s}jid" % BIND_NS)
         stream.jid = check_bound_jid(stream.jid, None if jid_el is None else jid_el.text)
         assert stream.features is not None

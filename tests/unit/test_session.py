@@ -194,7 +194,7 @@ def sm_ready_core(keepalive: float = 60.0, sm: bool = True
                     b"<sm xmlns='urn:xmpp:sm:3'/></stream:features>")
     events = server(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                     b"<jid>bob@localhost/phone</jid></bind></iq>"
-                    % str(stream._pending_id).encode())
+                    % str(getattr(stream.negotiator, "pending_id")).encode())
     if sm:
         events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events)
