@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
-from .errors import (STANZA_ERROR_CONDITIONS, InvalidStanzaError, IqError, MessageError,
+from .errors import (STANZA_ERROR_CONDITIONS, InvalidStanzaError, IqError, JIDError, MessageError,
                      StanzaError)
 from .jid import JID, parse_jid
+from .styling import Span
+from .styling import parse as parse_styling
 from .xml import CLIENT_NS, tostring
 
 __all__ = ["Stanza", "Message", "Presence", "Iq", "new_id", "wrap", "STANZAS_NS",
            "error_element", "parse_error", "parse_datetime", "format_datetime", "SID_NS",
-           "DELAY_NS", "Encryption", "mark_encrypted", "encryption_of"]
+           "DELAY_NS", "Encryption", "mark_encrypted", "encryption_of", "REACTIONS_NS",
+           "REPLY_NS", "RETRACT_NS", "FALLBACK_NS", "OCCUPANT_ID_NS", "HINTS_NS", "Reactions",
+           "Reply", "Retraction", "Fallback"]
 
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 _NS = "{%s}" % CLIENT_NS
@@ -37,6 +41,25 @@ DELAY_NS = "urn:xmpp:delay"
 _DELAY = "{%s}delay" % DELAY_NS
 _STANZA_ID = "{%s}stanza-id" % SID_NS
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
+REACTIONS_NS = "urn:xmpp:reactions:0"
+"""XEP-0444 Message Reactions."""
+REPLY_NS = "urn:xmpp:reply:0"
+"""XEP-0461 Message Replies."""
+RETRACT_NS = "urn:xmpp:message-retract:1"
+"""XEP-0424 Message Retraction (version 1 and later; version 0 is read too)."""
+FALLBACK_NS = "urn:xmpp:fallback:0"
+"""XEP-0428 Fallback Indication."""
+OCCUPANT_ID_NS = "urn:xmpp:occupant-id:0"
+"""XEP-0421 Anonymous unique occupant identifiers for MUCs."""
+HINTS_NS = "urn:xmpp:hints"
+"""XEP-0334 Message Processing Hints."""
+_REACTIONS = "{%s}reactions" % REACTIONS_NS
+_REPLY = "{%s}reply" % REPLY_NS
+_RETRACT = "{%s}retract" % RETRACT_NS
+_RETRACT_V0 = "{urn:xmpp:fasten:0}apply-to"
+_FALLBACK = "{%s}fallback" % FALLBACK_NS
+_OCCUPANT_ID = "{%s}occupant-id" % OCCUPANT_ID_NS
+_UNSTYLED = "{urn:xmpp:styling:0}unstyled"
 _FRACTION = re.compile(r"\.(\d+)")
 
 
@@ -376,6 +399,191 @@ class Message(Stanza):
         """The XEP-0359 origin-id the sender gave this message."""
         el = self.xml.find(_ORIGIN_ID)
         return el.get("id") if el is not None else None
+
+
+    @property
+    def occupant_id(self) -> str | None:
+        """The XEP-0421 occupant id a room gave the sender (stable across nick changes), or
+        None. Only a room sets it; a room that supports XEP-0421 removes forged ones."""
+        el = self.xml.find(_OCCUPANT_ID)
+        return el.get("id") if el is not None else None
+
+    @property
+    def reactions(self) -> Reactions | None:
+        """The XEP-0444 reactions this message carries, or None when it is no reaction.
+
+        A reaction message replaces the sender's earlier reactions to the same message
+        (§3: an empty set removes them all)."""
+        el = self.xml.find(_REACTIONS)
+        if el is None or not el.get("id"):
+            return None
+        emojis = tuple(dict.fromkeys(
+            r.text for r in el.iterfind("{%s}reaction" % REACTIONS_NS) if r.text))
+        return Reactions(el.get("id", ""), emojis)
+
+    @property
+    def reply(self) -> Reply | None:
+        """The XEP-0461 reference to the message this one answers, or None."""
+        el = self.xml.find(_REPLY)
+        if el is None or not el.get("id"):
+            return None
+        return Reply(el.get("id", ""), _jid_or_none(el.get("to")))
+
+    @property
+    def retraction(self) -> Retraction | None:
+        """The XEP-0424 retraction this message asks for (of an earlier message of the same
+        sender, or, moderated, XEP-0425), or None.
+
+        Version 1 (`<retract id=.../>`) and version 0 (an XEP-0422 `<apply-to>` wrapping
+        `<retract/>`) are both read. A receiver applies it only when the retraction comes from
+        the author of the original (same bare JID, or in a room the same occupant id)."""
+        el = self.xml.find(_RETRACT)
+        if el is not None and el.get("id"):
+            moderated = el.find("{urn:xmpp:message-moderate:1}moderated")
+            return Retraction(el.get("id", ""),
+                              _jid_or_none(moderated.get("by")) if moderated is not None else None,
+                              el.findtext("{%s}reason" % RETRACT_NS))
+        for apply_to in self.xml.iterfind(_RETRACT_V0):
+            if apply_to.find("{urn:xmpp:message-retract:0}retract") is not None \
+                    and apply_to.get("id"):
+                return Retraction(apply_to.get("id", ""))
+        return None
+
+    @property
+    def fallbacks(self) -> list[Fallback]:
+        """The XEP-0428 fallback indications: which parts of the body only stand in for a
+        feature the receiver may not support."""
+        found = []
+        body_length = len(self.body or "")
+        for el in self.xml.iterfind(_FALLBACK):
+            ranges: list[tuple[int, int]] = []
+            whole = True
+            for part in el.iterfind("{%s}body" % FALLBACK_NS):
+                whole = False
+                try:
+                    start = int(part.get("start", "0"))
+                    end = int(part.get("end", str(body_length)))
+                except ValueError:
+                    continue  # a malformed range is ignored, not trusted
+                if 0 <= start <= end <= body_length:
+                    ranges.append((start, end))
+            found.append(Fallback(el.get("for"), tuple(ranges), whole))
+        return found
+
+    def body_without_fallback(self, *namespaces: str) -> str | None:
+        """The body without the parts that are a fallback (XEP-0428) for `namespaces`
+        (every fallback when none is given): what a client that supports those features
+        shows. Offsets count code points (XEP-0426), as Python strings do.
+
+        Example:
+            ```python
+            if msg.reply:                       # a reply: drop the quote of the original
+                text = msg.body_without_fallback(REPLY_NS)
+            ```
+        """
+        body = self.body
+        if body is None:
+            return None
+        drop: list[tuple[int, int]] = []
+        for fallback in self.fallbacks:
+            if namespaces and fallback.for_ not in namespaces:
+                continue
+            if fallback.whole_body:
+                return ""
+            drop.extend(fallback.ranges)
+        if not drop:
+            return body
+        keep, at = [], 0
+        for start, end in sorted(drop):
+            if start > at:
+                keep.append(body[at:start])
+            at = max(at, end)
+        keep.append(body[at:])
+        return "".join(keep)
+
+    @property
+    def unstyled(self) -> bool:
+        """Whether the sender asked for the body not to be styled (XEP-0393 `<unstyled/>`)."""
+        return self.xml.find(_UNSTYLED) is not None
+
+    @property
+    def styling(self) -> list[Span]:
+        """The body parsed into XEP-0393 styled spans ([simplexmpp.styling.parse][]): the
+        body without the fallback parts of replies (XEP-0461), as one plain span when the
+        message carries `<unstyled/>`; an empty list without a body."""
+        text = self.body_without_fallback(REPLY_NS)
+        if not text:
+            return []
+        if self.unstyled:
+            return [Span(text, 0, len(text), frozenset())]
+        return parse_styling(text)
+
+
+def _jid_or_none(value: str | None) -> JID | None:
+    """A JID from a peer's payload attribute, or None when absent or not a valid JID (a
+    malformed reference is ignored rather than raised from an accessor)."""
+    try:
+        return parse_jid(value)
+    except JIDError:
+        return None
+
+
+@dataclass(frozen=True)
+class Reactions:
+    """XEP-0444 reactions of one sender to one message.
+
+    Attributes:
+        id: The message reacted to: in a room its stanza-id by the room (XEP-0359), else
+            its id.
+        emojis: The sender's reactions, now (empty: all removed), in order, without repeats.
+    """
+
+    id: str
+    emojis: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """XEP-0461: the message a message answers.
+
+    Attributes:
+        id: Its id: in a room its stanza-id by the room, else its id.
+        to: Its author (a full JID: in a room, the occupant JID), when the sender named it.
+    """
+
+    id: str
+    to: JID | None
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """XEP-0424: the sender takes back an earlier message.
+
+    Attributes:
+        id: The retracted message: in a room its stanza-id by the room, else its
+            origin-id (which simplexmpp makes equal to the id).
+        moderated_by: For a moderator's retraction in a room (XEP-0425), who did it.
+        reason: The moderator's reason, if given.
+    """
+
+    id: str
+    moderated_by: JID | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """XEP-0428: a part of the body that only stands in for a feature.
+
+    Attributes:
+        for_: The namespace of the feature (`for` attribute), or None.
+        ranges: `(start, end)` code-point offsets into the body.
+        whole_body: True when the whole body is the fallback (no ranges given).
+    """
+
+    for_: str | None
+    ranges: tuple[tuple[int, int], ...]
+    whole_body: bool
 
 
 class Presence(Stanza):
