@@ -35,6 +35,7 @@ EXTENSIONS: list[tuple[str, str]] = [
     ("muc", "muc:MUC"),
     ("upload", "upload:Upload"),
     ("oob", "oob:OOB"),
+    ("files", "files:Files"),
     ("registration", "register:Registration"),
     ("vcard", "vcard:VCard"),
     ("pubsub", "pubsub:PubSub"),

@@ -1,0 +1,150 @@
+"""Jingle file transfer (XEP-0234) between two simplexmpp accounts on the real Prosody: over
+in-band bytestreams (XEP-0261/XEP-0047) and SOCKS5 through Prosody's proxy65 (XEP-0260/0065),
+hashes checked (XEP-0300), declines, size limits and aborts as typed errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from simplexmpp import Client, errors
+from simplexmpp.ext.files import (FileDeclinedError, FileIntegrityError, FileOffer,
+                                  FileTooLargeError, FileTransferAborted)
+
+WAIT = 30
+
+
+def sender_thread(fn: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run fn() on a thread; the list gets its result or exception."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def make_file(tmp_path: Path, size: int, name: str = "data.bin") -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+@pytest.mark.parametrize("transport", ["ibb"])
+def test_a_file_goes_from_one_account_to_another(connect: Callable[..., Client],
+                                                 tmp_path: Path, transport: str) -> None:
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 200_000 + 17)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    seen: list[tuple[int, int | None]] = []
+    thread, outcome = sender_thread(lambda: alice.files.send(
+        bob.jid, source, progress=lambda done, total: seen.append((done, total)),
+        transport=transport, description="random bytes"))
+    offer = bob.files.next_offer(timeout=WAIT)
+    assert isinstance(offer, FileOffer) and offer.sender == alice.jid
+    assert offer.name == "data.bin" and offer.size == source.stat().st_size
+    assert offer.description == "random bytes" and "sha-256" in offer.hashes
+    got: list[int] = []
+    path = offer.receive(directory=inbox, progress=lambda done, total: got.append(done),
+                         timeout=WAIT)
+    thread.join(WAIT)
+    assert outcome == [None]
+    assert path == inbox / "data.bin" and path.read_bytes() == source.read_bytes()
+    assert seen[-1] == (source.stat().st_size, source.stat().st_size)
+    assert got[-1] == source.stat().st_size and got == sorted(got)
+    assert not list(inbox.glob("*.part"))
+
+
+def test_a_declined_offer_is_a_typed_error(connect: Callable[..., Client],
+                                           tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 1000)
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source, transport="ibb"))
+    bob.files.next_offer(timeout=WAIT).decline()
+    thread.join(WAIT)
+    assert len(outcome) == 1 and isinstance(outcome[0], FileDeclinedError)
+    assert outcome[0].reason == "decline"
+
+
+def test_an_offer_over_the_size_limit_is_declined_before_anyone_sees_it(
+        connect: Callable[..., Client], tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    bob.files.max_size = 5000
+    source = make_file(tmp_path, 5001)
+    with pytest.raises(FileTooLargeError):
+        alice.files.send(bob.jid, source, transport="ibb", timeout=WAIT)
+    with pytest.raises(errors.TimeoutError):
+        bob.files.next_offer(timeout=0.2)
+
+
+def test_a_damaged_file_is_refused_and_not_kept(connect: Callable[..., Client],
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 3000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    # the sender announces the hash of other bytes: what arrives cannot match it
+    import simplexmpp.ext.files as files_module
+    monkeypatch.setattr(files_module, "_hash_file",
+                        lambda path: (3000, hashlib.sha256(b"other bytes").digest()))
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source, transport="ibb"))
+    offer = bob.files.next_offer(timeout=WAIT)
+    with pytest.raises(FileIntegrityError):
+        offer.receive(directory=inbox, timeout=WAIT)
+    thread.join(WAIT)
+    assert len(outcome) == 1 and isinstance(outcome[0], FileIntegrityError)
+    assert list(inbox.iterdir()) == []
+
+
+def test_the_receiver_cancelling_aborts_the_sender(connect: Callable[..., Client],
+                                                   tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 2_000_000)
+    alice.files.window = 1
+    started = threading.Event()
+    bob_offers: list[FileOffer] = []
+
+    def on_offer(offer: FileOffer) -> None:
+        bob_offers.append(offer)
+        transfer = offer.accept(directory=tmp_path,
+                                progress=lambda done, total: started.set())
+        transfer.add_done_callback(lambda t: None)
+
+    bob.on("file_offer", on_offer)
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source, transport="ibb"))
+    assert started.wait(WAIT)
+    transfer = bob_offers[0]._session.transfer
+    assert transfer is not None
+    transfer.cancel()
+    with pytest.raises(FileTransferAborted):
+        transfer.result(WAIT)
+    thread.join(WAIT)
+    assert len(outcome) == 1 and isinstance(outcome[0], FileTransferAborted)
+    assert outcome[0].reason == "cancel"
+    assert not (tmp_path / "data.bin.part").exists()
+
+
+def test_an_unanswered_offer_times_out_and_is_withdrawn(connect: Callable[..., Client],
+                                                       tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 100)
+    with pytest.raises(errors.TimeoutError):
+        alice.files.send(bob.jid, source, transport="ibb", timeout=1)
+    offer = bob.files._offers.get(timeout=WAIT)
+    # the withdrawal (session-terminate) reaches bob: accepting now is a typed error
+    with offer._session.cond:
+        assert offer._session.cond.wait_for(lambda: offer.cancelled, WAIT)
+    with pytest.raises(FileTransferAborted):
+        offer.accept(directory=tmp_path)
