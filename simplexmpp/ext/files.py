@@ -44,7 +44,6 @@ import mimetypes
 import os
 import queue
 import socket
-import struct
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -255,6 +254,14 @@ class Transfer:
         self._hashes = {algo: h for algo in offer.hashes
                         if (h := _hashlib(algo)) is not None}
         self._ibb_seq = 0
+        # _write/_finish/_fail come from the dispatcher (IBB, the peer's session-terminate),
+        # the SOCKS5 reader thread and the user's cancel(): one at a time
+        self._lock = threading.RLock()
+
+    @property
+    def transport(self) -> str:
+        """"s5b" (SOCKS5 bytestream through a proxy) or "ibb" (in-band), as negotiated so far."""
+        return "ibb" if self.offer._session.transport == IBB_TRANSPORT_NS else "s5b"
 
     @property
     def done(self) -> bool:
@@ -302,6 +309,10 @@ class Transfer:
 
     def _write(self, data: bytes) -> bool:
         """Take one block; False (and the transfer failed) when it breaks a limit."""
+        with self._lock:
+            return self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> bool:
         if self.done or self._stream is None:
             return False
         limit = self._files.max_size
@@ -326,6 +337,10 @@ class Transfer:
 
     def _finish(self) -> None:
         """The sender says the data is complete: check size and hashes, then keep the file."""
+        with self._lock:
+            self._finish_locked()
+
+    def _finish_locked(self) -> None:
         if self.done:
             return
         stream, self._stream = self._stream, None
@@ -354,6 +369,11 @@ class Transfer:
               text: str | None = None, file_error: str | None = None) -> None:
         """End with `error`: remove the partial file; tell the peer `reason` (None: it told
         us)."""
+        with self._lock:
+            self._fail_locked(error, reason, text, file_error)
+
+    def _fail_locked(self, error: FileTransferError, reason: str | None,
+                     text: str | None = None, file_error: str | None = None) -> None:
         if self._future.done():
             return
         stream, self._stream = self._stream, None
@@ -553,9 +573,10 @@ class Files(Extension):
     def send(self, to: JID | str, path: str | os.PathLike[str], *,
              progress: Progress | None = None, timeout: float | None = None,
              name: str | None = None, media_type: str | None = None,
-             description: str | None = None, transport: str = "auto") -> None:
+             description: str | None = None, transport: str = "auto") -> str:
         """Offer the file at `path` to `to` and send it; return once the receiver has it
-        complete and checked (it ends the session with `success`).
+        complete and checked (it ends the session with `success`): "s5b" when it went through
+        a SOCKS5 proxy, "ibb" when in-band.
 
         Args:
             to: The receiver: a full JID, or a bare one (then the first online resource that
@@ -643,6 +664,7 @@ class Files(Extension):
                 else:
                     self._send_socket(session, stream, source, size, progress, wait)
             self._next_event(session, wait, "confirm the file", ())
+            return "ibb" if session.transport == IBB_TRANSPORT_NS else "s5b"
         except BaseException as failure:
             if session.state != "ended":
                 self._end(session, "timeout" if isinstance(failure, errors.TimeoutError)
@@ -838,8 +860,6 @@ class Files(Extension):
         elif action == "session-info":
             self._on_session_info(session, jingle)
             return None
-        elif action == "transport-info" and not session.sending:
-            self._s5b_responder_info(session, jingle)
         elif action == "transport-replace" and not session.sending:
             return self._on_transport_replace(iq, session, jingle)
         with session.cond:
@@ -1056,21 +1076,170 @@ class Files(Extension):
             session.block_size = max(1, min(session.block_size, int(ibb.get("block-size", ""))))
 
     # ================================================================ SOCKS5 (XEP-0260/0065)
+    # What we implement of XEP-0260: the initiator offers the SOCKS5 proxies of its server
+    # (XEP-0065 §6) as candidates; the responder offers none (an empty candidate list), tries
+    # the initiator's in priority order and reports candidate-used or candidate-error; the
+    # initiator, which can use no candidate of the responder, reports candidate-error, so the
+    # responder's choice is the nominated candidate (§2.4). The initiator then connects to that
+    # proxy itself, activates the bytestream (XEP-0065 §6.3.3) and says so with <activated/>.
+    # Both sides failing means the XEP-0260 §3 fall-back: transport-replace to IBB.
     def _find_proxies(self, wait: float) -> list[dict[str, str]]:
-        raise NotImplementedError
+        """The SOCKS5 proxies of our server (XEP-0065 §4), asked once per client."""
+        if self._proxies is not None:
+            return self._proxies
+        proxies: list[dict[str, str]] = []
+        try:
+            services = self.client.disco.find("proxy", "bytestreams", timeout=wait)
+        except errors.XMPPError as error:
+            log.info("no SOCKS5 proxy found: %s", error)
+            services = []
+        for service in services:
+            try:
+                answer = self.client.iq(Iq.get(service.jid, ET.Element(
+                    "{%s}query" % BYTESTREAMS_NS)), wait)
+            except errors.XMPPError as error:
+                log.info("the SOCKS5 proxy %s did not answer: %s", service.jid, error)
+                continue
+            payload = answer.payload
+            for host in payload.iterfind("{%s}streamhost" % BYTESTREAMS_NS) \
+                    if payload is not None else ():
+                if host.get("host") and (host.get("port") or "").isdigit():
+                    proxies.append({"jid": host.get("jid") or str(service.jid),
+                                    "host": host.get("host", ""), "port": host.get("port", "")})
+        self._proxies = proxies
+        return proxies
+
+    def _transport_info(self, session: _Session, child: ET.Element, wait: float | None) -> None:
+        jingle = self._jingle(session, "transport-info")
+        content = ET.SubElement(jingle, _CONTENT, creator="initiator", name=session.content_name)
+        transport = ET.SubElement(content, "{%s}transport" % S5B_TRANSPORT_NS,
+                                  sid=session.transport_sid)
+        transport.append(child)
+        self.client.iq(Iq.set(session.peer, jingle), wait)
 
     def _s5b_initiator(self, session: _Session, wait: float) -> socket.socket | None:
-        raise NotImplementedError
+        """After session-accept: report that we use none of the responder's candidates, wait
+        for its report, and connect through the proxy it chose; None when it could use none."""
+        self._transport_info(session, ET.Element("{%s}candidate-error" % S5B_TRANSPORT_NS), wait)
+        while True:
+            _, jingle = self._next_event(session, wait, "try our SOCKS5 candidates",
+                                         ("transport-info",))
+            transport = jingle.find(".//{%s}transport" % S5B_TRANSPORT_NS)
+            if transport is None:
+                continue
+            if transport.find("{%s}candidate-error" % S5B_TRANSPORT_NS) is not None:
+                log.info("%s could not reach our SOCKS5 proxy; falling back to IBB",
+                         session.peer)
+                return None
+            used = transport.find("{%s}candidate-used" % S5B_TRANSPORT_NS)
+            if used is not None:
+                break
+        candidate = next((c for c in session.candidates if c["cid"] == used.get("cid")), None)
+        if candidate is None:
+            raise FileTransferAborted(f"{session.peer} chose a SOCKS5 candidate we did not "
+                                      "offer", "failed-transport")
+        try:
+            stream = _socks5_connect(candidate["host"], int(candidate["port"]),
+                                     _dst_addr(session.transport_sid, session.initiator,
+                                               session.peer), min(wait, 10.0))
+            query = ET.Element("{%s}query" % BYTESTREAMS_NS, sid=session.transport_sid)
+            ET.SubElement(query, "{%s}activate" % BYTESTREAMS_NS).text = str(session.peer)
+            self.client.iq(Iq.set(candidate["jid"], query), wait)  # XEP-0065 §6.3.3
+        except (OSError, errors.IqError) as error:
+            log.info("could not use our SOCKS5 proxy %s: %s; falling back to IBB",
+                     candidate["jid"], error)
+            self._transport_info(session, ET.Element("{%s}proxy-error" % S5B_TRANSPORT_NS),
+                                 wait)
+            return None
+        self._transport_info(session, ET.Element("{%s}activated" % S5B_TRANSPORT_NS,
+                                                 cid=candidate["cid"]), wait)
+        return stream
 
     def _send_socket(self, session: _Session, stream: socket.socket, source: Path, size: int,
                      progress: Progress | None, wait: float) -> None:
-        raise NotImplementedError
+        sent = 0
+        stream.settimeout(wait)
+        try:
+            with open(source, "rb") as data:
+                while chunk := data.read(1 << 16):
+                    if session.events and session.events[-1][0] == "session-terminate":
+                        self._raise_if_ended(session, 0)
+                    stream.sendall(chunk)
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, size)
+            stream.shutdown(socket.SHUT_WR)
+        except socket.timeout:
+            raise errors.TimeoutError(f"{session.peer} did not read the data within "
+                                      f"{wait:g} s") from None
+        except OSError as error:
+            self._raise_if_ended(session)
+            raise FileTransferAborted(f"the SOCKS5 bytestream to {session.peer} broke: "
+                                      f"{error}", "connectivity-error") from error
+        finally:
+            # the receiver's session-terminate, read after this, tells whether it arrived
+            stream_closer = threading.Thread(target=_drain_and_close, args=(stream, wait),
+                                             name="simplexmpp-s5b-close", daemon=True)
+            stream_closer.start()
 
     def _s5b_responder(self, session: _Session) -> None:
-        raise NotImplementedError
-
-    def _s5b_responder_info(self, session: _Session, jingle: ET.Element) -> None:
-        raise NotImplementedError
+        """Our thread for an accepted SOCKS5 offer: connect to the initiator's candidates,
+        report, wait for activation, then read the file until the initiator closes."""
+        transfer = session.transfer
+        assert transfer is not None
+        wait = self.timeout(None)
+        dst = _dst_addr(session.transport_sid, session.initiator, self.client.jid)
+        stream = None
+        chosen = None
+        # XEP-0260 §2.3: by priority, highest first; don't wait long on any (§4: 5 s)
+        for candidate in sorted(session.candidates,
+                                key=lambda c: -int(c.get("priority", "0"))
+                                if c.get("priority", "").isdigit() else 0):
+            port = candidate.get("port", "")
+            if not candidate.get("cid") or not port.isdigit():
+                continue
+            try:
+                stream = _socks5_connect(candidate.get("host", ""), int(port), dst, 5.0)
+                chosen = candidate
+                break
+            except OSError as error:
+                log.info("SOCKS5 candidate %s:%s failed: %s", candidate.get("host"), port, error)
+        try:
+            if stream is None or chosen is None:
+                self._transport_info(session, ET.Element(
+                    "{%s}candidate-error" % S5B_TRANSPORT_NS), wait)
+                return  # the initiator replaces the transport with IBB, or ends the session
+            self._transport_info(session, ET.Element("{%s}candidate-used" % S5B_TRANSPORT_NS,
+                                                     cid=chosen["cid"]), wait)
+            activated = False
+            while not activated:
+                _, jingle = self._next_event(session, wait, "activate the bytestream",
+                                             ("transport-info",))
+                transport = jingle.find(".//{%s}transport" % S5B_TRANSPORT_NS)
+                if transport is None:
+                    continue
+                if transport.find("{%s}proxy-error" % S5B_TRANSPORT_NS) is not None:
+                    stream.close()
+                    return  # IBB follows (transport-replace)
+                activated = transport.find("{%s}activated" % S5B_TRANSPORT_NS) is not None
+            stream.settimeout(wait)
+            while not transfer.done:
+                chunk = stream.recv(1 << 16)
+                if not chunk:
+                    transfer._finish()
+                    break
+                if not transfer._write(chunk):
+                    break
+        except FileTransferError as error:
+            transfer._fail(error if isinstance(error, FileTransferError) else
+                           FileTransferAborted(str(error)), None)
+        except (OSError, errors.XMPPError) as error:
+            transfer._fail(FileTransferAborted(f"the SOCKS5 bytestream from {session.peer} "
+                                               f"failed: {error}", "connectivity-error"),
+                           "connectivity-error")
+        finally:
+            if stream is not None:
+                stream.close()
 
     # ================================================================ lifecycle
     def client_stopped(self, error: BaseException | None) -> None:
@@ -1085,3 +1254,57 @@ class Files(Extension):
                 session.cond.notify_all()
             self._forget(session)
 
+
+
+def _dst_addr(sid: str, requester: JID, target: JID) -> str:
+    """XEP-0065 §5.3.2 / XEP-0260 §2.3: the SOCKS5 DST.ADDR is SHA-1 (hex) of the stream id and
+    the full JIDs of the party that offered the candidate and of the other party."""
+    return hashlib.sha1(f"{sid}{requester}{target}".encode()).hexdigest()
+
+
+def _recv_exact(stream: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = stream.recv(count - len(data))
+        if not chunk:
+            raise ConnectionResetError("the SOCKS5 server closed the connection")
+        data += chunk
+    return data
+
+
+def _socks5_connect(host: str, port: int, dst_addr: str, timeout: float) -> socket.socket:
+    """A SOCKS5 connection (RFC 1928, no authentication) to `host`, asking for the
+    bytestream named `dst_addr` (XEP-0065 §5.3: CONNECT to a domain name, port 0)."""
+    stream = socket.create_connection((host, port), timeout)
+    try:
+        stream.sendall(b"\x05\x01\x00")                       # version 5, one method: none
+        if _recv_exact(stream, 2) != b"\x05\x00":
+            raise ConnectionRefusedError("the SOCKS5 server wants authentication")
+        address = dst_addr.encode()
+        stream.sendall(b"\x05\x01\x00\x03" + bytes([len(address)]) + address + b"\x00\x00")
+        reply = _recv_exact(stream, 4)
+        if reply[1] != 0:
+            raise ConnectionRefusedError(f"the SOCKS5 server refused (code {reply[1]})")
+        kind = reply[3]
+        if kind == 3:
+            _recv_exact(stream, _recv_exact(stream, 1)[0] + 2)
+        else:
+            _recv_exact(stream, (4 if kind == 1 else 16) + 2)
+    except BaseException:
+        stream.close()
+        raise
+    stream.settimeout(None)
+    return stream
+
+
+def _drain_and_close(stream: socket.socket, wait: float) -> None:
+    """Close a sending stream once the other side has closed too (so the last bytes are not
+    cut off by a reset), or after `wait`."""
+    try:
+        stream.settimeout(wait)
+        while stream.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        stream.close()

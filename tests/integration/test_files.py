@@ -40,7 +40,7 @@ def make_file(tmp_path: Path, size: int, name: str = "data.bin") -> Path:
     return path
 
 
-@pytest.mark.parametrize("transport", ["ibb"])
+@pytest.mark.parametrize("transport", ["ibb", "s5b", "auto"])
 def test_a_file_goes_from_one_account_to_another(connect: Callable[..., Client],
                                                  tmp_path: Path, transport: str) -> None:
     alice, bob = connect(), connect()
@@ -55,11 +55,13 @@ def test_a_file_goes_from_one_account_to_another(connect: Callable[..., Client],
     assert isinstance(offer, FileOffer) and offer.sender == alice.jid
     assert offer.name == "data.bin" and offer.size == source.stat().st_size
     assert offer.description == "random bytes" and "sha-256" in offer.hashes
+    assert offer.transport.endswith(":ibb:1" if transport == "ibb" else ":s5b:1")
     got: list[int] = []
     path = offer.receive(directory=inbox, progress=lambda done, total: got.append(done),
                          timeout=WAIT)
     thread.join(WAIT)
-    assert outcome == [None]
+    # "auto" goes through Prosody's proxy65 (scripts/prosody-up enables it)
+    assert outcome == ["ibb" if transport == "ibb" else "s5b"]
     assert path == inbox / "data.bin" and path.read_bytes() == source.read_bytes()
     assert seen[-1] == (source.stat().st_size, source.stat().st_size)
     assert got[-1] == source.stat().st_size and got == sorted(got)
@@ -148,3 +150,110 @@ def test_an_unanswered_offer_times_out_and_is_withdrawn(connect: Callable[..., C
         assert offer._session.cond.wait_for(lambda: offer.cancelled, WAIT)
     with pytest.raises(FileTransferAborted):
         offer.accept(directory=tmp_path)
+
+
+def test_a_receiver_that_cannot_reach_the_proxy_falls_back_to_ibb(
+        connect: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import simplexmpp.ext.files as files_module
+    real = files_module._socks5_connect
+
+    def unreachable_for_the_receiver(*args: object) -> object:
+        if threading.current_thread().name.startswith("simplexmpp-s5b-"):
+            raise ConnectionRefusedError("blocked by the test")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files_module, "_socks5_connect", unreachable_for_the_receiver)
+    alice, bob = connect(), connect()
+    source = make_file(tmp_path, 50_000)
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source, transport="s5b"))
+    offer = bob.files.next_offer(timeout=WAIT)
+    transfer = offer.accept(directory=tmp_path / "in" if (tmp_path / "in").mkdir() is None
+                            else None)
+    path = transfer.result(WAIT)
+    thread.join(WAIT)
+    assert outcome == ["ibb"] and transfer.transport == "ibb"
+    assert path.read_bytes() == source.read_bytes()
+
+
+def _offer_from(alice: Client, bob: Client, size: int, sid: str, ibb_sid: str,
+                block_size: int = 4096) -> None:
+    """A hand-written XEP-0234 offer over IBB from alice (a scripted, misbehaving peer)."""
+    import xml.etree.ElementTree as ET
+
+    from simplexmpp import Iq
+    from simplexmpp.ext.files import FILE_TRANSFER_NS, IBB_TRANSPORT_NS, JINGLE_NS
+    jingle = ET.Element("{%s}jingle" % JINGLE_NS, action="session-initiate",
+                        initiator=str(alice.jid), sid=sid)
+    content = ET.SubElement(jingle, "{%s}content" % JINGLE_NS, creator="initiator",
+                            name="f", senders="initiator")
+    file = ET.SubElement(ET.SubElement(content, "{%s}description" % FILE_TRANSFER_NS),
+                         "{%s}file" % FILE_TRANSFER_NS)
+    ET.SubElement(file, "{%s}name" % FILE_TRANSFER_NS).text = "../../etc/evil"
+    ET.SubElement(file, "{%s}size" % FILE_TRANSFER_NS).text = str(size)
+    ET.SubElement(content, "{%s}transport" % IBB_TRANSPORT_NS, sid=ibb_sid,
+                  **{"block-size": str(block_size)})
+    # the scripted peer acknowledges whatever Jingle request it gets (session-accept)
+    alice.register_iq_handler("set", "{%s}jingle" % JINGLE_NS, lambda iq: None)
+    alice.iq(Iq.set(bob.jid, jingle))
+
+
+def _ibb(alice: Client, bob: Client, tag: str, ibb_sid: str, data: bytes | None = None,
+         seq: int = 0) -> None:
+    import base64
+    import xml.etree.ElementTree as ET
+
+    from simplexmpp import Iq
+    from simplexmpp.ext.files import IBB_NS
+    el = ET.Element("{%s}%s" % (IBB_NS, tag), sid=ibb_sid)
+    if tag == "open":
+        el.set("block-size", "4096")
+    if data is not None:
+        el.set("seq", str(seq))
+        el.text = base64.b64encode(data).decode()
+    alice.iq(Iq.set(bob.jid, el))
+
+
+def test_a_peer_sending_more_than_it_offered_is_cut_off(connect: Callable[..., Client],
+                                                       tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    _offer_from(alice, bob, 10, "s1", "i1")
+    offer = bob.files.next_offer(timeout=WAIT)
+    assert offer.safe_name == "evil"           # no directories from the peer's name
+    transfer = offer.accept(directory=tmp_path)
+    assert transfer.path == tmp_path / "evil"
+    _ibb(alice, bob, "open", "i1")
+    with pytest.raises(errors.IqError):
+        _ibb(alice, bob, "data", "i1", b"x" * 11)
+    with pytest.raises(FileTooLargeError):
+        transfer.result(WAIT)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_peer_skipping_a_block_breaks_the_transfer(connect: Callable[..., Client],
+                                                    tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    _offer_from(alice, bob, 100, "s2", "i2")
+    transfer = bob.files.next_offer(timeout=WAIT).accept(directory=tmp_path)
+    _ibb(alice, bob, "open", "i2")
+    _ibb(alice, bob, "data", "i2", b"a" * 10, seq=0)
+    with pytest.raises(errors.IqError):
+        _ibb(alice, bob, "data", "i2", b"b" * 10, seq=2)
+    with pytest.raises(FileTransferAborted, match="expected 1"):
+        transfer.result(WAIT)
+    # and a stranger's data for a stream it does not own is refused
+    carol = connect()
+    with pytest.raises(errors.IqError) as refused:
+        _ibb(carol, bob, "data", "i2", b"c", seq=1)
+    assert refused.value.condition == "item-not-found"
+
+
+def test_a_short_file_is_not_kept(connect: Callable[..., Client], tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    _offer_from(alice, bob, 100, "s3", "i3")
+    transfer = bob.files.next_offer(timeout=WAIT).accept(directory=tmp_path)
+    _ibb(alice, bob, "open", "i3")
+    _ibb(alice, bob, "data", "i3", b"a" * 10, seq=0)
+    _ibb(alice, bob, "close", "i3")
+    with pytest.raises(FileIntegrityError, match="10 bytes of 100"):
+        transfer.result(WAIT)
+    assert list(tmp_path.iterdir()) == []
