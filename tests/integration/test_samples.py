@@ -74,3 +74,36 @@ def test_talkbot_recites_and_accepts_subscriptions(server: Server, connect,
 def test_samples_refuse_missing_credentials(server: Server) -> None:
     out = run_sample(server, "disco_info.py", jid="", XMPP_PASSWORD="")
     assert out.returncode != 0 and "XMPP_JID" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_file_bot_receives_files_and_declines_strangers(server: Server, connect,
+                                                       tmp_path: Path) -> None:
+    import pytest
+
+    from simplexmpp.ext.files import FileDeclinedError, FileTooLargeError
+    bot_jid, alice_jid = server.new_account("filebot"), server.new_account()
+    inbox = tmp_path / "inbox"
+    bot = start_sample(server, "file_bot.py", "--dir", str(inbox), "--allow", alice_jid,
+                       "--max-size", "100000", "--max", "1", "--idle", "60", jid=bot_jid)
+    try:
+        ready = wait_ready(bot)
+        bot_full = ready.split()[2]                      # "file bot JID ready"
+        alice, stranger = connect(alice_jid), connect()
+        source = tmp_path / "notes.txt"
+        source.write_bytes(b"line\n" * 1000)
+        with pytest.raises(FileDeclinedError):
+            stranger.files.send(bot_full, source)
+        with pytest.raises(FileTooLargeError):
+            big = tmp_path / "big.bin"
+            big.write_bytes(b"\0" * 100_001)
+            alice.files.send(bot_full, big)
+        alice.files.send(bot_full, source)
+        answer = alice.next_message(timeout=30)
+        assert answer.body == "Got notes.txt: 5000 bytes, checked."
+        assert (inbox / "notes.txt").read_bytes() == source.read_bytes()
+        assert bot.wait(timeout=30) == 0
+        out = bot.stdout.read() if bot.stdout else ""
+        assert "received 1 file(s)" in out
+    finally:
+        bot.kill()
+        bot.communicate()
