@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import errors
-from ..extension import Extension
+from ..extension import Extension, Session
 from ..jid import JID
 from ..stanza import Iq, format_datetime, new_id, parse_datetime
 
@@ -794,8 +794,9 @@ class Files(Extension):
                         del session.events[index]
                         return kind, jingle
                 if session.state == "ended":
-                    raise FileTransferAborted(f"the transfer to {session.peer} ended: the "
-                                              "client stopped", "gone")
+                    raise FileTransferAborted(f"the transfer with {session.peer} ended: the "
+                                              "connection was lost or the client stopped",
+                                              "gone")
                 left = end - time.monotonic()
                 if left <= 0:
                     raise errors.TimeoutError(f"{session.peer} did not {what} within "
@@ -1242,13 +1243,22 @@ class Files(Extension):
                 stream.close()
 
     # ================================================================ lifecycle
+    def session_started(self, session: Session) -> None:
+        """A new session after a lost one: the Jingle sessions and bytestreams of the old one
+        are gone with it (the peer's stanzas went to a session that no longer exists)."""
+        if not session.first:
+            self._abort_all("the connection was lost")
+
     def client_stopped(self, error: BaseException | None) -> None:
+        self._abort_all("the client stopped")
+
+    def _abort_all(self, why: str) -> None:
         with self._lock:
             sessions = list(self._sessions.values())
         for session in sessions:
             transfer = session.transfer
             if transfer is not None and not transfer.done:
-                transfer._fail(FileTransferAborted("the client stopped", "gone"), None)
+                transfer._fail(FileTransferAborted(f"file transfer ended: {why}", "gone"), None)
             with session.cond:
                 session.state = "ended"
                 session.cond.notify_all()

@@ -16,6 +16,8 @@ from simplexmpp import Client, errors
 from simplexmpp.ext.files import (FileDeclinedError, FileIntegrityError, FileOffer,
                                   FileTooLargeError, FileTransferAborted)
 
+from .conftest import Server
+
 WAIT = 30
 
 
@@ -167,8 +169,9 @@ def test_a_receiver_that_cannot_reach_the_proxy_falls_back_to_ibb(
     source = make_file(tmp_path, 50_000)
     thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source, transport="s5b"))
     offer = bob.files.next_offer(timeout=WAIT)
-    transfer = offer.accept(directory=tmp_path / "in" if (tmp_path / "in").mkdir() is None
-                            else None)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    transfer = offer.accept(directory=inbox)
     path = transfer.result(WAIT)
     thread.join(WAIT)
     assert outcome == ["ibb"] and transfer.transport == "ibb"
@@ -257,3 +260,51 @@ def test_a_short_file_is_not_kept(connect: Callable[..., Client], tmp_path: Path
     with pytest.raises(FileIntegrityError, match="10 bytes of 100"):
         transfer.result(WAIT)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_jid_reaches_the_resource_that_supports_file_transfer(
+        connect: Callable[..., Client], tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    seen = threading.Event()
+    alice.on("presence", lambda p: seen.set() if p.from_ == bob.jid else None)
+    bob.send_presence(to=alice.jid)               # directed presence: alice learns the resource
+    assert seen.wait(WAIT)
+    source = make_file(tmp_path, 1234)
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid.bare, source,
+                                                             transport="ibb"))
+    inbox = tmp_path / "x"
+    inbox.mkdir()
+    path = bob.files.next_offer(timeout=WAIT).receive(directory=inbox, timeout=WAIT)
+    thread.join(WAIT)
+    assert outcome == ["ibb"] and path.read_bytes() == source.read_bytes()
+    # nobody online at a bare JID we have no presence of: a typed error, not a hang
+    carol = connect()
+    with pytest.raises(FileDeclinedError, match="no online resource"):
+        alice.files.send(carol.jid.bare, source)
+
+
+def test_a_lost_connection_ends_the_transfer_on_both_sides(
+        connect: Callable[..., Client], server: Server, tmp_path: Path) -> None:
+    from .proxy import FaultProxy
+    proxy = FaultProxy(server.port)
+    alice = connect()
+    bob = connect(port=proxy.port, stream_management=False)  # a cut means a new session
+    try:
+        alice.files.window = 1
+        source = make_file(tmp_path, 3_000_000)
+        started = threading.Event()
+        thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source,
+                                                                 transport="ibb", timeout=10))
+        offer = bob.files.next_offer(timeout=WAIT)
+        transfer = offer.accept(directory=tmp_path, progress=lambda got, size: started.set())
+        assert started.wait(WAIT)
+        proxy.cut_all()
+        with pytest.raises(FileTransferAborted, match="connection was lost"):
+            transfer.result(WAIT)
+        thread.join(WAIT)
+        assert len(outcome) == 1 and isinstance(outcome[0], (FileTransferAborted,
+                                                             errors.TimeoutError))
+        assert not list(tmp_path.glob("*.part"))
+    finally:
+        bob.disconnect(timeout=5)
+        proxy.close()
