@@ -422,8 +422,9 @@ class Message(Stanza):
         return Reactions(el.get("id", ""), emojis)
 
     @property
-    def reply(self) -> Reply | None:
-        """The XEP-0461 reference to the message this one answers, or None."""
+    def reply_to(self) -> Reply | None:
+        """The XEP-0461 reference to the message this one answers, or None. (Not `reply`:
+        [reply()][simplexmpp.stanza.Stanza.reply] builds an answer stanza.)"""
         el = self.xml.find(_REPLY)
         if el is None or not el.get("id"):
             return None
@@ -477,7 +478,7 @@ class Message(Stanza):
 
         Example:
             ```python
-            if msg.reply:                       # a reply: drop the quote of the original
+            if msg.reply_to:                     # a reply: drop the quote of the original
                 text = msg.body_without_fallback(REPLY_NS)
             ```
         """

@@ -617,6 +617,8 @@ class Files(Extension):
             raise FileTransferError("no SOCKS5 proxy (XEP-0065) found on the server; use "
                                     "transport='ibb' or 'auto'")
         me = self.client.jid
+        if me is None:
+            raise errors.DisconnectedError("the client is not connected; call connect() first")
         session = _Session(sid=sid, peer=peer, initiator=me, content_name="a-file-offer",
                            sending=True,
                            transport=S5B_TRANSPORT_NS if proxies else IBB_TRANSPORT_NS,
@@ -1189,7 +1191,11 @@ class Files(Extension):
         transfer = session.transfer
         assert transfer is not None
         wait = self.timeout(None)
-        dst = _dst_addr(session.transport_sid, session.initiator, self.client.jid)
+        me = self.client.jid
+        if me is None:
+            transfer._fail(FileTransferAborted("the client is not connected", "gone"), None)
+            return
+        dst = _dst_addr(session.transport_sid, session.initiator, me)
         stream = None
         chosen = None
         # XEP-0260 §2.3: by priority, highest first; don't wait long on any (§4: 5 s)

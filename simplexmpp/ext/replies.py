@@ -3,7 +3,7 @@
 ```python
 client.replies.reply(msg, "Great idea!")     # quotes msg for clients without XEP-0461
 for msg in client.messages():
-    if msg.reply:                            # simplexmpp.stanza.Reply(id, to)
+    if msg.reply_to:                          # simplexmpp.stanza.Reply(id, to)
         text = msg.body_without_fallback(REPLY_NS)   # the answer without the quote
 ```
 

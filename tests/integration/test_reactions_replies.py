@@ -47,9 +47,9 @@ def test_reaction_reply_and_retraction_between_two_accounts(
     assert cleared.reactions is not None and cleared.reactions.emojis == ()
 
     bob.replies.reply(got, "Great idea!")
-    answer = next_with(alice, lambda m: m.reply is not None)
-    assert answer.reply is not None and answer.reply.id == first
-    assert answer.reply.to == alice.jid
+    answer = next_with(alice, lambda m: m.reply_to is not None)
+    assert answer.reply_to is not None and answer.reply_to.id == first
+    assert answer.reply_to.to == alice.jid
     assert answer.body == "> We should bake a *cake*\nGreat idea!"   # the fallback quote
     assert answer.body_without_fallback(REPLY_NS) == "Great idea!"
     assert [s.text for s in answer.styling] == ["Great idea!"]          # quote not styled
@@ -87,9 +87,9 @@ def test_reactions_replies_and_retraction_in_a_room_use_the_rooms_stanza_id(
     assert reaction.from_ == JID(jid).with_resource("bob")   # who reacted: the occupant
 
     bob.replies.reply(news, "noted")
-    answer = next(m for m in a_room.messages(timeout=WAIT) if m.reply is not None)
-    assert answer.reply is not None and answer.reply.id == room_id
-    assert answer.reply.to == JID(jid).with_resource("alice")
+    answer = next(m for m in a_room.messages(timeout=WAIT) if m.reply_to is not None)
+    assert answer.reply_to is not None and answer.reply_to.id == room_id
+    assert answer.reply_to.to == JID(jid).with_resource("alice")
     assert answer.body_without_fallback(REPLY_NS) == "noted"
 
     alice.retraction.retract_in_room(reflected)

@@ -32,10 +32,10 @@ def test_reactions_are_parsed_in_order_without_repeats() -> None:
 
 def test_reply_with_a_malformed_author_keeps_the_id() -> None:
     msg = message("<reply xmlns='urn:xmpp:reply:0' id='m1' to='anna@example.com/tablet'/>")
-    assert msg.reply == Reply("m1", JID("anna@example.com/tablet"))
-    assert message("<reply xmlns='urn:xmpp:reply:0' id='m1' to='@@bad'/>").reply == \
+    assert msg.reply_to == Reply("m1", JID("anna@example.com/tablet"))
+    assert message("<reply xmlns='urn:xmpp:reply:0' id='m1' to='@@bad'/>").reply_to == \
         Reply("m1", None)
-    assert message("<reply xmlns='urn:xmpp:reply:0'/>").reply is None
+    assert message("<reply xmlns='urn:xmpp:reply:0'/>").reply_to is None
 
 
 def test_retraction_version_1_0_and_moderated() -> None:
@@ -102,3 +102,11 @@ def test_retraction_in_a_room_is_matched_by_occupant_id() -> None:
                        from_="r@muc/alice", type="groupchat")
     assert MessageRetraction.applies_to(original, renamed)
     assert not MessageRetraction.applies_to(original, impostor)
+
+
+def test_reply_is_still_the_method_that_builds_an_answer() -> None:
+    # the XEP-0461 accessor is reply_to: Stanza.reply() keeps building answer stanzas
+    msg = message("<body>x</body><reply xmlns='urn:xmpp:reply:0' id='m1'/>",
+                  from_="a@x/p", to="b@x/q", id="i1", type="chat")
+    answer = msg.reply()
+    assert isinstance(answer, Message) and answer.to == JID("a@x/p") and msg.reply_to is not None
