@@ -308,3 +308,17 @@ def test_a_lost_connection_ends_the_transfer_on_both_sides(
     finally:
         bob.disconnect(timeout=5)
         proxy.close()
+
+
+def test_auto_uses_ibb_where_the_server_has_no_proxy(connect_any: Callable[..., Client],
+                                                     any_server: Server, tmp_path: Path) -> None:
+    # Prosody (prosody-up) runs proxy65; ejabberd-up runs no SOCKS5 proxy: in-band there
+    alice, bob = connect_any(), connect_any()
+    source = make_file(tmp_path, 40_000)
+    thread, outcome = sender_thread(lambda: alice.files.send(bob.jid, source))
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    path = bob.files.next_offer(timeout=WAIT).receive(directory=inbox, timeout=WAIT)
+    thread.join(WAIT)
+    assert outcome == ["s5b" if any_server.kind == "prosody" else "ibb"]
+    assert path.read_bytes() == source.read_bytes()
