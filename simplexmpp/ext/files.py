@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import logging
 import mimetypes
@@ -275,7 +276,9 @@ class Transfer:
             FileTransferAborted: The sender broke off, or the connection was lost.
             FileIntegrityError: The data did not match the offered size or hash.
             FileTooLargeError: The sender sent more than it offered or than `max_size`.
-            errors.TimeoutError: Not finished within `timeout` (the transfer goes on).
+            errors.TimeoutError: No data arrived for `timeout` seconds (default: the client's
+                timeout): a transfer that keeps moving is waited for however long it takes.
+                The transfer goes on; call again, or cancel() it.
             RuntimeError: Called on the dispatcher thread (a callback), where it would wait
                 forever: the transfer's stanzas are handled on that thread.
         """
@@ -283,14 +286,16 @@ class Transfer:
             raise RuntimeError("Transfer.result() would wait forever on the dispatcher thread "
                                "(in a callback): use add_done_callback() there")
         wait = self._files.timeout(timeout)
-        try:
-            return self._future.result(wait)
-        except TimeoutError as timed_out:
-            if isinstance(timed_out, errors.TimeoutError):
-                raise
-            raise errors.TimeoutError(f"the transfer of {self.offer.name!r} did not finish "
-                                      f"within {wait:g} s ({self.received} bytes so far)"
-                                      ) from None
+        seen = -1
+        while True:
+            try:
+                return self._future.result(wait)
+            except concurrent.futures.TimeoutError:  # not the builtin one on Python 3.10
+                if self.received == seen or self.received == 0:
+                    raise errors.TimeoutError(
+                        f"the transfer of {self.offer.name!r} stalled: nothing arrived for "
+                        f"{wait:g} s ({self.received} bytes so far)") from None
+                seen = self.received
 
     def add_done_callback(self, fn: Callable[[Transfer], object]) -> None:
         """Call `fn(transfer)` when the transfer ends (on the thread that ends it: the
@@ -489,7 +494,8 @@ class FileOffer:
         """Accept and wait until the file is complete and checked (see
         [accept][simplexmpp.ext.files.FileOffer.accept] and
         [Transfer.result][simplexmpp.ext.files.Transfer.result]); return its path.
-        `timeout` bounds the whole transfer. Not from a callback (RuntimeError)."""
+        `timeout` is how long the data may stall, not a bound on the whole transfer. Not from
+        a callback (RuntimeError)."""
         if _on_dispatcher():
             raise RuntimeError("FileOffer.receive() would wait forever on the dispatcher "
                                "thread (in a callback): use accept() there")
@@ -723,7 +729,7 @@ class Files(Extension):
     def _iq_result(self, session: _Session, future: Any, wait: float) -> None:
         try:
             future.result(wait)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # (3.10: not the builtin TimeoutError)
             self._raise_if_ended(session, 0)
             raise errors.TimeoutError(f"{session.peer} did not take a block within {wait:g} s"
                                       ) from None

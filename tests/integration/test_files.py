@@ -322,3 +322,19 @@ def test_auto_uses_ibb_where_the_server_has_no_proxy(connect_any: Callable[..., 
     thread.join(WAIT)
     assert outcome == ["s5b" if any_server.kind == "prosody" else "ibb"]
     assert path.read_bytes() == source.read_bytes()
+
+
+def test_a_stalled_transfer_times_out_and_can_be_cancelled(connect: Callable[..., Client],
+                                                          tmp_path: Path) -> None:
+    alice, bob = connect(), connect()
+    _offer_from(alice, bob, 100, "s4", "i4")
+    transfer = bob.files.next_offer(timeout=WAIT).accept(directory=tmp_path)
+    _ibb(alice, bob, "open", "i4")
+    _ibb(alice, bob, "data", "i4", b"a" * 10, seq=0)      # then nothing more
+    with pytest.raises(errors.TimeoutError, match="stalled"):
+        transfer.result(timeout=0.5)
+    assert not transfer.done and transfer.received == 10
+    transfer.cancel()
+    with pytest.raises(FileTransferAborted):
+        transfer.result(0)
+    assert list(tmp_path.iterdir()) == []
