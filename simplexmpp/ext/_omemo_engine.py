@@ -105,6 +105,8 @@ class _Glue:
         # While encrypting, "undecided" devices are simply not encrypted for (python-omemo
         # would otherwise refuse the whole message); while decrypting they are read.
         self.encrypting = False
+        # Our nodes whose max_items was set by configuration (not accepted as a publish option)
+        self.max_items_configured: set[str] = set()
 
     # -- PEP (XEP-0163) ----------------------------------------------------------------------
     def publish(self, node: str, item: ET.Element, item_id: str,
@@ -113,14 +115,32 @@ class _Glue:
         `conflict` + `precondition-not-met` (XEP-0060 §7.1.5): reconfigure it and publish
         again."""
         pep = self.client.pep
+        if node in self.max_items_configured:  # see below: the server takes it only there
+            options = {k: v for k, v in options.items() if k != "pubsub#max_items"}
         try:
             pep.publish(node, item, item_id, options)
         except PubSubError as exc:
-            if exc.pubsub_condition != "precondition-not-met":
+            if exc.pubsub_condition == "precondition-not-met":
+                log.info("reconfiguring our PEP node %s for OMEMO (%s)", node, options)
+                self.client.pubsub.set_configuration(None, node, options)
+                pep.publish(node, item, item_id, options)
+            elif "pubsub#max_items" in options:
+                # ejabberd refuses pubsub#max_items as a publish option (resource-constraint,
+                # "Unknown field"): publish without it, then set it in the node configuration.
+                log.info("%s refused pubsub#max_items as a publish option (%s); setting it "
+                         "in the node configuration instead", node, exc)
+                rest = {k: v for k, v in options.items() if k != "pubsub#max_items"}
+                self.publish(node, item, item_id, rest)
+                try:
+                    self.client.pubsub.set_configuration(
+                        None, node, {"pubsub#max_items": options["pubsub#max_items"]})
+                    self.max_items_configured.add(node)
+                except PubSubError as config_exc:
+                    log.warning("could not set pubsub#max_items of our PEP node %s (%s): "
+                                "the server may keep fewer bundles than we have devices",
+                                node, config_exc)
+            else:
                 raise
-            log.info("reconfiguring our PEP node %s for OMEMO (%s)", node, options)
-            self.client.pubsub.set_configuration(None, node, options)
-            pep.publish(node, item, item_id, options)
 
     def items(self, jid: str, node: str, **kwargs: Any) -> list[Any] | None:
         """Items of `jid`'s PEP node; None when the node does not exist or we may not see

@@ -305,3 +305,17 @@ def test_a_broken_session_is_healed(connect: Callable[..., Client], server: Serv
     alice.omemo.send_message(account, "four")
     msg = bob.next_message(timeout=WAIT)
     assert (msg.body, msg.decryption_error) == ("four", None)
+
+
+@pytest.mark.parametrize("namespace", [TWOMEMO_NS, OLDMEMO_NS])
+def test_two_accounts_on_each_server(connect_any: Callable[..., Client], tmp_path: Path,
+                                     namespace: str) -> None:
+    """The PEP details differ between servers (publish-options, max_items "max", the answer
+    for a missing node): the exchange works on Prosody and on ejabberd."""
+    alice = online(connect_any, tmp_path / "alice.json")
+    bob = online(connect_any, tmp_path / "bob.json")
+    alice.omemo.send_message(bob.account.bare, "across", namespace=namespace)
+    msg = bob.next_message(timeout=WAIT)
+    assert (msg.body, msg.encryption) == ("across", namespace)
+    bob.omemo.send_message(alice.account.bare, "and back", namespace=namespace)
+    assert alice.next_message(timeout=WAIT).body == "and back"

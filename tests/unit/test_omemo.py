@@ -151,6 +151,8 @@ class Network:
         self.config: dict[tuple[str, str], dict[str, str]] = {}
         self.sent: list[Message] = []
         self.lock = threading.Lock()
+        self.ejabberd = False  # refuse pubsub#max_items as a publish option, as ejabberd does
+        self.publishes = 0
 
 
 class FakePEP:
@@ -161,6 +163,11 @@ class FakePEP:
                 options: dict[str, str] | None = None, timeout: float | None = None) -> str:
         key = (self.owner, node)
         with self.net.lock:
+            self.net.publishes += 1
+            if self.net.ejabberd and "pubsub#max_items" in (options or {}):
+                raise PubSubError("resource-constraint", "wait",
+                                  "Unknown field 'pubsub#max_items' of type "
+                                  "'http://jabber.org/protocol/pubsub#publish-options'")
             if key in self.net.config and options is not None and any(
                     self.net.config[key].get(k) != v for k, v in options.items()):
                 raise PubSubError("conflict", pubsub_condition="precondition-not-met")
@@ -195,7 +202,7 @@ class FakePubSub:
     def set_configuration(self, service: Any, node: str, config: dict[str, str],
                           timeout: float | None = None) -> None:
         with self.net.lock:
-            self.net.config[(self.owner, node)] = dict(config)
+            self.net.config.setdefault((self.owner, node), {}).update(config)
 
 
 class FakeClient:
@@ -551,3 +558,23 @@ def test_a_closed_engine_refuses_at_once_and_frees_its_thread_and_store(tmp_path
     with pytest.raises(DisconnectedError):
         alice.run(alice.devices("bob@example.org"), 3600)  # no wait for the timeout
     JSONStorage(str(tmp_path / "alice.json"), "alice@example.org").close()  # unlocked
+
+
+def test_a_server_refusing_max_items_as_publish_option_gets_it_as_configuration(
+        tmp_path: Path) -> None:
+    net = Network()
+    net.ejabberd = True
+    alice = engine(net, "alice@example.org", tmp_path / "alice.json")
+    bob = engine(net, "bob@example.org", tmp_path / "bob.json")
+    try:
+        assert net.config[("alice@example.org", "urn:xmpp:omemo:2:bundles")] == {
+            "pubsub#access_model": "open", "pubsub#max_items": "max"}
+        element = encrypted_for(bob, "alice@example.org", "hi", TWOMEMO)
+        before = net.publishes
+        # reading a key exchange uses up a pre key: the bundle is published again, at once
+        # without the refused option
+        assert read(alice, element, TWOMEMO, "bob@example.org").error is None
+        assert net.publishes == before + 1
+    finally:
+        alice.close()
+        bob.close()
