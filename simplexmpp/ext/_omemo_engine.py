@@ -114,6 +114,9 @@ class _Glue:
         """Publish with publish-options; a node that exists with other options answers
         `conflict` + `precondition-not-met` (XEP-0060 §7.1.5): reconfigure it and publish
         again."""
+        # What we publish (a new signed pre key, say, from python-omemo's own rotation task,
+        # which runs outside our operations) is on disk before it leaves.
+        self.store.flush()
         pep = self.client.pep
         if node in self.max_items_configured:  # see below: the server takes it only there
             options = {k: v for k, v in options.items() if k != "pubsub#max_items"}
