@@ -174,13 +174,13 @@ def serialize(message: omemo.Message) -> ET.Element:
     raise UnknownNamespace(f"unknown OMEMO namespace {message.namespace}")
 
 
-class _Manager(SessionManager):  # type: ignore[misc]
+class _Manager(SessionManager):
     """python-omemo's session manager wired to one client (see `_Glue`). `create()` makes
     instances with no arguments, so the glue is a class attribute of a per-engine subclass."""
 
     glue: _Glue
 
-    async def _upload_bundle(self, bundle: omemo.Bundle) -> None:
+    async def _upload_bundle(self, bundle: omemo.Bundle) -> None:  # type: ignore[override]
         glue = self.glue
         try:
             if isinstance(bundle, twomemo.twomemo.BundleImpl):
@@ -199,8 +199,8 @@ class _Manager(SessionManager):  # type: ignore[misc]
             raise BundleUploadFailed(f"publishing our {bundle.namespace} bundle failed: "
                                      f"{exc}") from exc
 
-    async def _download_bundle(self, namespace: str, bare_jid: str,
-                               device_id: int) -> omemo.Bundle:
+    async def _download_bundle(  # type: ignore[override]  # python-omemo: static methods
+            self, namespace: str, bare_jid: str, device_id: int) -> omemo.Bundle:
         glue = self.glue
         try:
             if namespace == TWOMEMO:
@@ -228,7 +228,7 @@ class _Manager(SessionManager):  # type: ignore[misc]
             raise BundleDownloadFailed(f"the {namespace} bundle of {bare_jid} device "
                                        f"{device_id} is malformed: {exc}") from exc
 
-    async def _delete_bundle(self, namespace: str, device_id: int) -> None:
+    async def _delete_bundle(self, namespace: str, device_id: int) -> None:  # type: ignore[override]
         pep = self.glue.client.pep
         try:
             if namespace == TWOMEMO:
@@ -243,7 +243,7 @@ class _Manager(SessionManager):  # type: ignore[misc]
         except XMPPError as exc:
             raise BundleDeletionFailed(str(exc)) from exc
 
-    async def _upload_device_list(self, namespace: str, device_list: DeviceList) -> None:
+    async def _upload_device_list(self, namespace: str, device_list: DeviceList) -> None:  # type: ignore[override]
         try:
             if namespace == TWOMEMO:
                 self.glue.publish(TWOMEMO_DEVICES,
@@ -259,7 +259,7 @@ class _Manager(SessionManager):  # type: ignore[misc]
             raise DeviceListUploadFailed(f"publishing our {namespace} device list failed: "
                                          f"{exc}") from exc
 
-    async def _download_device_list(self, namespace: str, bare_jid: str) -> DeviceList:
+    async def _download_device_list(self, namespace: str, bare_jid: str) -> DeviceList:  # type: ignore[override]
         node = {TWOMEMO: TWOMEMO_DEVICES, OLDMEMO: OLDMEMO_DEVICES}.get(namespace)
         if node is None:
             raise UnknownNamespace(f"unknown OMEMO namespace {namespace}")
@@ -290,7 +290,7 @@ class _Manager(SessionManager):  # type: ignore[misc]
         # Engine._apply_policy), and undecided devices count as not trusted while encrypting.
         return None
 
-    async def _send_message(self, message: omemo.Message, bare_jid: str) -> None:
+    async def _send_message(self, message: omemo.Message, bare_jid: str) -> None:  # type: ignore[override]
         try:
             self.glue.send(message, bare_jid)
         except XMPPError as exc:
@@ -407,7 +407,8 @@ class Engine:
         not on the sender's list), and leave history-synchronization mode."""
         if self.manager is None:
             self.backends = [twomemo.Twomemo(self.store), oldmemo.Oldmemo(self.store)]
-            cls = type("SimplexmppSessionManager", (_Manager,), {"glue": self.glue})
+            cls: type[_Manager] = type("SimplexmppSessionManager", (_Manager,),
+                                       {"glue": self.glue})
             self.manager = await cls.create(self.backends, self.store, self.own,
                                             initial_own_label=None,
                                             undecided_trust_level_name=UNDECIDED)

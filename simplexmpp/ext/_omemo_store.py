@@ -35,7 +35,7 @@ __all__ = ["JSONStorage"]
 
 log = logging.getLogger(__name__)
 
-class JSONStorage(Storage):  # type: ignore[misc]  # python-omemo's base is untyped here
+class JSONStorage(Storage):
     """python-omemo storage kept in memory and persisted to one JSON file.
 
     Thread-safe: python-omemo calls it on the extension's event-loop thread; other threads may

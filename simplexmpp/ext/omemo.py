@@ -147,7 +147,8 @@ def read_store_file(path: str) -> dict[str, Any] | None:
     if not isinstance(document, dict) or document.get("format") != FORMAT or \
             not isinstance(document.get("data"), dict):
         raise OMEMOError(f"{path} is not a simplexmpp OMEMO store (format {FORMAT!r})")
-    return document["data"]
+    data: dict[str, Any] = document["data"]
+    return data
 
 
 def default_store_path(account: JID | str) -> str:
