@@ -319,3 +319,31 @@ def test_two_accounts_on_each_server(connect_any: Callable[..., Client], tmp_pat
     assert (msg.body, msg.encryption) == ("across", namespace)
     bob.omemo.send_message(alice.account.bare, "and back", namespace=namespace)
     assert alice.next_message(timeout=WAIT).body == "and back"
+
+
+def test_many_threads_send_and_every_message_is_read(connect: Callable[..., Client],
+                                                    tmp_path: Path) -> None:
+    """The session manager and the store are used by one thread at a time whatever the
+    number of callers: the ratchet never skips or repeats a key."""
+    alice = online(connect, tmp_path / "alice.json")
+    bob = online(connect, tmp_path / "bob.json")
+    errors: list[BaseException] = []
+
+    def sender(n: int) -> None:
+        try:
+            for i in range(5):
+                alice.omemo.send_message(bob.account.bare, f"{n}-{i}",
+                                         namespace=(TWOMEMO_NS, OLDMEMO_NS)[n % 2])
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    got = [bob.next_message(timeout=WAIT) for _ in range(20)]
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(m.body or "" for m in got) == sorted(f"{n}-{i}" for n in range(4)
+                                                       for i in range(5))
+    assert all(m.decryption_error is None for m in got)
