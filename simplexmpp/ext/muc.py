@@ -53,7 +53,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import errors
 from ..errors import DisconnectedError, IqError, StanzaError, XMPPError
@@ -67,10 +67,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
     from .disco import DiscoInfo, DiscoItem
 
-__all__ = ["MUC", "Room", "Occupant", "MUCError", "NickConflictError", "RoomPasswordError",
-           "BannedError", "RoomMembersOnlyError", "RoomNotFoundError", "RoomFullError",
-           "NotInRoomError", "MUC_NS", "USER_NS", "ADMIN_NS", "OWNER_NS", "CONFERENCE_NS",
-           "ROOMCONFIG_NS", "ROLES", "AFFILIATIONS"]
+__all__ = ["MUC", "Room", "Occupant", "RoomDecryptor", "MUCError", "NickConflictError",
+           "RoomPasswordError", "BannedError", "RoomMembersOnlyError", "RoomNotFoundError",
+           "RoomFullError", "NotInRoomError", "MUC_NS", "USER_NS", "ADMIN_NS", "OWNER_NS",
+           "CONFERENCE_NS", "ROOMCONFIG_NS", "ROLES", "AFFILIATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,19 @@ class Occupant:
     show: str | None = None
     status: str | None = None
     available: bool = True
+
+
+class RoomDecryptor(Protocol):
+    """What [MUC.decryptor][simplexmpp.ext.muc.MUC.decryptor] holds: end-to-end decryption of
+    room messages (OMEMO: [simplexmpp.ext.omemo_muc][])."""
+
+    def wants(self, msg: Message) -> bool:
+        """I/O thread, quick, never blocking: whether `msg` is encrypted for this decryptor."""
+
+    def decrypt(self, room: Room, msg: Message, nick: str | None,
+                sender: JID | None) -> Message:
+        """Dispatcher thread: the message to deliver in place of `msg`, sent by `nick`, whose
+        real JID was `sender` when the message arrived (None: the room did not show it)."""
 
 
 def _now() -> datetime:
@@ -957,6 +970,12 @@ class MUC(Extension):
         joined or already left, or someone's full JID): they never reach messages(). Per sender's
         bare JID, at most 1,000 of them kept."""
         self.stray_groupchat_dropped = 0
+        self.decryptor: RoomDecryptor | None = None
+        """End-to-end encrypted room messages: when set, a groupchat message it
+        [wants][simplexmpp.ext.muc.RoomDecryptor.wants] is handed to its
+        [decrypt][simplexmpp.ext.muc.RoomDecryptor.decrypt] on the dispatcher thread, and what
+        that returns takes the message's place (in `room.messages()` and "muc_message"). Set
+        by [simplexmpp.ext.omemo_muc][] (OMEMO in rooms)."""
         self._upkeep: threading.Thread | None = None
         self._upkeep_wake = threading.Event()
 
@@ -1159,6 +1178,14 @@ class MUC(Extension):
             if room is None:
                 self._stray_groupchat(sender)
                 return True
+            decryptor = self.decryptor
+            if decryptor is not None and decryptor.wants(msg):
+                # Decrypting may wait for the network (keys): never on the I/O thread. Who
+                # sent it is read now: the occupant may leave before it is decrypted.
+                occupant = room.occupants.get(nick) if nick is not None else None
+                real = occupant.jid if occupant is not None else None
+                self._client.dispatch(self._decrypt, decryptor, room, msg, nick, real)
+                return True
             room._on_message(msg, nick)
             return True
         if kind == "error":
@@ -1168,6 +1195,15 @@ class MUC(Extension):
             return False
         self._invitation(msg, sender)
         return False  # invitations also reach the inbox (Prosody adds a readable body)
+
+    def _decrypt(self, decryptor: RoomDecryptor, room: Room, msg: Message, nick: str | None,
+                 sender: JID | None) -> None:
+        """Dispatcher: an encrypted room message, decrypted, goes on to the room."""
+        try:
+            msg = decryptor.decrypt(room, msg, nick, sender)
+        except Exception:  # a bug there must not lose the message: it goes on as it came
+            log.exception("decrypting a message of room %s failed", room.jid)
+        room._on_message(msg, nick)
 
     def _stray_groupchat(self, sender: str) -> None:
         """I/O thread: a groupchat message from no room we are in. Only a room sends

@@ -1,0 +1,95 @@
+"""MUC.decryptor: encrypted room messages are decrypted off the I/O thread, with the sender's
+real JID as it was when the message arrived; plain ones are untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from simplexmpp import JID, Message
+from simplexmpp.ext.muc import Room
+
+from .test_muc import ROOM, FakeClient, entered, stanza
+
+ENCRYPTED = "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='7'/></encrypted>"
+
+
+class Dispatching(FakeClient):
+    """The fake client with a dispatcher queue the test runs by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+
+    def dispatch(self, fn: Callable[..., object], *args: Any) -> None:
+        self.queued.append((fn, args))
+
+    def run_dispatcher(self) -> None:
+        while self.queued:
+            fn, args = self.queued.pop(0)
+            fn(*args)
+
+
+class Decryptor:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Room, str | None, JID | None]] = []
+
+    def wants(self, msg: Message) -> bool:
+        return msg.xml.find("{eu.siacs.conversations.axolotl}encrypted") is not None
+
+    def decrypt(self, room: Room, msg: Message, nick: str | None,
+                sender: JID | None) -> Message:
+        self.calls.append((room, nick, sender))
+        return Message(to=str(msg.to), type="groupchat", body=f"decrypted from {sender}")
+
+
+def occupant_presence(nick: str, jid: str, type: str | None = None) -> str:
+    kind = f" type='{type}'" if type else ""
+    return stanza(f"<presence from='{ROOM}/{nick}' to='hag66@shakespeare.lit/pda'{kind}>"
+                  "<x xmlns='http://jabber.org/protocol/muc#user'>"
+                  f"<item affiliation='member' role='participant' jid='{jid}'/></x></presence>")
+
+
+def test_encrypted_room_message_is_decrypted_on_the_dispatcher_with_its_sender() -> None:
+    client = Dispatching()
+    room = entered(client)  # type: ignore[arg-type]
+    decryptor = Decryptor()
+    room._muc.decryptor = decryptor
+    client.receive(occupant_presence("bard", "bard@avon.lit/quill"))
+    assert client.receive(stanza(f"<message from='{ROOM}/bard' type='groupchat'>"
+                                 f"<body>fallback</body>{ENCRYPTED}</message>"))
+    # The occupant leaves before the dispatcher gets to the message: the sender is still
+    # the one the room showed when the message arrived.
+    client.receive(occupant_presence("bard", "bard@avon.lit/quill", type="unavailable"))
+    assert room._queue.qsize() == 0 and decryptor.calls == []   # nothing on the I/O thread
+    client.run_dispatcher()
+    assert decryptor.calls == [(room, "bard", JID("bard@avon.lit/quill"))]
+    [(name, where, msg)] = [e for e in client.events if e[0] == "muc_message"]
+    assert where is room and msg.body == "decrypted from bard@avon.lit/quill"
+
+
+def test_plain_room_messages_do_not_pass_the_decryptor() -> None:
+    client = Dispatching()
+    room = entered(client)  # type: ignore[arg-type]
+    decryptor = Decryptor()
+    room._muc.decryptor = decryptor
+    assert client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
+                                 "<body>plain</body></message>"))
+    assert client.queued == [] and decryptor.calls == []
+    assert [e[2].body for e in client.events if e[0] == "muc_message"] == ["plain"]
+
+
+def test_a_failing_decryptor_does_not_lose_the_message() -> None:
+    client = Dispatching()
+    room = entered(client)  # type: ignore[arg-type]
+
+    class Broken(Decryptor):
+        def decrypt(self, room: Room, msg: Message, nick: str | None,
+                    sender: JID | None) -> Message:
+            raise RuntimeError("bug")
+
+    room._muc.decryptor = Broken()
+    client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
+                          f"<body>fallback</body>{ENCRYPTED}</message>"))
+    client.run_dispatcher()
+    assert [e[2].body for e in client.events if e[0] == "muc_message"] == ["fallback"]
