@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers
     from .ext.markers import Markers
     from .ext.muc import MUC
     from .ext.omemo import OMEMO
+    from .ext.omemo_muc import OmemoMUC
     from .ext.oob import OOB
     from .ext.pep import PEP
     from .ext.pubsub import PubSub
@@ -367,6 +368,7 @@ class Client:
     pep: PEP
     avatar: Avatar
     omemo: OMEMO
+    omemo_muc: OmemoMUC
 
     def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,

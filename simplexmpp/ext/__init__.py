@@ -42,6 +42,7 @@ EXTENSIONS: list[tuple[str, str]] = [
     ("pep", "pep:PEP"),
     ("avatar", "avatar:Avatar"),
     ("omemo", "omemo:OMEMO"),
+    ("omemo_muc", "omemo_muc:OmemoMUC"),
 ]
 """(attribute name, "module:Class") of each extension attached to a client."""
 

@@ -54,7 +54,11 @@ from ..stanza import Message, format_datetime, mark_encrypted
 from ..xml import CLIENT_NS, StreamParser, tostring
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from ..client import Client
+    from .omemo_media import AesgcmLink
+    from .upload import Progress
     from ..ext.pubsub import Item
     from ._omemo_engine import Engine
 
@@ -307,6 +311,8 @@ class OMEMO(Extension):
         """
         if not isinstance(body, str):
             raise TypeError("body must be a str")
+        if type == "groupchat":  # a joined room: every member's devices (omemo_muc)
+            return self.client.omemo_muc.send(to, body, namespace=namespace, timeout=timeout)
         msg = self.client.new_message(to, body, type)
         recipient = str(JID(to).bare)
         self.encrypt_message(msg, [recipient], namespace=namespace, timeout=timeout)
@@ -408,6 +414,45 @@ class OMEMO(Extension):
         message without OMEMO is returned as it is."""
         result, _empty = self._decrypt(msg, sender, timeout, heal=not archived)
         return result
+
+    # -- encrypted files (aesgcm://, simplexmpp.ext.omemo_media) ------------------------------
+    def upload(self, path: str | os.PathLike[str], to: JID | str | list[JID | str], *,
+               type: str = "chat", progress: Progress | None = None,
+               timeout: float | None = None) -> AesgcmLink:
+        """Encrypt the file at `path`, upload it (XEP-0363) and send its `aesgcm://` link
+        OMEMO-encrypted to `to` (a JID, a joined room with `type="groupchat"`, or a list of
+        JIDs); return the [AesgcmLink][simplexmpp.ext.omemo_media.AesgcmLink].
+
+        Receiving clients (Conversations, Dino, Gajim, Monal …) show the message as the file;
+        [download][simplexmpp.ext.omemo.OMEMO.download] fetches and decrypts one. Raises as
+        [upload_encrypted][simplexmpp.ext.omemo_media.upload_encrypted] and
+        [send_message][simplexmpp.ext.omemo.OMEMO.send_message] do; when a message cannot be
+        sent the file stays uploaded but nobody has its key."""
+        from .omemo_media import upload_encrypted
+        recipients = to if isinstance(to, list) else [to]
+        if not recipients:
+            raise ValueError("no recipients")
+        link = upload_encrypted(self.client, path, progress=progress, timeout=timeout)
+        for recipient in recipients:
+            self.send_message(recipient, link.url, type=type, timeout=timeout)
+        return link
+
+    def download(self, link: Message | AesgcmLink | str, path_or_dir: str | os.PathLike[str],
+                 *, progress: Progress | None = None, timeout: float | None = None,
+                 max_size: int | None = None) -> Path:
+        """Download and decrypt the file of an `aesgcm://` link (or of a message whose body is
+        one); return the path written. Raises
+        [InvalidAesgcmLinkError][simplexmpp.ext.omemo_media.InvalidAesgcmLinkError] for a
+        message that is not such a link, else as
+        [download_encrypted][simplexmpp.ext.omemo_media.download_encrypted] does."""
+        from .omemo_media import InvalidAesgcmLinkError, aesgcm_link_of, download_encrypted
+        if isinstance(link, Message):
+            found = aesgcm_link_of(link)
+            if found is None:
+                raise InvalidAesgcmLinkError("the message is not an aesgcm:// file link")
+            link = found
+        return download_encrypted(self.client, link, path_or_dir, progress=progress,
+                                  timeout=timeout, max_size=max_size)
 
     # -- lifecycle hooks (dispatcher thread) --------------------------------------------------
     def session_started(self, session: Session) -> None:

@@ -1,4 +1,5 @@
-"""Encrypted file sharing as OMEMO clients do it (XEP-0454 "OMEMO Media sharing"): `aesgcm://` links.
+"""Encrypted file sharing as OMEMO clients do it (XEP-0454 OMEMO Media sharing): `aesgcm://`
+links.
 
 The file is encrypted with AES-256-GCM under a fresh random key and 12-byte IV while it is
 uploaded by XEP-0363 HTTP upload; what the HTTP server stores is the ciphertext followed by the
