@@ -4,6 +4,8 @@
 simplexmpp send bob@example.org "Hello"          # or the message on stdin
 simplexmpp listen --json                          # one line per incoming message
 simplexmpp roster | ping | disco | upload FILE | muc | register
+simplexmpp send --omemo bob@example.org -m "Hello"   # end-to-end encrypted (OMEMO)
+simplexmpp omemo devices|trust|distrust|fingerprint
 ```
 
 Credentials come from flags, then the environment (`XMPP_JID`, `XMPP_PASSWORD`,
@@ -13,7 +15,8 @@ terminal for the password. Passwords are never echoed or printed, and never take
 value (other users see the command line in `ps`): `--password-file`, the environment or the
 config file instead.
 
-Exit codes: 0 ok, 1 usage, 2 authentication, 3 network/TLS/server, 4 timeout.
+Exit codes: 0 ok, 1 usage, 2 authentication, 3 network/TLS/server, 4 timeout, 5 encryption
+(OMEMO: no device of a recipient to encrypt for, or the key store failed).
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["main", "EXIT_OK", "EXIT_USAGE", "EXIT_AUTH", "EXIT_NETWORK", "EXIT_TIMEOUT"]
+__all__ = ["main", "EXIT_OK", "EXIT_USAGE", "EXIT_AUTH", "EXIT_NETWORK", "EXIT_TIMEOUT",
+           "EXIT_ENCRYPTION"]
 
 EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_ENCRYPTION = 5
+"""OMEMO could not encrypt (no trusted device of a recipient), or its store failed."""
 DEFAULT_CONFIG = Path("~/.config/simplexmpp/config.toml")
 
 
@@ -101,9 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per step (30)")
     g.add_argument("--config", type=Path, help=f"config file (default {DEFAULT_CONFIG})")
     g.add_argument("--debug", action="store_true", help="log the XML stream, show tracebacks")
+    g.add_argument("--omemo-store", metavar="PATH",
+                   help="OMEMO key store (env XMPP_OMEMO_STORE; default under "
+                        "~/.local/share/simplexmpp/omemo/)")
 
     p = _Parser(prog="simplexmpp", description="XMPP from the command line.",
-                epilog="exit codes: 0 ok, 1 usage, 2 authentication, 3 network, 4 timeout")
+                epilog="exit codes: 0 ok, 1 usage, 2 authentication, 3 network, 4 timeout, "
+                       "5 encryption")
     p.add_argument("--version", action="version", version=f"simplexmpp {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -127,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--raw", action="store_true",
                    help="the input is one XML stanza (message, presence or iq), sent as is "
                         "after a check; an iq get/set waits for its answer and prints it")
+    s.add_argument("--omemo", action="store_true",
+                   help="end-to-end encrypt (OMEMO) for every trusted device of each "
+                        "recipient (with --muc: of every member of the room)")
 
     s = sub.add_parser("listen", parents=[common], help="print incoming messages",
                        description="Print incoming messages, one per line, until interrupted.")
@@ -135,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--idle", type=float, help="stop after this many seconds without a message")
     s.add_argument("--muc", metavar="ROOM",
                    help="listen in this chat room instead (messages sent from now on)")
+    s.add_argument("--omemo", action="store_true",
+                   help="turn OMEMO on (announce this device) even before its store exists; "
+                        "encrypted messages are decrypted whenever the store exists")
     s.add_argument("--nick", help="nick in the room (default: the JID's localpart)")
     s.add_argument("--muc-password", metavar="SECRET",
                    help="password of the room (env XMPP_MUC_PASSWORD keeps it out of ps)")
@@ -162,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also send the URL to this JID (repeatable), as an XEP-0066 link")
     s.add_argument("--content-type")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--omemo", action="store_true",
+                   help="encrypt the file (aesgcm://) and send its link OMEMO-encrypted to "
+                        "the --to JIDs")
 
     s = sub.add_parser("muc", parents=[common], help="list rooms of a MUC service and occupants")
     s.add_argument("service", nargs="?", help="default: conference.<domain>")
@@ -171,6 +190,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("register", parents=[common], help="XEP-0077: create the account")
+
+    s = sub.add_parser("omemo", parents=[common], help="OMEMO devices, fingerprints and trust",
+                       description="OMEMO end-to-end encryption: list devices with their "
+                                   "fingerprints and trust, trust or distrust one, show ours.")
+    s.add_argument("action", choices=("devices", "trust", "distrust", "fingerprint"))
+    s.add_argument("contact", nargs="?", metavar="JID",
+                   help="whose devices (default: our own account)")
+    s.add_argument("device", nargs="?", type=int, metavar="DEVICE_ID",
+                   help="for trust and distrust")
+    s.add_argument("--json", action="store_true")
     return p
 
 
@@ -188,7 +217,7 @@ def _config(path: Path | None) -> dict[str, Any]:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
-    known = {"jid", "password", "host", "port", "ca_file", "tls", "timeout"}
+    known = {"jid", "password", "host", "port", "ca_file", "tls", "timeout", "omemo_store"}
     unknown = set(data) - known
     if unknown:
         raise UsageError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
@@ -230,12 +259,24 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.tls_version is not None:
         tls = dict(ssl_context=_tls_context(ca_file, TLS_VERSIONS[args.tls_version],
                                             not args.no_verify))
-    return dict(jid=jid, password=password,
+    omemo_store = args.omemo_store or env.get("XMPP_OMEMO_STORE") or conf.get("omemo_store")
+    if omemo_store is None and _wants_omemo(args):
+        from .ext.omemo import default_store_path  # OMEMO on from the start (see _client)
+        try:
+            omemo_store = default_store_path(jid)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return dict(jid=jid, password=password, omemo_store=omemo_store,
                 host=args.host or env.get("XMPP_HOST") or conf.get("host"),
                 port=port_number,
                 tls=args.tls or conf.get("tls") or "starttls",
                 tls_options=tls, resource=args.resource,
                 timeout=args.timeout)
+
+
+def _wants_omemo(args: argparse.Namespace) -> bool:
+    """Whether the command uses OMEMO, so that the client turns it on from the start."""
+    return args.command == "omemo" or bool(getattr(args, "omemo", False))
 
 
 def _tls_context(ca_file: str | None, minimum: ssl.TLSVersion, verify: bool) -> ssl.SSLContext:
@@ -259,7 +300,8 @@ def _client(settings: dict[str, Any]) -> Client:
         return Client(settings["jid"], settings["password"], host=settings["host"],
                       port=settings["port"], tls=settings["tls"],
                       resource=settings["resource"], timeout=settings["timeout"],
-                      reconnect=False, **settings["tls_options"])
+                      reconnect=False, omemo_store=settings.get("omemo_store"),
+                      **settings["tls_options"])
     except ValueError as exc:  # JIDError and friends: the user's input
         raise UsageError(str(exc)) from None
 
@@ -357,13 +399,18 @@ def cmd_send(client: Client, args: argparse.Namespace) -> int:
     sent = 0
     for body in bodies:
         for to in recipients:
-            if args.oob:
+            if args.omemo:
+                client.omemo.send_message(to, body, type=args.type, timeout=args.timeout)
+            elif args.oob:
                 client.oob.send(to, args.oob, body=body)
             else:
                 client.send_message(to, body, type=args.type, subject=args.subject)
             sent += 1
         if room is not None:
-            room.send(body)
+            if args.omemo:
+                client.omemo_muc.send(room, body, timeout=args.timeout)
+            else:
+                room.send(body)
             sent += 1
     if room is not None:
         room.leave()
@@ -382,6 +429,12 @@ def _check_send_args(args: argparse.Namespace) -> None:
         if clashing:
             raise UsageError(f"send --raw: the stanza says it all; drop {', '.join(clashing)}")
         return
+    if args.omemo:
+        clashing = [flag for flag, used in (("--subject", args.subject is not None),
+                                            ("--oob", args.oob), ("--raw", args.raw)) if used]
+        if clashing:
+            raise UsageError(f"send --omemo: {', '.join(clashing)} would go out unencrypted; "
+                             "drop it (only the body is encrypted)")
     if args.subject is not None and args.muc:
         raise UsageError("send: --subject with --muc would change the room's topic; send the "
                          "subject to people, or set the topic in a client")
@@ -402,9 +455,14 @@ def _prepare_send(args: argparse.Namespace) -> None:
 
 def _message_record(msg: Any) -> dict[str, Any]:
     delay = msg.delay
-    return {"from": str(msg.from_) if msg.from_ else None, "type": msg.type, "id": msg.id,
-            "body": msg.body, "subject": msg.subject, "thread": msg.thread,
-            "delay": delay.isoformat() if delay else None}
+    record = {"from": str(msg.from_) if msg.from_ else None, "type": msg.type, "id": msg.id,
+              "body": msg.body, "subject": msg.subject, "thread": msg.thread,
+              "delay": delay.isoformat() if delay else None,
+              "encryption": getattr(msg, "encryption", None)}
+    if record["encryption"] is not None:
+        record["sender_device"] = msg.sender_device
+        record["decryption_error"] = msg.decryption_error
+    return record
 
 
 def cmd_listen(client: Client, args: argparse.Namespace) -> int:
@@ -418,10 +476,13 @@ def cmd_listen(client: Client, args: argparse.Namespace) -> int:
     else:
         source = client.messages(timeout=args.idle)
     for msg in source:
-        if msg.body is None and (args.muc or msg.subject is None):
+        undecrypted = msg.body is None and getattr(msg, "decryption_error", None) is not None
+        if msg.body is None and not undecrypted and (args.muc or msg.subject is None):
             continue  # chat states, receipts, a room's topic and the like
         if args.json:
             print(json.dumps(_message_record(msg), ensure_ascii=False), flush=True)
+        elif undecrypted:
+            print(f"{msg.from_}: [cannot decrypt: {msg.decryption_error}]", flush=True)
         else:
             print(f"{msg.from_}: {msg.body if msg.body is not None else msg.subject}",
                   flush=True)
@@ -512,10 +573,26 @@ def _progress_bar(total_hint: int) -> Callable[[int, int | None], None] | None:
     return show
 
 
-def cmd_upload(client: Client, args: argparse.Namespace) -> int:
+def _check_upload_args(args: argparse.Namespace) -> None:
+    """`upload` arguments that cannot work, refused before connecting."""
     if not args.file.is_file():
         raise UsageError(f"upload: {args.file} is not a file")
+    if args.omemo and not args.to:
+        raise UsageError("upload --omemo: give --to JID: the link holds the key and goes "
+                         "only into encrypted messages")
+    if args.omemo and args.content_type:
+        raise UsageError("upload --omemo: --content-type is not sent (encrypted uploads are "
+                         "application/octet-stream)")
+
+
+def cmd_upload(client: Client, args: argparse.Namespace) -> int:
+    _check_upload_args(args)
     progress = None if args.no_progress else _progress_bar(args.file.stat().st_size)
+    if args.omemo:
+        link = client.omemo.upload(args.file, [JID(to) for to in args.to],
+                                   progress=progress, timeout=args.timeout)
+        print(link.https_url, flush=True)  # the key stays out of the terminal and logs
+        return EXIT_OK
     url = client.upload.file(str(args.file), content_type=args.content_type,
                              progress=progress, timeout=args.timeout)
     print(url, flush=True)
@@ -558,9 +635,71 @@ def cmd_muc(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_omemo_args(args: argparse.Namespace) -> None:
+    """`omemo ACTION` arguments that cannot work, refused before connecting."""
+    if args.action in ("trust", "distrust"):
+        if not args.contact or args.device is None:
+            raise UsageError(f"omemo {args.action}: give the JID and the DEVICE_ID (see "
+                             "'simplexmpp omemo devices JID')")
+    elif args.action == "fingerprint":
+        if args.contact or args.device is not None:
+            raise UsageError("omemo fingerprint shows our own; for others' use "
+                             "'omemo devices JID'")
+    elif args.device is not None:
+        raise UsageError("omemo devices takes a JID only")
+    if args.contact:
+        try:
+            JID(args.contact)
+        except ValueError as exc:
+            raise UsageError(f"omemo {args.action}: {exc}") from None
+
+
+def cmd_omemo(client: Client, args: argparse.Namespace) -> int:
+    omemo = client.omemo
+    if args.action in ("trust", "distrust"):
+        known = {d.id: d for d in omemo.devices(args.contact, timeout=args.timeout)}
+        if args.device not in known:
+            listed = ", ".join(map(str, sorted(known))) or "none"
+            raise UsageError(f"omemo {args.action}: {JID(args.contact).bare} has no device "
+                             f"{args.device} (known: {listed})")
+        getattr(omemo, args.action)(args.contact, args.device, timeout=args.timeout)
+        after = {d.id: d for d in omemo.devices(args.contact, timeout=args.timeout)}
+        device = after[args.device]
+        print(f"{device.jid} {device.id} {device.trust} {_grouped(device.fingerprint)}")
+        return EXIT_OK
+    if args.action == "fingerprint":
+        fingerprint = omemo.fingerprint
+        record = {"jid": str(client.account.bare), "device": omemo.device_id,
+                  "fingerprint": fingerprint, "store": omemo.store_path}
+        if args.json:
+            print(json.dumps(record))
+        else:
+            print(f"{record['jid']} device {record['device']}\n"
+                  f"{_grouped(fingerprint or '')}\nstore: {record['store']}")
+        return EXIT_OK
+    devices = omemo.devices(args.contact, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([{"jid": d.jid, "id": d.id, "fingerprint": d.fingerprint,
+                           "trust": d.trust, "namespace": d.namespace,
+                           "namespaces": list(d.namespaces), "active": d.active,
+                           "label": d.label, "this_device": d.this_device}
+                          for d in devices], ensure_ascii=False))
+        return EXIT_OK
+    for d in devices:
+        marks = [d.trust] + (["this device"] if d.this_device else []) + \
+            ([] if d.active else ["removed"]) + ([repr(d.label)] if d.label else [])
+        print(f"{d.jid} {d.id} {', '.join(marks)} ({d.namespace})\n  {_grouped(d.fingerprint)}")
+    return EXIT_OK
+
+
+def _grouped(fingerprint: str) -> str:
+    """A fingerprint in groups of eight hex digits, as OMEMO clients show it."""
+    return " ".join(fingerprint[i:i + 8] for i in range(0, len(fingerprint), 8))
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "send": cmd_send, "listen": cmd_listen, "roster": cmd_roster, "ping": cmd_ping,
-    "disco": cmd_disco, "upload": cmd_upload, "muc": cmd_muc,
+    "disco": cmd_disco, "upload": cmd_upload, "muc": cmd_muc, "omemo": cmd_omemo,
 }
 
 
@@ -571,6 +710,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_AUTH
     if isinstance(exc, (errors.TimeoutError, TimeoutError)):
         return EXIT_TIMEOUT
+    if isinstance(exc, errors.OMEMOError):
+        return EXIT_ENCRYPTION
     if isinstance(exc, (UsageError, ValueError)):
         return EXIT_USAGE
     return EXIT_NETWORK
@@ -609,6 +750,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "send":
             _prepare_send(args)
+        elif args.command == "omemo":
+            _check_omemo_args(args)
+        elif args.command == "upload":
+            _check_upload_args(args)
         settings = _settings(args)
         if args.command == "register":
             Client.register(settings["jid"], settings["password"],
