@@ -25,7 +25,9 @@ drops the second check, for rooms whose membership you control otherwise).
 Encrypted room messages are decrypted before they reach `room.messages()` and the
 "muc_message" event (on the dispatcher thread, through
 [MUC.decryptor][simplexmpp.ext.muc.MUC.decryptor]); the sender is known by the real JID the room
-shows for the sender's nickname. One that cannot be decrypted arrives with `body` None,
+shows for the sender's nickname when the message arrives (never a JID inside the message: a
+sender can put any there, and Prosody relays it). Room history from someone who left before we
+joined therefore cannot be decrypted. One that cannot be decrypted arrives with `body` None,
 `encryption` set and `decryption_error` saying why. The room reflects our own messages
 (XEP-0045 §7.4), encrypted for the others but not for the device that sent them: those are shown
 with the text we sent (remembered for the last 1,000 messages).
