@@ -3,6 +3,12 @@ and the Hashed Token mechanisms (HT-*) that XEP-0484 FAST logs in with.
 
 Sans-IO: a [`Mechanism`][simplexmpp.sasl.Mechanism] turns server challenges (bytes) into responses
 (bytes). The stream state machine base64-wraps them into `<auth/>`, `<response/>`.
+
+The server side, for [`ServerStream`][simplexmpp.serverstream.ServerStream] and test servers:
+[`ScramServer`][simplexmpp.sasl.ScramServer] (SCRAM-SHA-1/-256/-512 without channel binding) and
+[`check_plain()`][simplexmpp.sasl.check_plain], asking a
+[`ServerAccounts`][simplexmpp.sasl.ServerAccounts] (such as
+[`PasswordAccounts`][simplexmpp.sasl.PasswordAccounts]) for credentials.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import hmac
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from precis_i18n import get_profile
 
@@ -24,7 +31,8 @@ __all__ = ["Mechanism", "Scram", "Plain", "External", "Anonymous", "HashedToken"
            "choose_mechanism", "choose_token_mechanism", "PREFERENCE",
            "CHANNEL_BINDING_PREFERENCE", "HT_CHANNEL_BINDINGS", "parse_token_mechanism",
            "saslprep", "parse_attributes",
-           "tls_server_end_point", "clear_cache"]
+           "tls_server_end_point", "clear_cache",
+           "ScramServer", "ScramCredentials", "ServerAccounts", "PasswordAccounts", "check_plain"]
 
 SCRAM_HASHES = {"SCRAM-SHA-512": "sha512", "SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
 PREFERENCE = ("SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
@@ -473,3 +481,217 @@ def tls_server_end_point(der: bytes) -> bytes | None:
     except (ValueError, IndexError):
         return None
     return None if name is None else hashlib.new(name, der).digest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The server side (RFC 5802 §3, §5; RFC 4616): for test servers and anything else that answers
+# SASL; simplexmpp.serverstream drives these.
+
+@dataclass(frozen=True)
+class ScramCredentials:
+    """What a SCRAM server keeps for one account and hash (RFC 5802 §3): not the password, only
+    the salt, the iteration count, `StoredKey` and `ServerKey`."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+    @classmethod
+    def from_password(cls, mechanism: str, password: str, salt: bytes,
+                      iterations: int = MIN_ITERATIONS) -> ScramCredentials:
+        """The credentials of `password` (prepared with [`saslprep()`][simplexmpp.sasl.saslprep])
+        for `mechanism` (`"SCRAM-SHA-256"` …); derived once per salt and count, then cached."""
+        hash_name = SCRAM_HASHES[mechanism.removesuffix("-PLUS")]
+        salted = _salted_password(hash_name, saslprep(password), salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", hash_name).digest()
+        return cls(salt, iterations, hashlib.new(hash_name, client_key).digest(),
+                   hmac.new(salted, b"Server Key", hash_name).digest())
+
+
+class ServerAccounts(Protocol):
+    """The accounts a SASL server authenticates, as [`ScramServer`][simplexmpp.sasl.ScramServer],
+    [`check_plain()`][simplexmpp.sasl.check_plain] and
+    [`ServerStream`][simplexmpp.serverstream.ServerStream] ask for them. `username` is the name
+    as the client sent it; both return the account's own (normalised) name, or None when there is
+    no such account (or, for `check_password`, the password is wrong)."""
+
+    def scram_credentials(self, username: str,
+                          mechanism: str) -> tuple[str, ScramCredentials] | None:
+        """The account named `username` and its credentials for `mechanism`."""
+        ...
+
+    def check_password(self, username: str, password: str) -> str | None:
+        """The account named `username` if `password` is its password."""
+        ...
+
+
+class PasswordAccounts:
+    """[`ServerAccounts`][simplexmpp.sasl.ServerAccounts] from a mapping of names to passwords
+    (each account gets a random salt, kept so clients can cache their salted password). Names are
+    matched exactly: a server with rules for names (an XMPP localpart, say) normalises them in
+    `normalise`, which returns None for a name it refuses."""
+
+    def __init__(self, passwords: Mapping[str, str], *, iterations: int = MIN_ITERATIONS,
+                 normalise: Callable[[str], str | None] | None = None) -> None:
+        self.passwords = passwords
+        self.iterations = iterations
+        self._normalise = normalise
+        self._salts: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _account(self, username: str) -> str | None:
+        name = self._normalise(username) if self._normalise is not None else username
+        return name if name is not None and name in self.passwords else None
+
+    def scram_credentials(self, username: str,
+                          mechanism: str) -> tuple[str, ScramCredentials] | None:
+        name = self._account(username)
+        if name is None:
+            return None
+        with self._lock:
+            salt = self._salts.setdefault(name, secrets.token_bytes(16))
+        return name, ScramCredentials.from_password(mechanism, self.passwords[name], salt,
+                                                    self.iterations)
+
+    def check_password(self, username: str, password: str) -> str | None:
+        name = self._account(username)
+        if name is None or not hmac.compare_digest(
+                saslprep(password).encode(), saslprep(self.passwords[name]).encode()):
+            return None
+        return name
+
+
+def _unescape_saslname(name: str) -> str:
+    # RFC 5802 §5.1: "," and "=" in names are sent as "=2C" and "=3D"; any other "=" is bad.
+    if "=" in name.replace("=2C", "").replace("=3D", ""):
+        raise AuthenticationError("bad escape in SCRAM username", "malformed-request")
+    return name.replace("=2C", ",").replace("=3D", "=")
+
+
+def _server_attributes(data: bytes) -> dict[str, str]:
+    return parse_attributes(data)   # its errors are malformed-request already
+
+
+class ScramServer:
+    """The server side of one SCRAM exchange (RFC 5802 §3, §5) for `mechanism`, without channel
+    binding (no -PLUS: a client asking to bind is refused). Failures raise
+    [`AuthenticationError`][simplexmpp.errors.AuthenticationError] whose `condition` is the RFC
+    6120 §6.5 condition to answer with.
+
+    ```python
+    server = ScramServer("SCRAM-SHA-256", accounts)
+    server_first = server.first(client_first)
+    server_final = server.final(client_final)   # raises unless the proof is right
+    server.account                                # who logged in
+    ```
+    """
+
+    def __init__(self, mechanism: str, accounts: ServerAccounts, *,
+                 nonce: str | None = None) -> None:
+        if mechanism not in SCRAM_HASHES:
+            raise ValueError(f"not a SCRAM mechanism without channel binding: {mechanism}")
+        self.mechanism = mechanism
+        self._hash = SCRAM_HASHES[mechanism]
+        self._accounts = accounts
+        self._nonce_suffix = nonce
+        self.account: str | None = None
+        """The authenticated account's name, once `final()` succeeded."""
+        self.authzid: str | None = None
+        """The identity the client asked to act as (`a=`), if any; the caller checks it."""
+        self._credentials: ScramCredentials | None = None
+        self.claimed: str | None = None
+        """The account the client names, once `first()` found it (not yet proven)."""
+        self._gs2 = b""
+        self._client_first_bare = b""
+        self._server_first = b""
+        self._nonce = ""
+
+    def first(self, client_first: bytes) -> bytes:
+        """client-first-message in, server-first-message out."""
+        if self._credentials is not None:
+            raise AuthenticationError("SCRAM exchange already started", "malformed-request")
+        flag, comma, rest = client_first.partition(b",")
+        authzid, comma2, bare = rest.partition(b",")
+        if not comma or not comma2:
+            raise AuthenticationError("SCRAM message has no GS2 header", "malformed-request")
+        if flag.startswith(b"p="):
+            # RFC 5802 §6: we offered no -PLUS mechanism, so a client that binds is confused.
+            raise AuthenticationError("channel binding is not supported here", "not-authorized",
+                                      "channel binding is not supported here")
+        if flag not in (b"n", b"y"):
+            raise AuthenticationError("bad GS2 channel-binding flag", "malformed-request")
+        attrs = _server_attributes(bare)
+        if "m" in attrs:
+            raise AuthenticationError("mandatory SCRAM extension not supported",
+                                      "malformed-request", "mandatory SCRAM extension")
+        if not attrs.get("n") or not attrs.get("r"):
+            raise AuthenticationError("client-first-message lacks n= or r=", "malformed-request")
+        if authzid:
+            text = authzid.decode("utf-8", "replace")
+            if not text.startswith("a="):
+                raise AuthenticationError("bad authzid in the GS2 header", "malformed-request")
+            self.authzid = _unescape_saslname(text[2:])
+        found = self._accounts.scram_credentials(_unescape_saslname(attrs["n"]), self.mechanism)
+        if found is None:
+            raise AuthenticationError("no such account", "not-authorized")
+        self.claimed, self._credentials = found
+        self._gs2 = flag + b"," + authzid + b","
+        self._client_first_bare = bare
+        self._nonce = attrs["r"] + (self._nonce_suffix or secrets.token_urlsafe(18))
+        self._server_first = ("r=%s,s=%s,i=%d" % (
+            self._nonce, base64.b64encode(self._credentials.salt).decode(),
+            self._credentials.iterations)).encode()
+        return self._server_first
+
+    def final(self, client_final: bytes) -> bytes:
+        """client-final-message in, server-final-message (`v=...`) out; not-authorized unless the
+        client proved it knows the password."""
+        credentials = self._credentials
+        if credentials is None or self.account is not None:
+            raise AuthenticationError("no SCRAM exchange in progress", "malformed-request")
+        without_proof, sep, proof_b64 = client_final.rpartition(b",p=")
+        if not sep:
+            raise AuthenticationError("client-final-message lacks a proof", "malformed-request")
+        attrs = _server_attributes(without_proof)
+        if attrs.get("c") != base64.b64encode(self._gs2).decode():
+            raise AuthenticationError("channel-binding data does not match", "not-authorized",
+                                      "channel-binding data does not match")
+        if attrs.get("r") != self._nonce:
+            raise AuthenticationError("nonce mismatch", "not-authorized", "nonce mismatch")
+        try:
+            proof = base64.b64decode(proof_b64, validate=True)
+        except ValueError:
+            raise AuthenticationError("SCRAM proof is not base64", "incorrect-encoding") from None
+        auth_message = self._client_first_bare + b"," + self._server_first + b"," + without_proof
+        signature = hmac.new(credentials.stored_key, auth_message, self._hash).digest()
+        if len(proof) != len(signature):
+            raise AuthenticationError("wrong SCRAM proof", "not-authorized")
+        client_key = bytes(a ^ b for a, b in zip(proof, signature))
+        # RFC 5802 §3: the proof is right when H(ClientProof XOR ClientSignature) == StoredKey.
+        if not hmac.compare_digest(hashlib.new(self._hash, client_key).digest(),
+                                   credentials.stored_key):
+            raise AuthenticationError("wrong SCRAM proof", "not-authorized")
+        self.account = self.claimed
+        server_signature = hmac.new(credentials.server_key, auth_message, self._hash).digest()
+        return b"v=" + base64.b64encode(server_signature)
+
+
+def check_plain(message: bytes, accounts: ServerAccounts) -> tuple[str, str | None]:
+    """The server side of PLAIN (RFC 4616 §2: `[authzid] NUL authcid NUL passwd`): the account
+    and the authzid the client asked for (None if none; the caller checks it). Raises
+    [`AuthenticationError`][simplexmpp.errors.AuthenticationError] (`malformed-request`,
+    `not-authorized`)."""
+    parts = message.split(b"\0")
+    if len(parts) != 3:
+        raise AuthenticationError("PLAIN message is not authzid\\0user\\0pass",
+                                  "malformed-request", "PLAIN message is not authzid\\0user\\0pass")
+    try:
+        authzid, authcid, password = (p.decode("utf-8") for p in parts)
+    except UnicodeDecodeError:
+        raise AuthenticationError("PLAIN message is not UTF-8", "malformed-request",
+                                  "PLAIN message is not UTF-8") from None
+    account = accounts.check_password(authcid, password)
+    if account is None:
+        raise AuthenticationError("wrong username or password", "not-authorized")
+    return account, authzid or None
