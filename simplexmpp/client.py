@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import os
 import queue
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import errors
 from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
                      NotSentError, StreamError, TLSError, XMPPError)
+from .dispatcher import Dispatcher
 from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
@@ -270,7 +270,7 @@ class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future], object]) -> None:  # type: ignore[type-arg]
         client = self._client
-        super().add_done_callback(lambda future: client._dispatch(fn, future))
+        super().add_done_callback(lambda future: client._events.dispatch(fn, future))
 
 
 def _check_tls_settings(ca_file: str | None, verify: bool | ssl.SSLContext,
@@ -449,15 +449,11 @@ class Client:
         self._io_timeout = self.timeout
         self._sending = bytearray()    # taken from _outbuf, being written (I/O side only)
         self._negotiation_deadline: float | None = None
-        self._dispatch_thread: threading.Thread | None = None
-        self._dispatch_lock = threading.Lock()
-        self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
-        self._tasks = queue.SimpleQueue()
+        # The event bus and the dispatcher thread (callbacks, handlers, done-callbacks).
+        self._events = Dispatcher(f"simplexmpp-dispatch-{self.account.bare}", EVENTS,
+                                  lambda: self.dispatcher_idle)
         # The sans-IO session: pending IQs, duplicate window, IQ routing, roster, timers.
         self._core: SessionCore[IqFuture] = SessionCore(self.account)
-        self._handlers: dict[str, list[tuple[int, Callable[..., object]]]] = {}
-        self._handle_ids = itertools.count(1)
-        self._event_names = set(EVENTS)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
         self._interceptors: dict[str, list[_Interceptor]] = {}
         self._interceptor_index: dict[str, _InterceptorIndex] = {}
@@ -562,7 +558,7 @@ class Client:
         if cls.features and self._state == "ready" and self._last_presence is not None:
             disco = getattr(self, "disco", None)
             if disco is not None:  # XEP-0115 §4: announce the new hash
-                self._dispatch(disco.update_caps)
+                self._events.dispatch(disco.update_caps)
         return instance
 
     @property
@@ -594,7 +590,7 @@ class Client:
     def _run_hooks(self, hook: str, arg: object) -> None:
         """Queue `hook(arg)` of every extension that follows it on the dispatcher."""
         for extension in self._hooks.get(hook, ()):
-            self._dispatch(getattr(extension, hook), arg)
+            self._events.dispatch(getattr(extension, hook), arg)
 
     # ------------------------------------------------------------------------------------
     # Connecting and disconnecting
@@ -875,55 +871,6 @@ class Client:
     """Seconds the dispatcher thread waits for work before it ends; the next callback starts a new
     one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
 
-    def _dispatch_main(self) -> None:
-        current = threading.current_thread()
-        while True:
-            try:
-                task = self._tasks.get(timeout=self.dispatcher_idle)
-            except queue.Empty:
-                with self._dispatch_lock:
-                    if self._tasks.empty():  # nothing was queued meanwhile (same lock)
-                        if self._dispatch_thread is current:
-                            self._dispatch_thread = None
-                        return
-                continue
-            if task is None:
-                with self._dispatch_lock:
-                    if self._tasks.empty():
-                        if self._dispatch_thread is current:
-                            self._dispatch_thread = None
-                        return
-                    self._tasks.put(None)  # work arrived after the stop: run it first
-                continue
-            fn, args = task
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("callback %r raised; the client carries on", fn)
-
-    def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
-        """Run `fn(*args)` on the dispatcher thread (started when there is work)."""
-        with self._dispatch_lock:
-            self._tasks.put((fn, args))
-            if self._dispatch_thread is None:
-                thread = threading.Thread(
-                    target=self._dispatch_main, name=f"simplexmpp-dispatch-{self.account.bare}",
-                    daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError as exc:
-                    # Python 3.12+ at interpreter exit: "can't create new thread at
-                    # interpreter shutdown" (a client closed by _close_at_exit).
-                    log.debug("callback %r not run: %s", fn, exc)
-                    return
-                self._dispatch_thread = thread
-
-    def _stop_dispatcher(self) -> None:
-        """The dispatcher ends once it has run what is queued."""
-        with self._dispatch_lock:
-            if self._dispatch_thread is not None:
-                self._tasks.put(None)
-
     def _join_threads(self, timeout: float) -> None:
         """Wait up to `timeout` seconds in all for the client's threads to end."""
         end = time.monotonic() + timeout
@@ -938,12 +885,8 @@ class Client:
             io.join(max(0.0, end - time.monotonic()))
             if not io.is_alive():
                 self._io_thread = None
-        dispatcher = self._dispatch_thread
-        if self._io_thread is None and dispatcher is not None and dispatcher is not current:
-            dispatcher.join(max(0.0, end - time.monotonic()))
-            with self._dispatch_lock:
-                if not dispatcher.is_alive() and self._dispatch_thread is dispatcher:
-                    self._dispatch_thread = None
+        if self._io_thread is None:
+            self._events.join(max(0.0, end - time.monotonic()))
 
     def _start_io_thread(self, timeout: float, delay: float = 0.0) -> None:
         self._io_thread = threading.Thread(target=self._io_main, args=(timeout, delay),
@@ -1012,7 +955,7 @@ class Client:
         with self._lock:
             self._state = "reconnecting"
             self._changed.notify_all()
-        self._emit("reconnecting", error)
+        self._events.emit("reconnecting", error)
         if isinstance(error, StreamError) and error.other_host:
             self.host, _, port = error.other_host.rpartition(":") if \
                 error.other_host.count(":") == 1 else (error.other_host, "", "")
@@ -1062,8 +1005,8 @@ class Client:
                     + (f": {error}" if error else "")))
         if self.jid is not None or error is not None:
             self._run_hooks("client_stopped", error)
-            self._emit("disconnected", error)
-        self._stop_dispatcher()
+            self._events.emit("disconnected", error)
+        self._events.stop()
         if done is not None:
             done.set()
 
@@ -1364,7 +1307,7 @@ class Client:
             self._lost_at = None
         if resumed:
             self._run_hooks("session_resumed", session)
-            self._emit("resumed", jid)
+            self._events.emit("resumed", jid)
         else:
             self._presences.clear()
             if self._last_presence is not None:
@@ -1375,8 +1318,8 @@ class Client:
             if reconnected:
                 # What the lost session held undelivered may be gone (a server drops the
                 # queue of a session it cannot resume); an archive can fill the gap.
-                self._emit("resumption_failed", self._core.last_stanza_id)
-            self._emit("connected", jid)
+                self._events.emit("resumption_failed", self._core.last_stanza_id)
+            self._events.emit("connected", jid)
 
     # ------------------------------------------------------------------------------------
     # Sending
@@ -1706,7 +1649,7 @@ class Client:
         [add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
         if kind not in ("message", "presence"):
             raise ValueError("kind must be 'message' or 'presence'")
-        handle = next(self._handle_ids)
+        handle = next(self._events.handle_ids)
         tagset = frozenset(tags) if tags is not None else None
         typeset = frozenset(types) if types is not None else None
         with self._lock:
@@ -1735,7 +1678,7 @@ class Client:
         if tags is None and types is None:
             raise ValueError("add_stanza_handler() needs tags= or types= (use client.on() "
                              "for every message or presence)")
-        dispatch = self._dispatch
+        dispatch = self._events.dispatch
 
         def claim(stanza: Stanza) -> bool:  # I/O thread: no user code, only a hand-over
             dispatch(handler, stanza)
@@ -1755,7 +1698,7 @@ class Client:
 
     def dispatch(self, fn: Callable[..., object], *args: object) -> None:
         """Run `fn(*args)` on the dispatcher thread (where callbacks run)."""
-        self._dispatch(fn, *args)
+        self._events.dispatch(fn, *args)
 
     def well_addressed(self, stanza: Stanza | ET.Element) -> bool:
         """Whether a stanza's `from` and `to` are valid JIDs (RFC 7622).
@@ -1787,11 +1730,11 @@ class Client:
                 else:
                     future.set_exception(iq.error or IqError("undefined-condition"))
         elif kind == "request":
-            self._dispatch(self._handle_iq_request, iq)
+            self._events.dispatch(self._handle_iq_request, iq)
         elif route.reply is not None:
             self._send_reply(route.reply)
             if kind == "roster":
-                self._emit("roster_push", route.item, route.removed)
+                self._events.emit("roster_push", route.item, route.removed)
 
     def _send_reply(self, stanza: Stanza | ET.Element) -> None:
         """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
@@ -1806,8 +1749,8 @@ class Client:
         handler = None if payload is None else self._iq_handlers.get(
             (iq.xml.get("type", ""), payload.tag))
         if handler is None:
-            if self._handlers.get("iq"):
-                self._emit("iq", iq)
+            if self._events.handlers.get("iq"):
+                self._events.emit("iq", iq)
             else:
                 # RFC 6120 §8.4: an IQ nobody understands gets service-unavailable.
                 self._send_reply(iq.error_reply("service-unavailable"))
@@ -1859,7 +1802,7 @@ class Client:
                 if self._run_interceptors(msg, index, matched, known_type):
                     return
         if type_ == "error":
-            self._emit("message_error", msg or _wrap_message(element))
+            self._events.emit("message_error", msg or _wrap_message(element))
             return
         if stanza_ids and type_ != "groupchat":
             if self._core.is_duplicate(element, origin):
@@ -1872,21 +1815,21 @@ class Client:
                 core.duplicates_dropped += 1
                 log.debug("dropping a repeated message %s", element.get("id"))
                 return
-        handlers = self._handlers.get("message")
+        handlers = self._events.handlers.get("message")
         if not handlers or self._inbox_used:
             self._inbox.put(element)
         if handlers:
-            self._emit("message", msg or _wrap_message(element))
+            self._events.emit("message", msg or _wrap_message(element))
 
     def _incoming_presence(self, presence: Presence) -> None:
         kind = presence.type
         if kind is None or kind == "unavailable":
             self._presences.update(presence)
-        self._emit("presence", presence)
+        self._events.emit("presence", presence)
         if kind == "subscribe":
-            self._emit("subscription_request", presence)
+            self._events.emit("subscription_request", presence)
         elif kind in ("subscribed", "unsubscribed", "unsubscribe"):
-            self._emit(kind, presence)
+            self._events.emit(kind, presence)
 
     # ------------------------------------------------------------------------------------
     # Messages for the caller
@@ -1964,40 +1907,29 @@ class Client:
     def on(self, event: str, callback: Callable[..., object]) -> int:
         """Call `callback` on the dispatcher thread whenever `event` happens; returns a handle for
         [`off()`][simplexmpp.Client.off]. See [`EVENTS`][simplexmpp.EVENTS] for the names and
-        arguments."""
-        if event not in self._event_names:
-            raise ValueError(f"unknown event {event!r}; known: "
-                             f"{', '.join(sorted(self._event_names))}")
-        handle = next(self._handle_ids)
-        with self._lock:
-            self._handlers.setdefault(event, []).append((handle, callback))
-        return handle
+        arguments. Safe from any thread, also while the event is being emitted (that emit
+        goes to the callbacks registered before it began)."""
+        return self._events.on(event, callback)
 
     def off(self, handle: int) -> None:
         """Stop the callback registered under `handle`."""
-        with self._lock:
-            for name, callbacks in self._handlers.items():
-                self._handlers[name] = [(h, cb) for h, cb in callbacks if h != handle]
+        self._events.off(handle)
 
     def declare_event(self, name: str) -> None:
         """Extensions add their event names here before users can `on()` them."""
-        self._event_names.add(name)
-
-    def _emit(self, event: str, *args: object) -> None:
-        for _, callback in self._handlers.get(event, ()):
-            self._dispatch(callback, *args)
+        self._events.declare(name)
 
     def has_callbacks(self, event: str) -> bool:
         """Whether any callback is registered for `event` (queues that only callbacks
         drain, like the inbox, are skipped when nobody reads them otherwise)."""
-        return bool(self._handlers.get(event))
+        return bool(self._events.handlers.get(event))
 
     def emit(self, event: str, *args: object) -> None:
         """For extensions: run the callbacks of a declared `event` with `args` on the
         dispatcher thread (safe to call from the I/O thread)."""
-        if event not in self._event_names:
+        if event not in self._events.event_names:
             raise ValueError(f"unknown event {event!r}; declare_event() it first")
-        self._emit(event, *args)
+        self._events.emit(event, *args)
 
     # ------------------------------------------------------------------------------------
     # Roster (RFC 6121 §2)

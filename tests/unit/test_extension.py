@@ -179,7 +179,7 @@ def test_hooks_cost_a_dispatcher_thread_only_when_overridden(xmpp_server: FakeSe
     busy_client.connect()
     try:
         quiet_client.ping()
-        assert quiet_client._dispatch_thread is None
+        assert quiet_client._events.thread is None
         busy_client.ping()
         xmpp_server.wait_for(lambda: weather.started)
         assert weather.hook_threads == [f"simplexmpp-dispatch-{busy_client.account.bare}"]

@@ -578,10 +578,10 @@ def test_a_client_that_uses_no_extension_starts_no_dispatcher_thread(
     # callbacks that would do nothing.
     alice = xmpp_client("alice")
     assert not alice.has_callbacks("connected") and not alice.has_callbacks("reconnecting")
-    assert alice._dispatch_thread is None
+    assert alice._events.thread is None
     alice.on("connected", lambda jid: None)
     alice.muc.follow_sessions()  # what the first join() does
     alice.muc.follow_sessions()  # once only
-    assert len(alice._handlers["connected"]) == 1  # hooks are not event callbacks
+    assert len(alice._events.handlers["connected"]) == 1  # hooks are not event callbacks
     for hook in ("session_started", "session_resumed", "session_lost", "client_stopped"):
         assert alice._hooks[hook] == [alice.muc]
