@@ -24,6 +24,7 @@ from parse import run_pull  # noqa: E402  (the XMLPullParser ceiling, as bench/p
 from benchlib import HEADER, chunks, cpu_seconds, now, proc_status, ready  # noqa: E402
 
 from simplexmpp import Client, Message, Pool  # noqa: E402
+from simplexmpp.connection import ClientState  # noqa: E402
 from simplexmpp.errors import StreamError  # noqa: E402
 from simplexmpp.jid import JID  # noqa: E402
 from simplexmpp.stream import ClientStream, Ready, StartTLS  # noqa: E402
@@ -52,8 +53,9 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
     """A Client whose stream machine was driven to the ready state (STARTTLS, SASL, bind,
     XEP-0198 enabled) by replaying a server transcript, exactly as the I/O thread would."""
     client = Client("bob@localhost/phone", "password", **kwargs)
-    stream = client._new_stream(Target("127.0.0.1", 5222, False), {})
-    client._stream = stream
+    stream = client._conn.role.new_stream(client, Target("127.0.0.1", 5222, False), {}, None)
+    client._conn.stream = client._core.stream = stream
+    client._conn.state = ClientState.CONNECTING  # as connect() leaves it
     stream.start()
 
     sent = [b""]
@@ -79,7 +81,7 @@ def ready_client(**kwargs: Any) -> tuple[Client, ClientStream]:
            b"<jid>bob@localhost/phone</jid></bind></iq>" % bind_id())
     events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events), events
-    client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
+    client._conn.session_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
     return client, stream
 
 
@@ -127,7 +129,7 @@ def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
     # to keep them all: nobody reads until the end.
     client, stream = ready_client(max_inbox=count)
     start = time.perf_counter()
-    client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+    client._conn._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start
     delivered = client._inbox.qsize()
     if delivered != count:
@@ -269,7 +271,7 @@ def bench_bigstanza(a: dict[str, Any]) -> dict[str, Any]:
     tracemalloc.reset_peak()
     outcome = "accepted"
     try:
-        client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+        client._conn._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
     except StreamError as exc:
         outcome = f"refused: {exc.condition}"
     _, peak = tracemalloc.get_traced_memory()

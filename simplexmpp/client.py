@@ -14,38 +14,29 @@ Threads (see docs/threads.md):
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
-import contextlib
 import logging
 import os
 import queue
-import random
-import re
 import ssl
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import errors
-from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
-                     NotSentError, StreamError, TLSError, XMPPError)
+from .connection import ClientState, Connection, LoginRole, Role, close_connections
+from .connection import timeout_seconds as timeout_seconds  # (re-exported: pool, testing)
 from .dispatcher import Dispatcher
+from .errors import DisconnectedError, InvalidStanzaError, IqError, XMPPError
 from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element
 from .session import PING_NS, SID_NS, SessionCore
-from .stanza import Iq, Message, Presence, Stanza, error_element, new_id
-from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
-                     SMState, StartTLS, StreamClosed)
-from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
-                        ssl_context, start_tls)
+from .stanza import Iq, Message, Presence, Stanza, new_id
+from .transport import is_loopback
 from .xml import CLIENT_NS, check_text, tostring
 from .xml import escape as _escape
 
@@ -109,10 +100,6 @@ EVENTS = frozenset({
 """Every event name [`Client.on()`][simplexmpp.Client.on] accepts (extensions add theirs with
 `declare_event`)."""
 
-_RECONNECT_FATAL = (AuthenticationError, TLSError)
-_REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
-                     r"(<password\b[^>]*>)[^<]*")
-
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Extension)
 
@@ -132,17 +119,6 @@ _MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
 
 def _handle_of(entry: _Interceptor) -> int:
     return entry[0]
-
-
-def timeout_seconds(timeout: float) -> float:
-    """`timeout` as seconds every waiting primitive accepts: NaN or a negative number is a
-    ValueError; infinity, or anything longer than `threading.TIMEOUT_MAX` (some 292 years),
-    becomes `threading.TIMEOUT_MAX`: wait as long as it takes (issue 14: `float("inf")`
-    used to raise OverflowError from deep inside a lock or a socket)."""
-    seconds = float(timeout)
-    if not seconds >= 0:  # also catches NaN, which compares false with everything
-        raise ValueError(f"timeout must be a number of seconds >= 0 (or None), not {timeout!r}")
-    return seconds if seconds < threading.TIMEOUT_MAX else threading.TIMEOUT_MAX
 
 
 def _checked_message(to: JID | str, body: str | None, type: str, subject: str | None,
@@ -167,97 +143,6 @@ def _wrap_message(element: ET.Element) -> Message:
 def _message_type(type_: str | None) -> str:
     """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
     return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
-
-
-# A lock that is none (see Client._read).
-_UNLOCKED = contextlib.nullcontext()
-
-
-# Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
-_HUB_READS_PER_TURN = 16
-
-
-def _close_clients(clients: list[tuple[Client, float]]) -> list[NotSentError | None]:
-    """Flush and close `clients`, each by its deadline (`time.monotonic()`), side by side:
-    every confirmation is asked for before any is waited for, so several clients take as
-    long as the slowest, not the sum. Starts no thread (at interpreter exit Python 3.12
-    refuses new ones). Returns, per client, what it could not confirm (None: all)."""
-    flushing = [client._state in ("ready", "reconnecting") for client, _ in clients]
-    pings = [client._ask_confirmation() if busy else None
-             for (client, _), busy in zip(clients, flushing)]
-    outcomes: list[tuple[bool, list[str]]] = []
-    for (client, deadline), busy, ping in zip(clients, flushing, pings):
-        outcomes.append(client._flush_until(deadline, ping) if busy else (True, []))
-    for client, _ in clients:
-        client._begin_close()
-    for client, deadline in clients:
-        client._end_close(deadline)
-    results: list[NotSentError | None] = []
-    for (client, _), (confirmed, ids) in zip(clients, outcomes):
-        if confirmed and not ids:
-            results.append(None)
-        elif ids:
-            results.append(NotSentError(
-                f"the server did not confirm {len(ids)} stanza(s) before the connection "
-                f"closed: {', '.join(ids[:10])}" + (" …" if len(ids) > 10 else ""), ids))
-        else:
-            results.append(NotSentError(
-                "the server did not confirm the last stanzas sent before the timeout (no "
-                "answer to a ping sent after them; without stream management they cannot be "
-                "named)", ids))
-    return results
-
-
-# Clients connected (or reconnecting), flushed and closed at interpreter exit.
-_live: set[Client] = set()
-_live_lock = threading.Lock()
-_exit_hook = False
-
-
-def _track(client: Client) -> None:
-    """connect(): flush and close `client` at interpreter exit unless it stops before."""
-    global _exit_hook
-    with _live_lock:
-        _live.add(client)
-        if not _exit_hook:
-            # atexit, not threading._register_atexit: atexit functions run after the
-            # interpreter has joined every non-daemon thread (a thread of yours still
-            # sending, or reading messages(), keeps its client until it ends), while the
-            # daemon I/O threads still run. Those hooks run before that join, and would
-            # close a client under a thread still using it.
-            atexit.register(_close_at_exit)
-            _exit_hook = True
-
-
-def _untrack(client: Client) -> None:
-    with _live_lock:
-        _live.discard(client)
-
-
-def _close_at_exit() -> None:
-    """At interpreter exit: flush every client still connected (each within its own
-    `timeout`, all side by side), close its stream, and name on stderr what the server
-    could not confirm. See docs/reliability.md, "A script that just ends"."""
-    with _live_lock:
-        clients = list(_live)
-    if not clients:
-        return
-    now = time.monotonic()
-    try:
-        outcomes = _close_clients([(client, now + client.timeout) for client in clients])
-    except BaseException as exc:  # noqa: BLE001 - Ctrl-C during the flush, for one
-        sys.stderr.write(f"simplexmpp: closing {len(clients)} client(s) at exit was "
-                         f"interrupted ({exc!r}); what they sent last may not have arrived\n")
-        return
-    for client, outcome in zip(clients, outcomes):
-        if outcome is not None:
-            # The API contract asks for stderr here: logging may not be configured at all
-            # in the script that just ended.
-            sys.stderr.write(f"simplexmpp: {client.account.bare} at exit: {outcome}\n")
-            if outcome.ids:
-                sys.stderr.write("simplexmpp: not confirmed: " + " ".join(outcome.ids)
-                                 + "\n")
-    sys.stderr.flush()
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -381,13 +266,15 @@ class Client:
                  ssl_context: ssl.SSLContext | None = None, resolver: Any | None = None,
                  max_inbox: int | None = DEFAULT_MAX_INBOX,
                  load_extensions: bool = True,
-                 omemo_store: str | os.PathLike[str] | None = None) -> None:
+                 omemo_store: str | os.PathLike[str] | None = None,
+                 role: Role | None = None) -> None:
         self.account = JID(jid)
         self.omemo_store = os.fspath(omemo_store) if omemo_store is not None else None
         """The OMEMO store file given to the constructor (None: the default, see
         [OMEMO][simplexmpp.ext.omemo.OMEMO])."""
         self.mechanisms = mechanisms
-        self._check_account(password)
+        self._role = role if role is not None else LoginRole()
+        self._role.check_account(self, password)
         if tls not in ("starttls", "direct", "none"):
             raise ValueError(f"tls must be 'starttls', 'direct' or 'none', not {tls!r}")
         if tls == "none" and host is not None and not is_loopback(host):
@@ -424,36 +311,16 @@ class Client:
         self.lang = lang
         self._password = password
 
-        self._lock = threading.RLock()                 # stream state + outgoing buffer
-        self._changed = threading.Condition(self._lock)  # ready/drained/acked notifications
-        self._outbuf = bytearray()
-        self._stream: ClientStream | None = None
-        self._wire: Wire | None = None
-        self._state = "disconnected"   # disconnected, connecting, ready, reconnecting, closing
-        self._closing = False
-        self._close_expected = False  # see expect_server_close()
-        self._error: BaseException | None = None
-        self._sm_state: SMState | None = None
-        self._io_idle = True   # the I/O thread may be waiting: queued output must wake it
-        self._ready_future: concurrent.futures.Future[JID] | None = None
-        self._io_thread: threading.Thread | None = None
-        # Set by a Pool: the shared thread that takes over ready connections (see
-        # transport.Hub); None = this client's I/O thread keeps its connection.
-        self._hub: Hub | None = None
-        self._in_hub = False           # the hub drives the current connection
-        self._done: threading.Event | None = None  # set by _finish: the client has stopped
-        self._attempt = 0              # reconnect attempts since the last session
-        self._lost_at: float | None = None  # when the connection was lost (None: not lost)
-        self._failed_attempts = 0      # reconnect attempts failed since then
-        self._sessions_before = 0
-        self._io_timeout = self.timeout
-        self._sending = bytearray()    # taken from _outbuf, being written (I/O side only)
-        self._negotiation_deadline: float | None = None
+        # The sans-IO session: pending IQs, duplicate window, IQ routing, roster, timers.
+        self._core: SessionCore[IqFuture] = SessionCore(self.account,
+                                                        roster_pushes=self._role.roster_pushes)
+        # The network side: socket, TLS, the I/O thread, reconnects, flushing (its lock
+        # guards the stream state and the outgoing buffer).
+        self._conn = Connection(self, self._role)
+        self._lock = self._conn.lock
         # The event bus and the dispatcher thread (callbacks, handlers, done-callbacks).
         self._events = Dispatcher(f"simplexmpp-dispatch-{self.account.bare}", EVENTS,
                                   lambda: self.dispatcher_idle)
-        # The sans-IO session: pending IQs, duplicate window, IQ routing, roster, timers.
-        self._core: SessionCore[IqFuture] = SessionCore(self.account)
         self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
         self._interceptors: dict[str, list[_Interceptor]] = {}
         self._interceptor_index: dict[str, _InterceptorIndex] = {}
@@ -467,21 +334,11 @@ class Client:
             hint="Read messages()/next_message(), register a \"message\" callback, or "
                  "raise Client(max_inbox=...).")
         self._inbox_used = False
-        # Messages and presences sent (IQs have their answers), and how many of them a flush
-        # ping confirmed: what a flush without XEP-0198 can tell (see _flush).
-        self._sent = 0
-        self._confirmed = 0
         self._presences = PresenceBook()
         self.jid: JID | None = None
         self.mechanism: str | None = None   # the SASL mechanism of the current session
         self.features: ET.Element | None = None
         self._last_presence: Presence | None = None
-        self._sessions = 0   # sessions established (or resumed) so far
-        self._first_connected: datetime | None = None  # when the first session was ready
-        self._session: Session | None = None  # the current (or last) session
-        self._new_sessions = 0     # new sessions (not resumptions) so far: Session.number
-        self._connect_pending = True   # the next new session is the first since connect()
-        self._session_up = False   # a session is established on the current connection
         # Attached extensions by class, and per lifecycle hook the extensions that follow it.
         self._extensions: dict[type[Extension], Extension] = {}
         self._extension_lock = threading.RLock()
@@ -495,14 +352,9 @@ class Client:
         """For extensions: callables that add children to every available presence this client sends
         with `send_presence()` (XEP-0115 caps, for one)."""
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
-        self._load_extensions()
+        self._role.attach_extensions(self)  # the built-ins (client.disco, client.muc …)
         if load_extensions:
             self._attach_installed()
-
-    def _load_extensions(self) -> None:
-        """Attach the built-in extensions (`client.disco`, `client.muc` …)."""
-        from . import ext
-        ext.attach(self)
 
     def _attach_installed(self) -> None:
         """Attach the extensions installed packages register in the entry-point group
@@ -555,7 +407,7 @@ class Client:
             self.local_features.update(cls.features)
             if cls.follow_sessions_from_start:
                 self._follow_sessions(instance)
-        if cls.features and self._state == "ready" and self._last_presence is not None:
+        if cls.features and self.is_connected and self._last_presence is not None:
             disco = getattr(self, "disco", None)
             if disco is not None:  # XEP-0115 §4: announce the new hash
                 self._events.dispatch(disco.update_caps)
@@ -571,7 +423,7 @@ class Client:
     def session(self) -> Session | None:
         """The current session (the last one while reconnecting), or None before the
         first."""
-        return self._session
+        return self._core.session
 
     def set_password(self, password: str) -> None:
         """The password to log in with from now on (reconnects included), after the
@@ -598,7 +450,7 @@ class Client:
     @property
     def is_connected(self) -> bool:
         """True while a session is established (False while reconnecting)."""
-        return self._state == "ready"
+        return self._conn.state is ClientState.READY
 
     def connect(self, timeout: float | None = None) -> Client:
         """Connect, secure, authenticate and bind; return self once the session is ready.
@@ -614,44 +466,7 @@ class Client:
         [`StreamError`][simplexmpp.errors.StreamError] or
         [`TimeoutError`][simplexmpp.errors.TimeoutError].
         """
-        timeout = self._timeout(timeout)
-        with self._lock:
-            if self._state in ("ready", "connecting", "reconnecting"):
-                if self._state == "ready":
-                    return self
-                raise XMPPError("connect() is already in progress")
-            previous = self._done
-        if previous is not None and not previous.is_set():
-            # The last session is still stopping (its I/O thread runs _finish): let it end
-            # before this one starts, or its end would close the new session's inbox.
-            self._join_threads(min(timeout, 5.0))
-        with self._lock:
-            if self._state != "disconnected":
-                raise XMPPError("connect() is already in progress")
-            self._state = "connecting"
-            self._closing = False
-            self._close_expected = False
-            self._error = None
-            self._ready_future = concurrent.futures.Future()
-            ready = self._ready_future
-            self._inbox.reopen()  # the end marker of the last session is forgotten
-        self._join_threads(0)
-        self._attempt = 0
-        self._lost_at = None
-        self._sessions_before = self._sessions
-        self._connect_pending = True
-        self._done = threading.Event()
-        _track(self)
-        self._start_io_thread(timeout)
-        try:
-            ready.result(timeout)
-        except concurrent.futures.TimeoutError:
-            self._abort()
-            raise errors.TimeoutError(
-                f"connecting {self.account.bare} did not complete within {timeout:g} s") from None
-        except XMPPError as exc:
-            self._join_threads(5)
-            raise exc.with_traceback(None) from None
+        self._conn.connect(self._timeout(timeout))
         return self
 
     def disconnect(self, timeout: float | None = None) -> None:
@@ -667,170 +482,15 @@ class Client:
         connection cut when the budget is spent; the call returns a moment later.
         """
         timeout = self._timeout(timeout)
-        outcome = _close_clients([(self, time.monotonic() + timeout)])[0]
+        outcome = close_connections([(self._conn, time.monotonic() + timeout)])[0]
         if outcome is not None:
             raise outcome
-
-    # The steps of disconnect(), run for several clients side by side at interpreter exit
-    # (see _close_clients): ask for confirmation, wait for it, close, stop.
-
-    def _ask_confirmation(self) -> tuple[IqFuture, int] | None:
-        """Step 1 of a flush, not waiting: ask the server to confirm what it has handled, by
-        an XEP-0198 `<r/>` (the answer counts what it handled), or else a ping, whose answer
-        proves everything sent before it was handled (RFC 6120 §10.1: stanzas on one stream
-        are handled in order). Returns the ping's future and what it confirms (see
-        _send_flush_ping), or None."""
-        with self._lock:
-            stream = self._stream
-            if self._state != "ready" or stream is None or stream.state != "ready":
-                return None
-            if stream.sm is not None:
-                self._request_ack()
-                ping = None
-            else:
-                ping = True
-        if ping is None:
-            self._wake()
-            return None
-        try:
-            return self._send_flush_ping(0)
-        except XMPPError:
-            return None
-
-    def _request_ack(self) -> bool:
-        """Queue an XEP-0198 `<r/>` unless one is still unanswered (see
-        [SessionCore.request_ack][simplexmpp.session.SessionCore.request_ack]). The caller
-        holds the lock. Returns whether one was queued."""
-        if not self._core.request_ack():
-            return False
-        self._take_output()
-        return True
-
-    def _send_flush_ping(self, timeout: float) -> tuple[IqFuture, int]:
-        """A ping whose answer confirms the stanzas sent before it: its future, and how many
-        messages and presences were sent by then."""
-        with self._lock:
-            mark = self._sent
-            future = self.send_iq(Iq.get(self.account.domain,
-                                         ET.Element("{%s}ping" % PING_NS)), timeout)
-        return future, mark
-
-    def _flush_until(self, deadline: float,
-                     ping: tuple[IqFuture, int] | None = None) -> tuple[bool, list[str]]:
-        """Flush, riding out reconnects, until everything is confirmed or the deadline.
-        Returns (everything confirmed, ids of the stanzas not confirmed)."""
-        while True:
-            with self._changed:
-                while self._state != "ready" or self._stream is None or \
-                        self._stream.state != "ready":
-                    left = deadline - time.monotonic()
-                    if self._state not in ("ready", "reconnecting") or left <= 0:
-                        ids = self._unacked_ids()
-                        return not ids and self._all_confirmed(), ids
-                    self._changed.wait(min(left, 0.5))
-            try:
-                confirmed, unconfirmed = self._flush(deadline, ping)
-            except XMPPError as exc:
-                log.debug("flush before disconnect interrupted: %s", exc)
-                unconfirmed = self._unacked_ids()
-                confirmed = not unconfirmed and self._all_confirmed()
-            ping = None
-            if confirmed or time.monotonic() >= deadline:
-                return confirmed, unconfirmed
-            # The connection was lost during the flush: wait for the next session and retry.
-
-    def _all_confirmed(self) -> bool:
-        """With XEP-0198: nothing is unacknowledged (the caller checked); without: a flush
-        ping confirmed every stanza sent."""
-        stream = self._stream
-        return (stream is not None and stream.sm is not None) or self._sent <= self._confirmed
-
-    def _flush(self, deadline: float, ping: tuple[IqFuture, int] | None = None
-               ) -> tuple[bool, list[str]]:
-        """Wait until the server has handled everything we sent: (confirmed, the ids of the
-        stanzas it did not confirm). `ping`: one already sent by _ask_confirmation."""
-        stream = self._stream
-        if stream is not None and stream.sm is not None:
-            with self._lock:
-                self._request_ack()
-            self._wake()
-            with self._changed:
-                while (self._stream is stream and stream.sm is not None and stream.sm.unacked
-                       and self._state == "ready"):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._changed.wait(min(left, 0.5))
-                    # Ask again once the last <r/> was answered (every wake-up here, an
-                    # output taken included, used to send another).
-                    if stream.sm.unacked and self._stream is stream and \
-                            self._state == "ready" and self._request_ack():
-                        self._wake()
-            ids = self._unacked_ids()
-            return not ids, ids
-        # Without stream management: the server handles stanzas in order, so the answer to a
-        # ping sent last proves everything before it was handled (RFC 6120 §10.1). An error
-        # answer (a server without XEP-0199) proves it just as well.
-        if ping is None:
-            ping = self._send_flush_ping(max(0.0, deadline - time.monotonic()))
-        future, mark = ping
-        try:
-            future.result(max(0.0, deadline - time.monotonic()))
-        except IqError:
-            pass
-        except concurrent.futures.TimeoutError:
-            return self._sent <= self._confirmed, []  # confirmed if nothing was sent since
-        with self._lock:
-            self._confirmed = max(self._confirmed, mark)
-        return self._sent <= self._confirmed, []
-
-    def _unacked_ids(self) -> list[str]:
-        # Under the lock: the I/O thread trims the XEP-0198 queue as acks arrive, and a
-        # copy taken without it can fail with "deque mutated during iteration".
-        with self._lock:
-            return list(self._core.unacked_ids())
-
-    def _begin_close(self) -> None:
-        """Step 3: queue our closing footer (RFC 6120 §4.4) and let the threads wind down."""
-        with self._lock:
-            self._closing = True
-            if self._stream is not None and self._state == "ready":
-                self._stream.close()
-                self._take_output()
-            running = self._done is not None and not self._done.is_set()
-            self._state = "closing" if running else "disconnected"
-            self._changed.notify_all()
-        if self._wire is not None:
-            self._wire.wake()
-
-    # Seconds a connection cut at the end of the budget of disconnect() gets to stop.
-    _stop_grace = 0.5
-
-    def _end_close(self, deadline: float) -> None:
-        """Step 4: wait until the deadline for the server's closing footer and the threads'
-        end; past it, cut the connection (the I/O thread then ends at once)."""
-        self._join_threads(max(0.0, deadline - time.monotonic()))
-        if self._done is not None and not self._done.is_set():
-            self._abort()
-            self._join_threads(self._stop_grace)
-        # The session was closed on purpose: the next connect() is a fresh start, like the
-        # first one (no resumption of a session the server has ended, no presence of old).
-        self._sm_state = None
-        self._last_presence = None
-
-    def _abort(self) -> None:
-        """Tear the connection down now (no flush)."""
-        with self._lock:
-            self._closing = True
-            self._changed.notify_all()
-        if self._wire is not None:
-            self._wire.shutdown()
 
     def expect_server_close(self, expected: bool = True) -> None:
         """For extensions: the server is about to end this stream on purpose (XEP-0077 §3.2
         closes it after removing the account), so its closing ends the client cleanly: no
         reconnect, and the "disconnected" event carries no error."""
-        self._close_expected = expected
+        self._conn.close_expected = expected
 
     @classmethod
     def register(cls, jid: JID | str, password: str, **connection_kwargs: Any) -> None:
@@ -871,133 +531,36 @@ class Client:
     """Seconds the dispatcher thread waits for work before it ends; the next callback starts a new
     one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
 
-    def _join_threads(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds in all for the client's threads to end."""
-        end = time.monotonic() + timeout
-        current = threading.current_thread()
-        done = self._done
-        hub = self._hub
-        if done is not None and current is not self._io_thread and \
-                not (hub is not None and hub.is_hub_thread()):
-            done.wait(timeout)  # covers a connection the hub drives (no I/O thread then)
-        io = self._io_thread
-        if io is not None and io is not current:
-            io.join(max(0.0, end - time.monotonic()))
-            if not io.is_alive():
-                self._io_thread = None
-        if self._io_thread is None:
-            self._events.join(max(0.0, end - time.monotonic()))
+    # ------------------------------------------------------------------------------------
+    # The session's life (called by the connection, on the I/O thread or the hub's)
 
-    def _start_io_thread(self, timeout: float, delay: float = 0.0) -> None:
-        self._io_thread = threading.Thread(target=self._io_main, args=(timeout, delay),
-                                           name=f"simplexmpp-io-{self.account.bare}",
-                                           daemon=True)
-        self._io_thread.start()
+    def _session_ready(self, session: Session, reconnected: bool) -> None:
+        """A session is ready (new, or resumed): the extensions' hooks and the events."""
+        jid = session.jid
+        if session.resumed:
+            self._run_hooks("session_resumed", session)
+            self._events.emit("resumed", jid)
+            return
+        self._presences.clear()
+        if self._last_presence is not None:
+            self._send_reply(self._last_presence)
+        # The extensions restore their state first (rooms entered, carbons enabled): an
+        # archive catch-up below may take long, and what arrives meanwhile needs them.
+        self._run_hooks("session_started", session)
+        if reconnected:
+            # What the lost session held undelivered may be gone (a server drops the
+            # queue of a session it cannot resume); an archive can fill the gap.
+            self._events.emit("resumption_failed", self._core.last_stanza_id)
+        self._events.emit("connected", jid)
 
-    def _io_main(self, timeout: float, delay: float = 0.0) -> None:
-        """The I/O thread: connect, run, and reconnect until told to stop, or until a shared
-        [`Hub`][simplexmpp.transport.Hub] takes the ready connection over."""
-        while True:
-            if delay and self._sleep_unless_closing(delay):
-                self._finish(None)
-                return
-            try:
-                if self._run_connection(timeout):
-                    return  # the hub drives the connection from now on
-                error: BaseException | None = None
-            except BaseException as exc:  # noqa: BLE001 - reported, never lost
-                error = self._io_error(exc)
-            next_delay = self._connection_ended(error)
-            if next_delay is None:
-                return
-            delay = next_delay
-
-    def _io_error(self, exc: BaseException) -> BaseException:
-        """What a failure of the connection is reported as."""
-        if isinstance(exc, XMPPError):
-            return exc
-        if isinstance(exc, OSError):  # resets, broken pipes, TLS records cut short
-            return errors.ConnectionError(f"connection to {self.account.domain} lost: {exc}")
-        log.exception("unexpected failure in the I/O thread", exc_info=exc)
-        return errors.ConnectionError(f"connection failed: {exc!r}")
-
-    def _connection_ended(self, error: BaseException | None) -> float | None:
-        """The connection is gone (cleanly when `error` is None). Returns the delay before
-        the next attempt, or None once the client has stopped for good (then it has run
-        `_finish`). Runs on the I/O thread, or on the hub's thread for a hub connection."""
-        with self._lock:
-            if self._stream is not None:
-                self._stream.connection_lost()
-            if self._state == "ready":
-                self._state = "reconnecting"
-            self._in_hub = False
-            self._changed.notify_all()
-        if self._wire is not None:
-            self._wire.close()
-        if self._session_up:
-            self._session_up = False
+    def _session_lost(self, error: BaseException | None) -> None:
+        """The connection ended: the extensions that follow sessions hear of it."""
+        if self._core.session_lost():
             self._run_hooks("session_lost", error)
-        if self._sessions != self._sessions_before:
-            self._attempt = 0  # this connection worked: start the backoff afresh
-        self._sessions_before = self._sessions
-        ready = self._ready_future
-        if ready is not None and not ready.done():
-            ready.set_exception(error or DisconnectedError("server closed the stream"))
-            self._finish(error if not self._closing else None)
-            return None
-        if self._close_expected:
-            self._closing = True  # the server ended the stream as announced: no error
-        if self._closing or not self.reconnect or isinstance(error, _RECONNECT_FATAL) or (
-                # Another session took our resource: fighting back would loop forever.
-                isinstance(error, StreamError) and error.condition == "conflict"):
-            self._finish(error if not self._closing else None)
-            return None
-        with self._lock:
-            self._state = "reconnecting"
-            self._changed.notify_all()
-        self._events.emit("reconnecting", error)
-        if isinstance(error, StreamError) and error.other_host:
-            self.host, _, port = error.other_host.rpartition(":") if \
-                error.other_host.count(":") == 1 else (error.other_host, "", "")
-            self.port = int(port) if port.isdigit() else self.port
-        # First retry at once (a quick resumption keeps the session); then exponential
-        # backoff with jitter, capped.
-        delay = 0.0 if self._attempt == 0 else min(
-            self.reconnect_max_delay, 0.25 * 2 ** (self._attempt - 1)) * random.uniform(0.5, 1)
-        self._attempt = min(self._attempt + 1, 20)
-        # One WARNING when the connection is lost and one INFO when it is back (_on_ready);
-        # the attempts in between at DEBUG, so an outage does not flood the log.
-        if self._lost_at is None:
-            self._lost_at = time.monotonic()
-            self._failed_attempts = 0
-            log.warning("connection to %s lost (%s); reconnecting", self.account.domain, error)
-        else:
-            self._failed_attempts += 1
-            log.debug("reconnect attempt %d to %s failed (%s); next in %.1f s",
-                      self._failed_attempts, self.account.domain, error, delay)
-        return delay
 
-    def _sleep_unless_closing(self, delay: float) -> bool:
-        with self._changed:
-            end = time.monotonic() + delay
-            while not self._closing:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-        return True
-
-    def _finish(self, error: BaseException | None) -> None:
-        with self._lock:
-            self._state = "disconnected"
-            self._error = error
-            pending = self._core.take_pending()
-            # Under the lock, with the state: a connect() right after this reopens the
-            # inbox, never before it was closed here.
-            self._inbox.close()
-            _untrack(self)
-            done = self._done
-            self._changed.notify_all()
+    def _stopped(self, error: BaseException | None, pending: list[IqFuture]) -> None:
+        """The client has stopped for good: fail what waits, tell the callbacks, and let
+        the dispatcher end."""
         for future in pending:
             if not future.done():
                 future.set_exception(DisconnectedError(
@@ -1007,319 +570,6 @@ class Client:
             self._run_hooks("client_stopped", error)
             self._events.emit("disconnected", error)
         self._events.stop()
-        if done is not None:
-            done.set()
-
-    def _run_connection(self, timeout: float) -> bool:
-        """Connect and drive one connection on this thread until it ends (False), or until
-        it is ready and handed to the client's hub (True)."""
-        # One budget for finding and reaching the server: the SRV lookups get at most half
-        # of it (a silent resolver must leave time for the RFC 6120 §3.2.2 fallback to the
-        # domain), the connection attempts share what is left.
-        deadline = time.monotonic() + timeout
-        targets = resolve(self.account.domain, self.host, self.port, self.tls, timeout / 2,
-                          resolver=self.resolver)
-        sock = None
-        target: Target | None = None
-        failure: XMPPError | None = None
-        for index, target in enumerate(targets):
-            if self.tls == "none" and not is_loopback(target.host):
-                failure = errors.ConnectionError(
-                    f"refusing a plain-text connection to {target.host}: tls='none' is only "
-                    "allowed to loopback")
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                failure = errors.TimeoutError(
-                    f"no connection to {self.account.domain} within {timeout:g} s"
-                    + (f" (last: {failure})" if failure else ""))
-                break
-            try:
-                # Each remaining target gets an equal share, so one that never answers
-                # cannot eat the time of the records after it (RFC 2782 order).
-                sock = open_socket(target, left / (len(targets) - index))
-                break
-            except XMPPError as exc:
-                failure = exc
-        if sock is None or target is None:
-            raise failure or errors.ConnectionError(f"no address to connect to for "
-                                                    f"{self.account.domain}")
-        bindings: dict[str, bytes] = {}
-        if target.direct_tls:
-            sock = start_tls(sock, self._tls_context(), self.account.domain,
-                             timeout)
-            bindings = channel_bindings(sock)
-        wire = Wire(sock)
-        stream = self._new_stream(target, bindings)
-        with self._lock:
-            if self._closing:
-                wire.close()
-                return False
-            self._wire = wire
-            self._stream = stream
-            self._outbuf.clear()
-            stream.start()
-            self._take_output()
-        core = self._core
-        core.keepalive, core.timeout = self.keepalive, self.timeout
-        core.ack_delay, core.ack_every = self.ack_delay, self.ack_every
-        with self._lock:
-            core.connection_made(stream, time.monotonic())
-        self._io_timeout = timeout
-        self._negotiation_deadline = time.monotonic() + timeout
-        self._sending = bytearray()
-        readable = False
-        while True:
-            step = self._io_step(wire, stream, readable)
-            if step is None:
-                return False
-            hub = self._hub
-            if hub is not None and stream.state == "ready" and not self._closing:
-                with self._lock:
-                    self._in_hub = True
-                hub.adopt(self, wire)
-                return True
-            readable, _ = wire.wait(*step)
-
-    def _io_step(self, wire: Wire, stream: ClientStream,
-                 readable: bool) -> tuple[float, bool] | None:
-        """One turn of the I/O loop, after the socket was found readable (or not): read and
-        handle what arrived, write what is queued, run the timers. Returns how long to sleep
-        and whether to wait for the socket to take more, or None once the connection has
-        ended cleanly; raises when it failed. Called by this client's I/O thread, or by the
-        hub's thread once the hub drives the connection."""
-        self._io_idle = False  # the wait is over (see _collect_output)
-        if self._negotiation_deadline is not None and \
-                time.monotonic() > self._negotiation_deadline:
-            raise errors.TimeoutError(
-                f"stream negotiation with {self.account.domain} did not finish within "
-                f"{self._io_timeout:g} s (stuck while {stream.state})")
-        sending = self._sending
-        if readable:
-            # On a hub, a connection the server floods must not starve the others: it reads
-            # at most 1 MiB per turn (the selector reports the rest as readable next turn).
-            if self._read(wire, stream, _HUB_READS_PER_TURN if self._in_hub else None):
-                return None  # the stream closed cleanly
-            if stream.state == "tls-handshake":
-                self._upgrade(wire, stream, self._io_timeout)
-            if stream.state == "ready":
-                self._negotiation_deadline = None
-                wire.quickack = False
-        self._collect_output(sending, idle=False)  # what came while waiting or reading
-        while sending:
-            sent = wire.send(sending)
-            if not sent:
-                break
-            if wire_log.isEnabledFor(logging.DEBUG):
-                self._log_wire("SEND", bytes(sending[:sent]))
-            del sending[:sent]
-            self._core.data_sent(time.monotonic())
-        if self._closing and stream.state == "closed" and not sending:
-            return None
-        now = time.monotonic()
-        with self._lock:
-            if self._core.handle_timer(now):
-                self._take_output()
-        # About to wait: output queued from now on must wake us (see _wake); what was queued
-        # meanwhile (the timers' <r/> or ping too) is written on the next turn.
-        self._collect_output(sending, idle=True)
-        return self._core.next_deadline(now) - now, bool(sending)
-
-    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
-        """One turn of the I/O loop on the hub's thread (see transport.Hub)."""
-        wire, stream = self._wire, self._stream
-        assert wire is not None and stream is not None
-        return self._io_step(wire, stream, readable)
-
-    def _hub_ended(self, exc: BaseException | None) -> None:
-        """The hub let go of our connection: stop, or reconnect on an I/O thread again."""
-        delay = self._connection_ended(None if exc is None else self._io_error(exc))
-        if delay is not None:
-            self._start_io_thread(self._io_timeout, delay)
-
-    def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
-        """The sans-IO stream machine for one connection (`Component` supplies its own)."""
-        return ClientStream(
-            self.account, self._password,
-            tls="direct" if target.direct_tls else ("none" if self.tls == "none" else "starttls"),
-            resource=self.account.resource, sm=self.stream_management, sm_state=self._sm_state,
-            mechanisms=self.mechanisms, max_stanza_size=self.max_stanza_size, lang=self.lang,
-            channel_bindings=bindings)
-
-    def _check_account(self, password: str | None) -> None:
-        if self.account.local is None and password is not None and self.mechanisms is None:
-            raise errors.JIDError(f"{self.account} has no localpart; an account JID looks "
-                                  "like user@example.org")
-
-    def _read(self, wire: Wire, stream: ClientStream, max_reads: int | None = None) -> bool:
-        """Read and handle everything available, or `max_reads` socket reads of it; True
-        once the stream has closed."""
-        reads = 0
-        while max_reads is None or reads < max_reads:
-            reads += 1
-            data = wire.recv()
-            if data is None:
-                return False
-            if not data:
-                if stream.state in ("closing", "closed"):
-                    return True
-                raise errors.ConnectionError(
-                    f"the server closed the connection ({stream.state})")
-            self._core.data_received(time.monotonic())
-            if wire_log.isEnabledFor(logging.DEBUG):
-                self._log_wire("RECV", data)
-            failure: StreamError | None = None
-            # During negotiation the stream computes SCRAM's salted password, as slow as the
-            # server's iteration count makes it: not under the lock, which connect() and
-            # disconnect() need to give up in time (issue 14). No other thread touches a
-            # stream before its session is ready, so the lock guards nothing there.
-            with _UNLOCKED if stream.negotiating else self._lock:
-                try:
-                    events = stream.receive_data(data)
-                except StreamError as exc:
-                    # What came before the error in the same read still counts (XEP-0077
-                    # §3.2: the answer to <remove/> arrives right before the stream error).
-                    events, failure = stream.events_before_error, exc
-                finally:
-                    with self._lock:
-                        self._take_output()
-            closed = False
-            incoming, message = self._incoming, self._incoming_message
-            valid = self._core.valid_addresses
-            for event in events:
-                if type(event) is _ELEMENT:  # a stanza (see stream.Event)
-                    sender, to = event.get("from"), event.get("to")
-                    if ((sender is not None and sender not in valid)
-                            or (to is not None and to not in valid)) \
-                            and self._misaddressed(event):
-                        continue
-                    if event.tag == _MESSAGE:
-                        message(event)
-                    else:
-                        incoming(event)
-                elif isinstance(event, AckReceived):
-                    with self._lock:
-                        self._core.ack_received()
-                        self._changed.notify_all()
-                elif isinstance(event, Ready):
-                    self._on_ready(event.jid, event.features, resumed=False)
-                elif isinstance(event, Resumed):
-                    self._on_ready(event.jid, stream.features, resumed=True)
-                elif isinstance(event, StartTLS):
-                    return False
-                elif isinstance(event, StreamClosed):
-                    closed = True
-                elif isinstance(event, Authenticated):
-                    self.mechanism = event.mechanism
-                    log.debug("authenticated %s with %s", self.account.bare, event.mechanism)
-                elif isinstance(event, NonzaReceived):
-                    log.debug("ignoring top-level <%s>", event.element.tag)
-            if failure is not None:
-                raise failure
-            if closed:
-                if not self._closing:
-                    raise errors.ConnectionError("the server closed the stream")
-                return True
-        return False  # more may be waiting: the caller comes back (the hub, next turn)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self.ssl_context is not None:
-            return self.ssl_context
-        return ssl_context(self.ca_file, self.verify)
-
-    def _upgrade(self, wire: Wire, stream: ClientStream, timeout: float) -> None:
-        sock = wire.detach_for_blocking(timeout)
-        tls_sock = start_tls(sock, self._tls_context(), self.account.domain,
-                             timeout)
-        wire.replace_socket(tls_sock)
-        with self._lock:
-            stream.tls_established(channel_bindings(tls_sock))
-            self._take_output()
-
-    def _take_output(self) -> None:
-        """Move the stream's pending output into the buffer the I/O thread writes (locked)."""
-        stream = self._stream
-        if stream is not None:
-            data = stream.data_to_send()
-            if data:
-                self._outbuf += data
-
-    def _collect_output(self, sending: bytearray, idle: bool) -> None:
-        """I/O thread: move what other threads queued into `sending`. With `idle` it is
-        about to wait: output queued after this must wake it (see `_wake()`)."""
-        with self._lock:
-            if self._outbuf:
-                sending += self._outbuf
-                self._outbuf.clear()
-                self._changed.notify_all()
-            self._io_idle = idle
-
-    def _wake(self) -> None:
-        """After queueing output (under the lock, before this call): wake the I/O thread if
-        it may be waiting. While it is busy it collects everything queued before it next
-        waits, so a burst of sends costs one wake-up, not one per stanza."""
-        wire = self._wire
-        if wire is not None and self._io_idle and \
-                threading.current_thread() is not self._io_thread:
-            self._io_idle = False
-            wire.wake()
-
-    def _log_wire(self, direction: str, data: bytes) -> None:
-        text = data.decode("utf-8", "replace")
-        text = _REDACT.sub(lambda m: (m.group(1) or m.group(3)) + "[redacted]", text)
-        wire_log.debug("%s %s: %s", self.account.bare, direction, text)
-
-    def _on_ready(self, jid: JID, features: ET.Element | None, resumed: bool) -> None:
-        stream = self._stream
-        now = datetime.now(timezone.utc)
-        with self._lock:
-            self.jid = jid
-            self.features = features
-            self._state = "ready"
-            self._sessions += 1
-            self._session_up = True
-            if self._first_connected is None:
-                self._first_connected = now
-            last = self._session
-            if resumed and last is not None:
-                session = Session(last.number, last.first, jid, True, last.started,
-                                  last.connected)
-            else:
-                self._new_sessions += 1
-                first = self._connect_pending or last is None
-                self._connect_pending = False
-                session = Session(self._new_sessions, first, jid, False, now,
-                                  now if first or last is None else last.connected)
-            self._session = session
-            if stream is not None and stream.sm is not None and stream.sm.resumable:
-                self._sm_state = stream.sm
-            elif not resumed:
-                self._sm_state = None
-            self._changed.notify_all()
-        ready = self._ready_future
-        reconnected = ready is not None and ready.done()
-        if ready is not None and not ready.done():
-            ready.set_result(jid)
-        if self._lost_at is not None:
-            log.info("connection to %s back after %.1f s and %d failed attempt(s) (%s)",
-                     self.account.domain, time.monotonic() - self._lost_at,
-                     self._failed_attempts, "stream resumed" if resumed else "new session")
-            self._lost_at = None
-        if resumed:
-            self._run_hooks("session_resumed", session)
-            self._events.emit("resumed", jid)
-        else:
-            self._presences.clear()
-            if self._last_presence is not None:
-                self._send_reply(self._last_presence)
-            # The extensions restore their state first (rooms entered, carbons enabled): an
-            # archive catch-up below may take long, and what arrives meanwhile needs them.
-            self._run_hooks("session_started", session)
-            if reconnected:
-                # What the lost session held undelivered may be gone (a server drops the
-                # queue of a session it cannot resume); an archive can fill the gap.
-                self._events.emit("resumption_failed", self._core.last_stanza_id)
-            self._events.emit("connected", jid)
 
     # ------------------------------------------------------------------------------------
     # Sending
@@ -1332,62 +582,7 @@ class Client:
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         # Serialised here, once (it validates the characters before anything is queued).
-        self._send_text(tostring(element), timeout, element)
-
-    def _send_text(self, text: str, timeout: float | None,
-                   element: ET.Element | None = None) -> None:
-        """Queue serialised XML (see [`send()`][simplexmpp.Client.send]): `element` serialised,
-        which the stream gets too (it tells stanzas from nonzas; a component's stream completes the
-        addresses and serialises again), or, without it, a stanza written directly."""
-        if len(text) > self.max_stanza_size:
-            raise InvalidStanzaError(f"stanza of {len(text)} bytes exceeds max_stanza_size "
-                                     f"({self.max_stanza_size})")
-        if timeout is not None:  # checked even when the ready stream will not need it
-            timeout = timeout_seconds(timeout)
-        with self._lock:  # the lock of self._changed, so _wait_ready may wait on it
-            stream = self._wait_ready(timeout)
-            if element is None:
-                stream.send_text(text)
-            else:
-                stream.send(element, text)
-            if element is None or element.tag != _IQ:
-                self._sent += 1  # an IQ is confirmed by its answer; others need a flush
-            self._take_output()
-            if len(self._outbuf) > 8 << 20:
-                # Back-pressure: a sender far ahead of the socket waits for it to drain.
-                self._wake()
-                end = time.monotonic() + self._timeout(timeout)
-                while len(self._outbuf) > 4 << 20 and self._state == "ready":
-                    left = end - time.monotonic()
-                    if left <= 0:
-                        raise errors.TimeoutError("the server is not reading; outgoing buffer "
-                                                  "full")
-                    self._changed.wait(left)
-        self._wake()
-
-    def _wait_ready(self, timeout: float | None) -> ClientStream:
-        """Under the lock: the ready session's stream, once there is one (waiting up to
-        `timeout`, None: the client's); raise if there will not be one."""
-        stream = self._stream
-        if self._state == "ready" and stream is not None and stream.state == "ready":
-            return stream  # the usual case, without a clock reading
-        timeout = self._timeout(timeout)
-        end = time.monotonic() + timeout
-        while self._state != "ready" or self._stream is None or self._stream.state != "ready":
-            if self._state in ("disconnected", "closing") or self._closing:
-                raise self._disconnected_error()
-            left = end - time.monotonic()
-            if left <= 0:
-                raise errors.TimeoutError(f"not reconnected within {timeout:g} s")
-            self._changed.wait(left)
-        return self._stream
-
-    def _disconnected_error(self) -> DisconnectedError:
-        if self._error is not None:
-            exc = DisconnectedError(f"the client is disconnected: {self._error}")
-            exc.__cause__ = self._error
-            return exc
-        return DisconnectedError("the client is not connected; call connect() first")
+        self._conn.send_text(tostring(element), timeout, element)
 
     def new_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                     subject: str | None = None, thread: str | None = None) -> Message:
@@ -1424,7 +619,7 @@ class Client:
             if value is not None:
                 parts += (start, ">", _escape(value), end) if value else (start, "/>")
         parts += ('<origin-id xmlns="', SID_NS, '" id="', stanza_id, '"/></message>')
-        self._send_text("".join(parts), timeout)
+        self._conn.send_text("".join(parts), timeout)
         return stanza_id
 
     def send_presence(self, show: str | None = None, status: str | None = None,
@@ -1523,7 +718,7 @@ class Client:
             with self._lock:
                 self._core.forget(iq.id or "")
             raise errors.TimeoutError(
-                f"no answer to the IQ {iq.type} {self._payload_name(iq)} sent to "
+                f"no answer to the IQ {iq.type} {'' if iq.payload is None else iq.payload.tag} sent to "
                 f"{iq.to or self.account.domain} within {timeout:g} s") from None
         except XMPPError as exc:
             raise exc.with_traceback(None) from None
@@ -1532,11 +727,6 @@ class Client:
             with self._lock:
                 self._core.forget(iq.id or "")
             raise
-
-    @staticmethod
-    def _payload_name(iq: Iq) -> str:
-        payload = iq.payload
-        return "" if payload is None else payload.tag
 
     def ping(self, to: JID | str | None = None, timeout: float | None = None) -> float:
         """XEP-0199 ping; return the round-trip time in seconds."""
@@ -1730,7 +920,8 @@ class Client:
                 else:
                     future.set_exception(iq.error or IqError("undefined-condition"))
         elif kind == "request":
-            self._events.dispatch(self._handle_iq_request, iq)
+            if not self._role.incoming_request(self, iq):
+                self._events.dispatch(self._handle_iq_request, iq)
         elif route.reply is not None:
             self._send_reply(route.reply)
             if kind == "roster":
@@ -1855,7 +1046,7 @@ class Client:
         except queue.Empty:
             raise errors.TimeoutError(f"no message within {timeout:g} s") from None
         if item is CLOSED:
-            raise self._disconnected_error()
+            raise self._conn.disconnected_error()
         return item
 
     @property
@@ -1963,8 +1154,9 @@ class Client:
 
     @property
     def state(self) -> str:
-        """`disconnected`, `connecting`, `ready`, `reconnecting` or `closing`."""
-        return self._state
+        """`disconnected`, `connecting`, `ready`, `reconnecting` or `closing` (see
+        [ClientState][simplexmpp.connection.ClientState])."""
+        return self._conn.state.value
 
     def __repr__(self) -> str:
-        return f"<Client {self.jid or self.account} {self._state}>"
+        return f"<Client {self.jid or self.account} {self._conn.state}>"

@@ -17,7 +17,9 @@ Two layers, as for the client:
   an `xmlns` (they inherit the stream's `jabber:component:accept`).
 * [`Component`][simplexmpp.Component] is a [`Client`][simplexmpp.Client] driving that machine: the
   I/O thread owns the socket, callbacks and IQ handlers run on the dispatcher thread, any thread may
-  send.
+  send. It overrides none of the client's connection: it plugs a
+  [`ComponentRole`][simplexmpp.component.ComponentRole] into it (the stream to negotiate, the
+  handshake's errors, the wire log's redaction, replies from the address asked).
 
 ```python
 with Component("echo.localhost", "secret", "127.0.0.1", 5347) as component:
@@ -38,21 +40,21 @@ from typing import Any
 
 from . import errors
 from .client import Client
+from .connection import Role
 from .session import PING_NS
 from .errors import AuthenticationError, InvalidStanzaError, StreamError
 from .jid import JID
 from .roster import Roster
 from .stanza import Iq, Presence, Stanza
-from .stream import ClientStream, Event, Negotiator
+from .stream import ClientStream, Event, Negotiator, SMState
 from .transport import Target, is_loopback
 from .xml import COMPONENT_NS, STREAM_NS, StreamHeader, stream_header
 
-__all__ = ["Component", "ComponentStream", "ComponentNegotiator", "HandshakeStep",
-           "handshake_digest", "COMPONENT_NS",
+__all__ = ["Component", "ComponentRole", "ComponentStream", "ComponentNegotiator",
+           "HandshakeStep", "handshake_digest", "COMPONENT_NS",
            "COMPONENT_SKIPPED_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
-wire_log = logging.getLogger("simplexmpp.wire")  # every byte sent/received, one switch
 
 _CLIENT_PREFIX = "{jabber:client}"
 _COMPONENT_PREFIX = "{%s}" % COMPONENT_NS
@@ -258,6 +260,78 @@ class ComponentStream(ClientStream):
         return self.negotiator.stream_id
 
 
+class ComponentRole(Role):
+    """What a [Component][simplexmpp.Component]'s connection is for (see
+    [Role][simplexmpp.connection.Role]): the XEP-0114 handshake on a
+    [ComponentStream][simplexmpp.component.ComponentStream], no roster pushes, no flush
+    ping of our own, IQ requests remembered so that replies go from the address asked, and
+    pings answered at once on the I/O thread."""
+
+    name = "component"
+    roster_pushes = False  # a component has no roster: a roster set is an ordinary request
+
+    def __init__(self, request_window: int) -> None:
+        self.request_window = request_window
+        # (requester, request id) -> the address the request was sent to, oldest first.
+        self.answer_from: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def check_account(self, client: Client, password: str | None) -> None:
+        account = client.account
+        if account.local is not None or account.resource is not None:
+            raise errors.JIDError(f"a component's address is a bare domain such as "
+                                  f"'echo.example.org', not {account}")
+
+    def attach_extensions(self, client: Client) -> None:
+        # XEP-0030 / Service Discovery Identities registry: category "component".
+        client.local_identities = {("component", "generic", "simplexmpp")}
+        from . import ext
+        ext.attach(client, skip=COMPONENT_SKIPPED_EXTENSIONS)
+
+    def new_stream(self, client: Client, target: Target, bindings: dict[str, bytes],
+                   sm_state: SMState | None) -> ClientStream:
+        return ComponentStream(client.account, client._password or "",
+                               max_stanza_size=client.max_stanza_size, lang=client.lang)
+
+    def connection_failed(self, client: Client, error: BaseException,
+                          stream: ClientStream | None, reconnecting: bool) -> BaseException:
+        if isinstance(error, StreamError) and error.condition == "conflict" and \
+                reconnecting and stream is not None and not stream.authenticated:
+            # Refused at the handshake while reconnecting: the server most likely still
+            # holds our previous, dead connection until it notices; keep trying (a
+            # conflict on an established stream means a newer connection took over, and
+            # ends the component as it ends a client).
+            failure = errors.ConnectionError(
+                f"{error}; the server may still hold the previous connection")
+            failure.__cause__ = error
+            return failure
+        return error
+
+    def redact(self, text: str) -> str:
+        return _REDACT_HANDSHAKE.sub(r"\1[redacted]", text)
+
+    def incoming_request(self, client: Client, iq: Iq) -> bool:
+        element = iq.xml
+        to, sender = element.get("to"), element.get("from")
+        if to and sender and to != client.account.domain:
+            with client._lock:
+                answer_from = self.answer_from
+                answer_from[(sender, element.get("id", ""))] = to
+                while len(answer_from) > self.request_window:
+                    answer_from.popitem(last=False)
+        payload = iq.payload
+        if element.get("type") == "get" and payload is not None and payload.tag == _PING and \
+                client._iq_handlers.get(("get", _PING)) is _answer_ping:
+            # XEP-0199: answered at once, on the I/O thread, so a ping round trip never
+            # waits for a busy dispatcher (disconnect() may run on it).
+            client._send_reply(iq.result())
+            return True
+        return False
+
+
+def _answer_ping(iq: Iq) -> None:
+    return None
+
+
 class Component(Client):
     """An XEP-0114 external component: serves every address at domain `jid`.
 
@@ -300,54 +374,17 @@ class Component(Client):
                 f"XEP-0114 component connections are plain text; simplexmpp makes them only "
                 f"to a loopback address (run the component on the server's machine), and "
                 f"{host!r} is not one")
-        self._answer_from: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._component_role = ComponentRole(self.request_window)
         super().__init__(jid, secret, host=host, port=port, tls="none", timeout=timeout,
                          stream_management=False, reconnect=reconnect,
                          reconnect_max_delay=reconnect_max_delay,
                          max_stanza_size=max_stanza_size, keepalive=keepalive, lang=lang,
-                         load_extensions=load_extensions)
+                         load_extensions=load_extensions, role=self._component_role)
         self.domain: str = self.account.domain
-        # A roster set is not a push (a component has no roster): an ordinary request, for a
-        # handler or answered service-unavailable.
-        self._core.roster_pushes = False
-        # Pings are answered on the I/O thread (see _incoming_iq): the keepalive and the
-        # flush in disconnect() ping our own domain, which the server routes back to us.
-        self.register_iq_handler("get", _PING, self._answer_ping)
-
-    def _check_account(self, password: str | None) -> None:
-        if self.account.local is not None or self.account.resource is not None:
-            raise errors.JIDError(f"a component's address is a bare domain such as "
-                                  f"'echo.example.org', not {self.account}")
-
-    def _load_extensions(self) -> None:
-        # XEP-0030 / Service Discovery Identities registry: category "component".
-        self.local_identities = {("component", "generic", "simplexmpp")}
-        from . import ext
-        ext.attach(self, skip=COMPONENT_SKIPPED_EXTENSIONS)
-
-    def _new_stream(self, target: Target, bindings: dict[str, bytes]) -> ClientStream:
-        return ComponentStream(self.account, self._password or "",
-                               max_stanza_size=self.max_stanza_size, lang=self.lang)
-
-    def _run_connection(self, timeout: float) -> bool:
-        try:
-            return super()._run_connection(timeout)
-        except StreamError as exc:
-            ready, stream = self._ready_future, self._stream
-            if exc.condition == "conflict" and ready is not None and ready.done() and \
-                    stream is not None and not stream.authenticated:
-                # Refused at the handshake while reconnecting: the server most likely still
-                # holds our previous, dead connection until it notices; keep trying (a
-                # conflict on an established stream means a newer connection took over, and
-                # ends the component as it ends a client).
-                raise errors.ConnectionError(
-                    f"{exc}; the server may still hold the previous connection") from exc
-            raise
-
-    def _log_wire(self, direction: str, data: bytes) -> None:
-        text = data.decode("utf-8", "replace")
-        wire_log.debug("%s %s: %s", self.account, direction,
-                       _REDACT_HANDSHAKE.sub(r"\1[redacted]", text))
+        # Pings are answered on the I/O thread (see ComponentRole.incoming_request): the
+        # keepalive and the flush in disconnect() ping our own domain, which the server
+        # routes back to us.
+        self.register_iq_handler("get", _PING, _answer_ping)
 
     def connect(self, timeout: float | None = None) -> Component:
         """Connect to the component port and do the handshake; return self once ready.
@@ -385,7 +422,8 @@ class Component(Client):
         if element.tag in _IQ_TAGS and not element.get("from") and \
                 element.get("type") in ("result", "error"):
             with self._lock:
-                asked = self._answer_from.pop((to, element.get("id", "")), None)
+                asked = self._component_role.answer_from.pop((to, element.get("id", "")),
+                                                             None)
             if asked is not None:
                 # RFC 6120 §8.1.2.1: the reply comes from the entity the request went to.
                 element.set("from", asked)
@@ -430,32 +468,6 @@ class Component(Client):
         self.send(presence, timeout)
 
     # ------------------------------------------------------------------------------------
-    # Receiving (I/O thread)
-
-    def _incoming_iq(self, iq: Iq) -> None:
-        element = iq.xml
-        kind = element.get("type")
-        if kind == "get" or kind == "set":
-            to, sender = element.get("to"), element.get("from")
-            if to and sender and to != self.domain:
-                with self._lock:
-                    answer_from = self._answer_from
-                    answer_from[(sender, element.get("id", ""))] = to
-                    while len(answer_from) > self.request_window:
-                        answer_from.popitem(last=False)
-            payload = iq.payload
-            if kind == "get" and payload is not None and payload.tag == _PING and \
-                    self._iq_handlers.get(("get", _PING)) == self._answer_ping:
-                # XEP-0199: answered at once, on the I/O thread, so a ping round trip
-                # never waits for a busy dispatcher (disconnect() may run on it).
-                self._send_reply(iq.result())
-                return
-        super()._incoming_iq(iq)
-
-    def _answer_ping(self, iq: Iq) -> None:
-        return None
-
-    # ------------------------------------------------------------------------------------
     # What a component does not have
 
     @classmethod
@@ -480,4 +492,4 @@ class Component(Client):
         raise NotImplementedError("a component has no roster (XEP-0114)")
 
     def __repr__(self) -> str:
-        return f"<Component {self.account} {self._state}>"
+        return f"<Component {self.account} {self.state}>"

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import errors
-from .client import Client, timeout_seconds
+from .client import Client
+from .connection import timeout_seconds
 from .inbox import DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .stanza import Message
@@ -58,7 +59,7 @@ class Pool:
         """Add an account (not connected yet); returns its Client."""
         options = {**self.defaults, **overrides}
         client = Client(jid, password, **options)
-        client._hub = self.hub
+        client._conn.hub = self.hub
         key = client.account.bare
         with self._lock:
             if key in self._clients:

@@ -11,6 +11,8 @@
   roster, a request to the handlers, and the "own account" rule
   ([from_own_account][simplexmpp.session.from_own_account]) that pushes, carbons and archives
   share;
+* the count of sessions: which is new, which resumed, which the first since `connect()`
+  (the [Session][simplexmpp.extension.Session] that extensions' hooks get);
 * the clock of the stream: XEP-0198 acknowledgements (`<a/>` bundled for a moment,
   `<r/>` one at a time), the XEP-0199 keepalive and the slow-stanza guard, as
   [next_deadline][simplexmpp.session.SessionCore.next_deadline] /
@@ -28,10 +30,12 @@ import logging
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Generic, NamedTuple, TypeVar
 
 from . import errors
 from .errors import StreamError
+from .extension import Session
 from .jid import JID
 from .roster import ROSTER_NS, Roster, RosterItem, parse_item
 from .stanza import Iq, error_element, new_id
@@ -137,6 +141,13 @@ class SessionCore(Generic[W]):
         self.duplicates_dropped = 0
         self.last_stanza_id: str | None = None
         """The stanza-id our own archive gave the last message received (XEP-0359)."""
+        # Sessions (see session_established()).
+        self.sessions = 0            # sessions established or resumed so far
+        self.new_sessions = 0        # new sessions (not resumptions): Session.number
+        self.connect_pending = True  # the next new session is the first since connect()
+        self.session: Session | None = None
+        """The current session (the last one while reconnecting), or None before the first."""
+        self.session_up = False      # a session is established on the current connection
         # The clock of the current stream (see connection_made()).
         self.stream: ClientStream | None = None
         self.last_recv = 0.0
@@ -342,6 +353,36 @@ class SessionCore(Generic[W]):
         while len(order) > window:  # more than one when the window was made smaller
             seen.discard(order.popleft())
         return False
+
+    # ------------------------------------------------------------------------------------
+    # Sessions
+
+    def session_established(self, jid: JID, resumed: bool,
+                            now: datetime | None = None) -> Session:
+        """The stream is ready at `now` (wall-clock time; None: now), bound to `jid`: a new
+        session, or the last one `resumed` (XEP-0198). Returns the
+        [Session][simplexmpp.extension.Session] the extensions' hooks get."""
+        if now is None:
+            now = datetime.now(timezone.utc)
+        self.sessions += 1
+        self.session_up = True
+        last = self.session
+        if resumed and last is not None:
+            session = Session(last.number, last.first, jid, True, last.started, last.connected)
+        else:
+            self.new_sessions += 1
+            first = self.connect_pending or last is None
+            self.connect_pending = False
+            session = Session(self.new_sessions, first, jid, False, now,
+                              now if first or last is None else last.connected)
+        self.session = session
+        return session
+
+    def session_lost(self) -> bool:
+        """The connection ended; whether a session was up on it (its extensions' hooks then
+        hear of the loss)."""
+        was_up, self.session_up = self.session_up, False
+        return was_up
 
     # ------------------------------------------------------------------------------------
     # The clock: XEP-0198 acknowledgements, XEP-0199 keepalive, the slow-stanza guard

@@ -21,17 +21,15 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._preauth import PreAuthClient
+from .._preauth import PreAuthRole
+from ..client import Client
 from ..extension import Extension
 from ..errors import DisconnectedError, IqError, XMPPError
 from ..jid import JID
 from ..stanza import Iq
 from .forms import DATA_NS, Form
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..client import Client
 
 __all__ = ["Registration", "register_account", "RegistrationError", "AccountExistsError",
            "RegistrationNotSupportedError", "REGISTER_NS", "REGISTER_FEATURE_NS"]
@@ -167,7 +165,8 @@ def register_account(jid: JID | str, password: str, *, fields: Mapping[str, str]
     connection_kwargs.update(stream_management=False, reconnect=False)
     connection_kwargs.pop("resource", None)
     connection_kwargs.pop("load_extensions", None)  # this client only sends registration IQs
-    client = PreAuthClient(account.bare, password, load_extensions=False, **connection_kwargs)
+    client = Client(account.bare, password, load_extensions=False, role=PreAuthRole(),
+                    **connection_kwargs)
     timeout = client.timeout
     client.connect()
     try:

@@ -344,7 +344,7 @@ def _run_client(case: Case, where: str, verbose: bool,
         library_log.removeHandler(watch)
         library_log.propagate = propagate
         if not stopped.is_set():
-            client._abort()
+            client._conn.abort()
     return outcome
 
 

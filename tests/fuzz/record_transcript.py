@@ -43,7 +43,7 @@ def main() -> None:
     recorder = _Recorder()
     logging.getLogger("simplexmpp.wire").setLevel(logging.DEBUG)  # so the hook is called
     alice = Client("alice@localhost", password, resource="rec", **opts)
-    alice._log_wire = recorder  # type: ignore[method-assign]
+    alice._conn._log_wire = recorder  # type: ignore[method-assign]
     alice.connect()
     recorder.ready = True
     bob = Client("bob@localhost", password, resource="b1", **opts).connect()

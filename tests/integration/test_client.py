@@ -209,7 +209,7 @@ def test_ack_request_is_answered_while_the_client_sends_nothing(connect) -> None
         wire.setLevel(level)
     acks = [text for text in sent if "<a xmlns" in text]
     assert acks and 'h="1"' in acks[0], sent
-    assert bob._stream is not None and not bob._stream.ack_pending
+    assert bob._conn.stream is not None and not bob._conn.stream.ack_pending
 
 
 def test_message_fields_survive_the_trip(connect_any) -> None:

@@ -147,15 +147,15 @@ def test_hundred_megabyte_stanza_is_cut_off_at_the_size_limit(hostile) -> None:
     server.done.wait(20)
     assert sum(sent) < 10 << 20, "the client kept reading far past the stanza limit"
     assert isinstance(wait_disconnected(client), errors.StreamError)
-    assert client._error is not None and client._error.condition == "policy-violation"
+    assert client._conn.error is not None and client._conn.error.condition == "policy-violation"
 
 
 def wait_disconnected(client: Client) -> BaseException | None:
     done = threading.Event()
     seen: list[BaseException | None] = []
     client.on("disconnected", lambda exc: (seen.append(exc), done.set()))
-    if client._state == "disconnected":
-        return client._error
+    if client.state == "disconnected":
+        return client._conn.error
     assert done.wait(15), "the client never reported the disconnection"
     return seen[0]
 
@@ -318,7 +318,7 @@ def test_stanzas_from_a_malformed_address_are_dropped_and_the_session_lives(
         client.connect()
         msg = client.next_message(timeout=10)
         assert msg.body == "end", "a message from a malformed address was delivered"
-        assert client.is_connected and client._sessions == 1
+        assert client.is_connected and client._core.sessions == 1
         client.disconnect()
     assert events == []
     assert len(client.roster) == 0

@@ -63,7 +63,7 @@ def test_malformed_sender_through_prosody_is_dropped_and_the_session_lives(
                             "id='end'><body>end</body></message>")
         msg = victim.next_message(timeout=10)
         assert msg.body == "end", "a message from a malformed address was delivered"
-        assert victim.is_connected and victim._sessions == 1
+        assert victim.is_connected and victim._core.sessions == 1
     assert events == []
     assert victim.presence_of(f"peer@{server.component}") == {}
     dropped = [r for r in caplog.records if "with a malformed from" in r.getMessage()]

@@ -21,7 +21,7 @@ def test_names_a_stranger_invents_do_not_grow_the_victims_parser(connect) -> Non
     victim, eve = connect(), connect(stream_management=False)  # eve keeps no copies
     assert victim.jid is not None
     victim_jid = victim.jid  # the full JID: no presence needed for delivery
-    stream = victim._stream
+    stream = victim._conn.stream
     assert stream is not None
     replaced_before = stream.parser_replacements
     gc.collect()
@@ -77,6 +77,6 @@ def test_steady_traffic_split_inside_stanzas_is_not_a_slow_stanza(hostile) -> No
         bodies.append(msg.body)
         if msg.body == "end":
             break
-    assert bodies[-1] == "end" and client._error is None
+    assert bodies[-1] == "end" and client._conn.error is None
     assert bodies[:-1] == [str(i) for i in range(len(bodies) - 1)]
     client.disconnect()

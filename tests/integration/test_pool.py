@@ -110,7 +110,7 @@ def test_hub_connections_keepalive_iq_and_disconnect(server: Server) -> None:
         # Silence for longer than the keepalive: the hub must send a ping and get the answer
         # (a client whose ping went unanswered would reconnect or fail).
         assert wait_until(lambda: first._core.last_send > sent_before + 1.0, 10)
-        assert first.state == "ready" and first._sessions == 1
+        assert first.state == "ready" and first._core.sessions == 1
         assert first.ping(timeout=10) >= 0
         roster = pool[jids[1]].get_roster(timeout=10)
         assert len(roster) == 0

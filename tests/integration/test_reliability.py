@@ -47,7 +47,7 @@ def io_mode(request: pytest.FixtureRequest) -> str | Hub:
 def connected(server: Server, io_mode: str | Hub, **kwargs: object) -> Client:
     client = server.client(server.new_account(), **kwargs)
     if isinstance(io_mode, Hub):
-        client._hub = io_mode
+        client._conn.hub = io_mode
     return client.connect()
 
 

@@ -23,6 +23,6 @@ class _StreamCheckingTheLock:
 def test_unacked_ids_reads_the_ack_queue_under_the_lock() -> None:
     client = Client("alice@localhost", "secret")
     stream = _StreamCheckingTheLock(client)
-    client._stream = client._core.stream = stream  # type: ignore[assignment]
-    assert client._unacked_ids() == []
+    client._conn.stream = client._core.stream = stream  # type: ignore[assignment]
+    assert client._conn.unacked_ids() == []
     assert stream.reads_without_lock == 0

@@ -35,7 +35,7 @@ def test_hub_takes_over_ready_connections_and_ends_with_the_last() -> None:
         clients: list[Client] = []
         for name in users:
             client = server.client(name)
-            client._hub = hub
+            client._conn.hub = hub
             clients.append(client.connect())
         # Each client negotiated on its own I/O thread, handed over, and that thread ended.
         assert wait_until(lambda: len(hub) == 6 and not thread_names("simplexmpp-io-u"))
@@ -65,7 +65,7 @@ def test_server_going_away_ends_every_hub_connection_with_an_error() -> None:
         clients = []
         for name in ("alice", "bob"):
             client = server.client(name)  # reconnect=False
-            client._hub = hub
+            client._conn.hub = hub
             client.on("disconnected", ended.append)
             clients.append(client.connect())
         assert wait_until(lambda: len(hub) == 2)

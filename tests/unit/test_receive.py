@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from simplexmpp import Client, Message
+from simplexmpp.connection import ClientState
 from simplexmpp.errors import StreamError
 from simplexmpp.jid import JID
 from simplexmpp.stream import ClientStream, Ready, StartTLS
@@ -34,8 +35,9 @@ class FeedWire:
 def ready_client() -> tuple[Client, ClientStream]:
     """A Client whose stream was driven to the ready state (XEP-0198 on) by a transcript."""
     client = Client("bob@localhost/phone", "password")
-    stream = client._new_stream(Target("127.0.0.1", 5222, False), {})
-    client._stream = stream
+    stream = client._conn.role.new_stream(client, Target("127.0.0.1", 5222, False), {}, None)
+    client._conn.stream = client._core.stream = stream
+    client._conn.state = ClientState.CONNECTING  # as connect() leaves it
     stream.start()
 
     sent = [b""]
@@ -64,7 +66,7 @@ def ready_client() -> tuple[Client, ClientStream]:
            b"<jid>bob@localhost/phone</jid></bind></iq>" % bind_id())
     events = server(b"<enabled xmlns='urn:xmpp:sm:3' id='sm1' resume='true'/>")
     assert any(isinstance(e, Ready) for e in events)
-    client._on_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
+    client._conn.session_ready(JID("bob@localhost/phone"), stream.features, resumed=False)
     return client, stream
 
 
@@ -77,7 +79,7 @@ def message(n: int | str, *, sender: str = "alice@localhost/laptop", type: str =
 
 
 def read(client: Client, stream: ClientStream, data: bytes, size: int = 4096) -> None:
-    client._read(FeedWire(data[i:i + size] for i in range(0, len(data), size)),
+    client._conn._read(FeedWire(data[i:i + size] for i in range(0, len(data), size)),
                  stream)  # type: ignore[arg-type]
 
 
@@ -109,7 +111,7 @@ def test_stanzas_and_nonzas_in_one_read_keep_their_order() -> None:
     assert stream.sm is not None and stream.sm.inbound == 4
     # The <r/> is answered with our next output (or alone after Client.ack_delay), counting
     # everything handled by then (XEP-0198 §4 allows a later, larger h).
-    assert stream.ack_pending and not client._outbuf
+    assert stream.ack_pending and not client._conn.outbuf
     stream.send_ack()
     assert stream.data_to_send() == b'<a xmlns="urn:xmpp:sm:3" h="4"/>'
 
