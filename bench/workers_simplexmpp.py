@@ -39,7 +39,7 @@ BIND_FEATURES = (b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bin
 
 
 class FeedWire:
-    """Stands in for transport.Wire in Client._read: hands out the given chunks, then None
+    """Stands in for transport.Wire in Connection._read: hands out the given chunks, then None
     (= nothing more to read right now)."""
 
     def __init__(self, pieces: list[bytes]) -> None:
@@ -113,7 +113,7 @@ def _receive_consumed(count: int, pieces: list[bytes]) -> float:
 
 
 def bench_receive(a: dict[str, Any]) -> dict[str, Any]:
-    """Bytes -> ClientStream -> Client._incoming -> Message in the client's inbox, through
+    """Bytes -> ClientStream -> Router.message -> Message in the client's inbox, through
     Client._read (the reader thread's own loop), 4 KiB at a time."""
     count = a["count"]
     pieces = chunks(benchlib.stanzas(count))

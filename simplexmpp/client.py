@@ -1,4 +1,15 @@
-"""`Client`: the blocking API, on two background threads.
+"""`Client`: the blocking API, a facade over three layers.
+
+`Client` checks its arguments, wires the layers together and offers the blocking methods of the
+API contract; each method is a few lines over one layer:
+
+* the **session layer** ([simplexmpp.session][]): sans-IO rules of one account's session
+  (pending IQs and who may answer them, repeats, IQ routing, roster pushes, the XEP-0198 and
+  keepalive timers);
+* the **connection layer** ([simplexmpp.connection][]): the socket, TLS, the I/O thread (or a
+  pool's hub), reconnects, flushing, the client's state, and the role it connects as;
+* the **dispatcher layer** ([simplexmpp.dispatcher][]): where each received stanza goes, the
+  event callbacks and the dispatcher thread they run on.
 
 Threads (see docs/threads.md):
 
@@ -28,8 +39,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import errors
 from .connection import ClientState, Connection, LoginRole, Role, close_connections
 from .connection import timeout_seconds as timeout_seconds  # (re-exported: pool, testing)
-from .dispatcher import Dispatcher
-from .errors import DisconnectedError, InvalidStanzaError, IqError, XMPPError
+from .dispatcher import Dispatcher, Router, wrap_message
+from .errors import InvalidStanzaError, XMPPError
 from .extension import Extension, Session, installed_extensions
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
@@ -65,19 +76,14 @@ if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers
 __all__ = ["Client", "EVENTS"]
 
 log = logging.getLogger(__name__)
-wire_log = logging.getLogger("simplexmpp.wire")  # every byte sent/received, one switch
 
-_IQ = "{%s}iq" % CLIENT_NS
 _MESSAGE = "{%s}message" % CLIENT_NS
-_PRESENCE = "{%s}presence" % CLIENT_NS
 _ORIGIN_ID = "{%s}origin-id" % SID_NS
-_new_message = object.__new__
 _ELEMENT = ET.Element
 _SUB_ELEMENT = ET.SubElement
 _BODY = "{%s}body" % CLIENT_NS
 _SUBJECT = "{%s}subject" % CLIENT_NS
 _THREAD = "{%s}thread" % CLIENT_NS
-_STANZA_ID = "{%s}stanza-id" % SID_NS
 _SENDABLE_MESSAGE_TYPES = frozenset(("chat", "normal", "headline", "groupchat"))
 ROSTERVER_NS = "urn:xmpp:features:rosterver"
 
@@ -100,25 +106,7 @@ EVENTS = frozenset({
 """Every event name [`Client.on()`][simplexmpp.Client.on] accepts (extensions add theirs with
 `declare_event`)."""
 
-F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E", bound=Extension)
-
-
-# (handle, interceptor, child tags it wants, types it wants; None: all) — see
-# _add_interceptor().
-_Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None",
-                     "frozenset[str] | None"]
-# Per kind: (interceptors for all, by child tag, by type) — see _index_interceptors().
-_InterceptorIndex = tuple[list[_Interceptor], dict[str, list[_Interceptor]],
-                          dict[str, list[_Interceptor]]]
-_NO_INTERCEPTORS: dict[str, list[_Interceptor]] = {}
-
-
-_MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
-
-
-def _handle_of(entry: _Interceptor) -> int:
-    return entry[0]
 
 
 def _checked_message(to: JID | str, body: str | None, type: str, subject: str | None,
@@ -132,17 +120,6 @@ def _checked_message(to: JID | str, body: str | None, type: str, subject: str | 
         if value is not None:
             check_text(value, f"message {name}")
     return recipient
-
-
-def _wrap_message(element: ET.Element) -> Message:
-    msg: Message = _new_message(Message)  # the tag is known: skip __init__'s checks
-    msg.xml = element
-    return msg
-
-
-def _message_type(type_: str | None) -> str:
-    """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
-    return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -227,10 +204,15 @@ class Client:
         resolver: A `dns.resolver.Resolver` for the SRV look-ups; None: the system's.
         max_inbox: Most received messages kept for `messages()`/`next_message()`; when
             full the oldest is given up (counted in `inbox_dropped`). None: no bound.
+        load_extensions: Also attach the extensions installed packages register (entry-point
+            group `simplexmpp.extensions`); the built-ins are always attached.
         omemo_store: The file of OMEMO end-to-end encryption's keys, sessions and trust
             (`client.omemo`, needs `simplexmpp[omemo]`); giving one turns OMEMO on from the
             first session. None: a file under the user's data directory, used from the
             first `client.omemo` call on (or at once when it exists).
+        role: What the connection negotiates as ([Role][simplexmpp.connection.Role]); None:
+            an account's login. [Component][simplexmpp.Component] and in-band registration
+            pass their own.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
@@ -321,20 +303,18 @@ class Client:
         # The event bus and the dispatcher thread (callbacks, handlers, done-callbacks).
         self._events = Dispatcher(f"simplexmpp-dispatch-{self.account.bare}", EVENTS,
                                   lambda: self.dispatcher_idle)
-        self._iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
-        self._interceptors: dict[str, list[_Interceptor]] = {}
-        self._interceptor_index: dict[str, _InterceptorIndex] = {}
         # Received messages waiting for messages()/next_message(): bare elements, wrapped
         # in a Message as they are taken (a wrapper made late costs nothing, and each
         # waiting message is one object fewer for the garbage collector to walk). Bounded:
         # the I/O thread never waits for a reader (see docs/reliability.md, "A reader that
         # falls behind").
         self._inbox: Inbox[Message] = Inbox(
-            max_inbox, convert=_wrap_message, name=f"the inbox of {self.account.bare}",
+            max_inbox, convert=wrap_message, name=f"the inbox of {self.account.bare}",
             hint="Read messages()/next_message(), register a \"message\" callback, or "
                  "raise Client(max_inbox=...).")
-        self._inbox_used = False
         self._presences = PresenceBook()
+        # Where each received stanza goes (I/O thread), and the extensions' session hooks.
+        self._router = Router(self)
         self.jid: JID | None = None
         self.mechanism: str | None = None   # the SASL mechanism of the current session
         self.features: ET.Element | None = None
@@ -342,7 +322,6 @@ class Client:
         # Attached extensions by class, and per lifecycle hook the extensions that follow it.
         self._extensions: dict[type[Extension], Extension] = {}
         self._extension_lock = threading.RLock()
-        self._hooks: dict[str, list[Extension]] = {}
         self.local_features: set[str] = {PING_NS, "http://jabber.org/protocol/disco#info",
                                          SID_NS}
         """What this client advertises in XEP-0030 disco#info; extensions add theirs."""
@@ -406,7 +385,7 @@ class Client:
             self._extensions[cls] = instance
             self.local_features.update(cls.features)
             if cls.follow_sessions_from_start:
-                self._follow_sessions(instance)
+                self._router.follow_sessions(instance)
         if cls.features and self.is_connected and self._last_presence is not None:
             disco = getattr(self, "disco", None)
             if disco is not None:  # XEP-0115 §4: announce the new hash
@@ -429,20 +408,6 @@ class Client:
         """The password to log in with from now on (reconnects included), after the
         account's password was changed (XEP-0077 §3.3 does it for you)."""
         self._password = password
-
-    def _follow_sessions(self, extension: Extension) -> None:
-        """Register the lifecycle hooks `extension` overrides (once each)."""
-        with self._lock:
-            for hook in type(extension).overridden_hooks():
-                followers = self._hooks.get(hook, [])
-                if extension not in followers:
-                    # A new list: _run_hooks may be iterating over the old one.
-                    self._hooks[hook] = followers + [extension]
-
-    def _run_hooks(self, hook: str, arg: object) -> None:
-        """Queue `hook(arg)` of every extension that follows it on the dispatcher."""
-        for extension in self._hooks.get(hook, ()):
-            self._events.dispatch(getattr(extension, hook), arg)
 
     # ------------------------------------------------------------------------------------
     # Connecting and disconnecting
@@ -532,46 +497,6 @@ class Client:
     one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
 
     # ------------------------------------------------------------------------------------
-    # The session's life (called by the connection, on the I/O thread or the hub's)
-
-    def _session_ready(self, session: Session, reconnected: bool) -> None:
-        """A session is ready (new, or resumed): the extensions' hooks and the events."""
-        jid = session.jid
-        if session.resumed:
-            self._run_hooks("session_resumed", session)
-            self._events.emit("resumed", jid)
-            return
-        self._presences.clear()
-        if self._last_presence is not None:
-            self._send_reply(self._last_presence)
-        # The extensions restore their state first (rooms entered, carbons enabled): an
-        # archive catch-up below may take long, and what arrives meanwhile needs them.
-        self._run_hooks("session_started", session)
-        if reconnected:
-            # What the lost session held undelivered may be gone (a server drops the
-            # queue of a session it cannot resume); an archive can fill the gap.
-            self._events.emit("resumption_failed", self._core.last_stanza_id)
-        self._events.emit("connected", jid)
-
-    def _session_lost(self, error: BaseException | None) -> None:
-        """The connection ended: the extensions that follow sessions hear of it."""
-        if self._core.session_lost():
-            self._run_hooks("session_lost", error)
-
-    def _stopped(self, error: BaseException | None, pending: list[IqFuture]) -> None:
-        """The client has stopped for good: fail what waits, tell the callbacks, and let
-        the dispatcher end."""
-        for future in pending:
-            if not future.done():
-                future.set_exception(DisconnectedError(
-                    "the connection closed before the reply arrived"
-                    + (f": {error}" if error else "")))
-        if self.jid is not None or error is not None:
-            self._run_hooks("client_stopped", error)
-            self._events.emit("disconnected", error)
-        self._events.stop()
-
-    # ------------------------------------------------------------------------------------
     # Sending
 
     def send(self, stanza: Stanza | ET.Element, timeout: float | None = None) -> None:
@@ -601,7 +526,7 @@ class Client:
         if thread is not None:
             _SUB_ELEMENT(element, _THREAD).text = thread
         _SUB_ELEMENT(element, _ORIGIN_ID, {"id": stanza_id})
-        return _wrap_message(element)
+        return wrap_message(element)
 
     def send_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                      subject: str | None = None, thread: str | None = None,
@@ -742,111 +667,10 @@ class Client:
         [`IqError`][simplexmpp.errors.IqError] sends that error back."""
         if type not in ("get", "set"):
             raise ValueError("type must be 'get' or 'set'")
-        self._iq_handlers[(type, tag)] = handler
+        self._router.iq_handlers[(type, tag)] = handler
 
     # ------------------------------------------------------------------------------------
     # Receiving (I/O thread: fast, no user code)
-
-    def _incoming(self, element: ET.Element) -> None:
-        tag = element.tag
-        if tag == _MESSAGE:
-            self._incoming_message(element)
-        elif tag == _PRESENCE:
-            presence = Presence(element)
-            if not self._intercepted("presence", presence):
-                self._incoming_presence(presence)
-        elif tag == _IQ:
-            self._incoming_iq(Iq(element))
-
-    def _misaddressed(self, element: ET.Element) -> bool:
-        """Whether a received stanza has a 'from' or 'to' that is not a JID (see
-        [SessionCore.misaddressed][simplexmpp.session.SessionCore.misaddressed]): dropped,
-        and an IQ request answered with jid-malformed. The one check every received stanza
-        passes (`_read`, and `deliver` for what extensions unwrap)."""
-        bad, reply = self._core.misaddressed(element)
-        if reply is not None:
-            self._send_reply(reply)
-        return bad
-
-    def _intercepted(self, kind: str, stanza: Stanza) -> bool:
-        """Whether an interceptor claimed `stanza` (a `kind`: message or presence)."""
-        index = self._interceptor_index.get(kind)
-        if index is None:
-            return False
-        matched = None
-        by_tag = index[1]
-        if by_tag:
-            for child in stanza.xml:
-                found = by_tag.get(child.tag)
-                if found is not None:
-                    matched = found if matched is None else matched + found
-        type_ = _message_type(stanza.xml.get("type")) if kind == "message" else \
-            stanza.xml.get("type") or "available"
-        return self._run_interceptors(stanza, index, matched, type_)
-
-    def _run_interceptors(self, stanza: Stanza, index: _InterceptorIndex,
-                          matched: list[_Interceptor] | None, type_: str) -> bool:
-        """Ask the interceptors that want `stanza` (all of them, those for its type
-        `type_`, and `matched`: those for one of its children's tags), oldest first."""
-        always, _by_tag, by_type = index
-        typed = by_type.get(type_) if by_type else None
-        if matched is None and typed is None:
-            entries = always
-        elif matched is None and not always:
-            entries = typed  # type: ignore[assignment]  # not None here
-        else:
-            entries = sorted(set(always).union(typed or (), matched or ()), key=_handle_of)
-        for _, interceptor, _tags, types in entries:
-            if types is not None and type_ not in types:
-                continue  # it named child tags and types: both must match
-            try:
-                if interceptor(stanza):
-                    return True
-            except Exception:
-                log.exception("interceptor %r failed on %r", interceptor, stanza)
-        return False
-
-    def _index_interceptors(self, kind: str) -> None:
-        """Under the lock: rebuild what `_intercepted` reads (copy on write, so the I/O
-        thread never needs the lock)."""
-        always = []
-        by_tag: dict[str, list[_Interceptor]] = {}
-        by_type: dict[str, list[_Interceptor]] = {}
-        for entry in self._interceptors.get(kind, ()):
-            if entry[2] is not None:
-                for tag in entry[2]:
-                    by_tag.setdefault(tag, []).append(entry)
-            elif entry[3] is not None:
-                for type_ in entry[3]:
-                    by_type.setdefault(type_, []).append(entry)
-            else:
-                always.append(entry)
-        self._interceptor_index[kind] = (always, by_tag, by_type)
-
-    def _add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
-                         tags: Iterable[str] | None = None,
-                         types: Iterable[str] | None = None) -> int:
-        """Package-private fast path of simplexmpp's own extensions (through
-        `Extension._intercept_stanzas`): `interceptor(stanza)` sees every received
-        `"message"` or `"presence"` before the client handles it, and returns True to
-        claim it. With `tags` (Clark names of child elements) it sees only stanzas with
-        such a child, with `types` only stanzas of those types (a message without a type,
-        or with one not in RFC 6121, is `"normal"`; a presence without one is
-        `"available"`); both keep the receive path fast.
-
-        It runs on the I/O thread, so it must be quick and must not block or call blocking
-        client methods. User code never runs here: the public way is
-        [add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
-        if kind not in ("message", "presence"):
-            raise ValueError("kind must be 'message' or 'presence'")
-        handle = next(self._events.handle_ids)
-        tagset = frozenset(tags) if tags is not None else None
-        typeset = frozenset(types) if types is not None else None
-        with self._lock:
-            self._interceptors.setdefault(kind, []).append(
-                (handle, interceptor, tagset, typeset))
-            self._index_interceptors(kind)
-        return handle
 
     def add_stanza_handler(self, kind: str, handler: Callable[[Any], object], *,
                            tags: Iterable[str] | None = None,
@@ -874,17 +698,11 @@ class Client:
             dispatch(handler, stanza)
             return True
 
-        return self._add_interceptor(kind, claim, tags=tags, types=types)
+        return self._router.add_interceptor(kind, claim, tags=tags, types=types)
 
     def remove_stanza_handler(self, handle: int) -> None:
         """Stop the stanza handler registered under `handle`."""
-        self._remove_interceptor(handle)
-
-    def _remove_interceptor(self, handle: int) -> None:
-        with self._lock:
-            for kind, entries in self._interceptors.items():
-                self._interceptors[kind] = [e for e in entries if e[0] != handle]
-                self._index_interceptors(kind)
+        self._router.remove_interceptor(handle)
 
     def dispatch(self, fn: Callable[..., object], *args: object) -> None:
         """Run `fn(*args)` on the dispatcher thread (where callbacks run)."""
@@ -898,132 +716,16 @@ class Client:
         hand it to user code. A stanza that fails is logged in one line (and an IQ request
         answered with jid-malformed); its caller drops it.
         """
-        return not self._misaddressed(stanza if isinstance(stanza, ET.Element) else stanza.xml)
+        return not self._router.misaddressed(
+            stanza if isinstance(stanza, ET.Element) else stanza.xml)
 
     def deliver(self, msg: Message) -> None:
         """Hand a message to the normal path (inbox and "message" events), for extensions
         that unwrap messages (carbons, archives). A message with a malformed address is
         dropped (see [well_addressed][simplexmpp.Client.well_addressed])."""
-        if self._misaddressed(msg.xml):
+        if self._router.misaddressed(msg.xml):
             return
-        self._incoming_message(msg.xml, msg, intercept=False)
-
-    def _incoming_iq(self, iq: Iq) -> None:
-        with self._lock:
-            route = self._core.route_iq(iq)
-        kind = route.kind
-        if kind == "reply":
-            future: IqFuture = route.waiter  # type: ignore[assignment]  # what send_iq filed
-            if future.set_running_or_notify_cancel():
-                if iq.xml.get("type") == "result":
-                    future.set_result(iq)
-                else:
-                    future.set_exception(iq.error or IqError("undefined-condition"))
-        elif kind == "request":
-            if not self._role.incoming_request(self, iq):
-                self._events.dispatch(self._handle_iq_request, iq)
-        elif route.reply is not None:
-            self._send_reply(route.reply)
-            if kind == "roster":
-                self._events.emit("roster_push", route.item, route.removed)
-
-    def _send_reply(self, stanza: Stanza | ET.Element) -> None:
-        """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
-        try:
-            self.send(stanza, timeout=0)
-        except XMPPError as exc:
-            log.debug("could not send IQ reply: %s", exc)
-
-    def _handle_iq_request(self, iq: Iq) -> None:
-        """Dispatcher thread: run the registered handler or reply service-unavailable."""
-        payload = iq.payload
-        handler = None if payload is None else self._iq_handlers.get(
-            (iq.xml.get("type", ""), payload.tag))
-        if handler is None:
-            if self._events.handlers.get("iq"):
-                self._events.emit("iq", iq)
-            else:
-                # RFC 6120 §8.4: an IQ nobody understands gets service-unavailable.
-                self._send_reply(iq.error_reply("service-unavailable"))
-            return
-        try:
-            answer = handler(iq)
-        except IqError as exc:
-            reply = iq.error_reply(exc.condition, exc.type, exc.text)
-        except Exception:
-            log.exception("IQ handler for %s failed", payload.tag if payload is not None else "")
-            reply = iq.error_reply("internal-server-error", "wait")
-        else:
-            if isinstance(answer, Iq):
-                reply = answer
-            else:
-                reply = iq.result(answer if isinstance(answer, ET.Element) else None)
-        self._send_reply(reply)
-
-    def _incoming_message(self, element: ET.Element, msg: Message | None = None,
-                          intercept: bool = True) -> None:
-        """A received message (`msg` its wrapper if one was made already; `intercept`
-        False for what deliver() hands over): the interceptors, then the inbox and
-        "message" callbacks, unless it is an error or a repeat (XEP-0359).
-
-        Hot path (every message), so all in one function: one scan of the children finds
-        both the interceptors that asked for a child's tag and the XEP-0359 ids; the
-        Message wrapper is made only for whoever gets to see it. The window of ids seen
-        is the session's (see
-        [SessionCore.is_duplicate][simplexmpp.session.SessionCore.is_duplicate])."""
-        index = self._interceptor_index.get("message") if intercept else None
-        by_tag = _NO_INTERCEPTORS if index is None else index[1]
-        matched = origin = None
-        stanza_ids = False
-        for child in element:
-            child_tag = child.tag
-            if child_tag == _ORIGIN_ID:
-                origin = child
-            elif child_tag == _STANZA_ID:
-                stanza_ids = True
-            found = by_tag.get(child_tag)
-            if found is not None:
-                matched = found if matched is None else matched + found
-        type_ = element.get("type")
-        if index is not None:
-            known_type = _message_type(type_)
-            if matched is not None or index[0] or known_type in index[2]:
-                if msg is None:
-                    msg = _wrap_message(element)
-                if self._run_interceptors(msg, index, matched, known_type):
-                    return
-        if type_ == "error":
-            self._events.emit("message_error", msg or _wrap_message(element))
-            return
-        if stanza_ids and type_ != "groupchat":
-            if self._core.is_duplicate(element, origin):
-                log.debug("dropping a repeated message %s", element.get("id"))
-                return
-        elif origin is not None:
-            origin_id = origin.get("id")
-            core = self._core
-            if origin_id and core.remember(core.origin_key(element, origin_id)):
-                core.duplicates_dropped += 1
-                log.debug("dropping a repeated message %s", element.get("id"))
-                return
-        handlers = self._events.handlers.get("message")
-        if not handlers or self._inbox_used:
-            self._inbox.put(element)
-        if handlers:
-            self._events.emit("message", msg or _wrap_message(element))
-
-    def _incoming_presence(self, presence: Presence) -> None:
-        kind = presence.type
-        if kind is None or kind == "unavailable":
-            self._presences.update(presence)
-        self._events.emit("presence", presence)
-        if kind == "subscribe":
-            self._events.emit("subscription_request", presence)
-        elif kind in ("subscribed", "unsubscribed", "unsubscribe"):
-            self._events.emit(kind, presence)
-
-    # ------------------------------------------------------------------------------------
-    # Messages for the caller
+        self._router.message(msg.xml, msg, intercept=False)
 
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """Incoming messages as they arrive; ends when the client disconnects for good.
@@ -1032,14 +734,14 @@ class Client:
         without it, it waits for as long as the client is connected. Messages the server
         kept while we were offline come first (with `.delay` set, XEP-0203).
         """
-        self._inbox_used = True
+        self._router.inbox_used = True
         if timeout is not None:  # None: no limit
             timeout = timeout_seconds(timeout)
         yield from self._inbox.iterate(timeout)
 
     def next_message(self, timeout: float | None = None) -> Message:
         """The next incoming message; raises TimeoutError or DisconnectedError."""
-        self._inbox_used = True
+        self._router.inbox_used = True
         timeout = self._timeout(timeout)
         try:
             item = self._inbox.get(timeout=timeout)

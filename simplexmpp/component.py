@@ -320,10 +320,10 @@ class ComponentRole(Role):
                     answer_from.popitem(last=False)
         payload = iq.payload
         if element.get("type") == "get" and payload is not None and payload.tag == _PING and \
-                client._iq_handlers.get(("get", _PING)) is _answer_ping:
+                client._router.iq_handlers.get(("get", _PING)) is _answer_ping:
             # XEP-0199: answered at once, on the I/O thread, so a ping round trip never
             # waits for a busy dispatcher (disconnect() may run on it).
-            client._send_reply(iq.result())
+            client._router.send_reply(iq.result())
             return True
         return False
 

@@ -685,7 +685,7 @@ class Connection:
             self.changed.notify_all()
         if self.wire is not None:
             self.wire.close()
-        client._session_lost(error)
+        client._router.session_lost(error)
         if self.core.sessions != self._sessions_before:
             self._attempt = 0  # this connection worked: start the backoff afresh
         self._sessions_before = self.core.sessions
@@ -748,7 +748,7 @@ class Connection:
             client._inbox.close()
             _untrack(self)
             done = self.done
-        client._stopped(error, pending)
+        client._router.stopped(error, pending)
         if done is not None:
             done.set()
 
@@ -916,14 +916,15 @@ class Connection:
                     with self.lock:
                         self.take_output()
             closed = False
-            incoming, message = client._incoming, client._incoming_message
+            router = client._router
+            incoming, message, misaddressed = router.stanza, router.message, router.misaddressed
             valid = core.valid_addresses
             for event in events:
                 if type(event) is _ELEMENT:  # a stanza (see stream.Event)
                     sender, to = event.get("from"), event.get("to")
                     if ((sender is not None and sender not in valid)
                             or (to is not None and to not in valid)) \
-                            and client._misaddressed(event):
+                            and misaddressed(event):
                         continue
                     if event.tag == _MESSAGE:
                         message(event)
@@ -978,7 +979,7 @@ class Connection:
                      client.account.domain, time.monotonic() - self._lost_at,
                      self._failed_attempts, "stream resumed" if resumed else "new session")
             self._lost_at = None
-        client._session_ready(session, reconnected)
+        client._router.session_ready(session, reconnected)
 
     def _tls_context(self) -> ssl.SSLContext:
         client = self.client

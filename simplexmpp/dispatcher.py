@@ -1,4 +1,12 @@
-"""The dispatcher: the event bus of a client and the thread its callbacks run on.
+"""The dispatcher layer: where each received stanza goes, the event bus, and the thread user
+code runs on.
+
+[Router][simplexmpp.dispatcher.Router] takes every stanza the connection reads (on the I/O
+thread, quickly, never running user code) and hands it on: an IQ reply to its future, a roster
+push to the roster and the "roster_push" event, an IQ request to its handler, a message to the
+extensions' interceptors, the XEP-0359 repeat check and then the inbox and "message"
+callbacks, a presence to the presence book and its events. It also tells the extensions that
+follow sessions when one starts, resumes or is lost.
 
 [Dispatcher][simplexmpp.dispatcher.Dispatcher] owns
 
@@ -21,13 +29,56 @@ import itertools
 import logging
 import queue
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Dispatcher"]
+from .errors import DisconnectedError, IqError, XMPPError
+from .stanza import Iq, Message, Presence, Stanza
+from .xml import CLIENT_NS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import Client, IqFuture
+    from .extension import Extension, Session
+
+__all__ = ["Dispatcher", "Router"]
 
 log = logging.getLogger(__name__)
 
 _Callbacks = tuple[tuple[int, Callable[..., object]], ...]
+
+_IQ = "{%s}iq" % CLIENT_NS
+_MESSAGE = "{%s}message" % CLIENT_NS
+_PRESENCE = "{%s}presence" % CLIENT_NS
+_ORIGIN_ID = "{urn:xmpp:sid:0}origin-id"
+_STANZA_ID = "{urn:xmpp:sid:0}stanza-id"
+_MESSAGE_TYPES = frozenset({"chat", "error", "groupchat", "headline", "normal"})
+_new_message = object.__new__
+
+# (handle, interceptor, child tags it wants, types it wants; None: all) — see
+# Router.add_interceptor().
+_Interceptor = tuple[int, Callable[[Any], bool], "frozenset[str] | None",
+                     "frozenset[str] | None"]
+# Per kind: (interceptors for all, by child tag, by type) — see Router.index_interceptors().
+_InterceptorIndex = tuple[list[_Interceptor], dict[str, list[_Interceptor]],
+                          dict[str, list[_Interceptor]]]
+_NO_INTERCEPTORS: dict[str, list[_Interceptor]] = {}
+
+
+def _handle_of(entry: _Interceptor) -> int:
+    return entry[0]
+
+
+def wrap_message(element: ET.Element) -> Message:
+    """A `Message` around a received `<message/>` element (the tag is known: no checks)."""
+    msg: Message = _new_message(Message)
+    msg.xml = element
+    return msg
+
+
+def _message_type(type_: str | None) -> str:
+    """RFC 6121 §5.2.2: a message without a type, or with one not understood, is normal."""
+    return type_ if type_ is not None and type_ in _MESSAGE_TYPES else "normal"
 
 
 class Dispatcher:
@@ -140,3 +191,303 @@ class Dispatcher:
         with self._lock:
             if not thread.is_alive() and self.thread is thread:
                 self.thread = None
+
+
+class Router:
+    """Where each received stanza of one client goes (see the module docstring). Its
+    methods named for a stanza kind run on the I/O thread (or the hub's) and never run user
+    code: they queue it on the [Dispatcher][simplexmpp.dispatcher.Dispatcher]."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.core = client._core
+        self.events = client._events
+        self.inbox = client._inbox
+        self.presences = client._presences
+        self.role = client._role
+        self.lock = client._lock
+        self.iq_handlers: dict[tuple[str, str], Callable[[Iq], object]] = {}
+        self.interceptors: dict[str, list[_Interceptor]] = {}
+        self.interceptor_index: dict[str, _InterceptorIndex] = {}
+        self.inbox_used = False  # messages()/next_message() was called: fill the inbox
+        # Per lifecycle hook, the extensions that follow it (see follow_sessions).
+        self.hooks: dict[str, list[Extension]] = {}
+
+    def stanza(self, element: ET.Element) -> None:
+        tag = element.tag
+        if tag == _MESSAGE:
+            self.message(element)
+        elif tag == _PRESENCE:
+            presence = Presence(element)
+            if not self.intercepted("presence", presence):
+                self.presence(presence)
+        elif tag == _IQ:
+            self.iq(Iq(element))
+
+    def misaddressed(self, element: ET.Element) -> bool:
+        """Whether a received stanza has a 'from' or 'to' that is not a JID (see
+        [SessionCore.misaddressed][simplexmpp.session.SessionCore.misaddressed]): dropped,
+        and an IQ request answered with jid-malformed. The one check every received stanza
+        passes (`_read`, and `deliver` for what extensions unwrap)."""
+        bad, reply = self.core.misaddressed(element)
+        if reply is not None:
+            self.send_reply(reply)
+        return bad
+
+    def intercepted(self, kind: str, stanza: Stanza) -> bool:
+        """Whether an interceptor claimed `stanza` (a `kind`: message or presence)."""
+        index = self.interceptor_index.get(kind)
+        if index is None:
+            return False
+        matched = None
+        by_tag = index[1]
+        if by_tag:
+            for child in stanza.xml:
+                found = by_tag.get(child.tag)
+                if found is not None:
+                    matched = found if matched is None else matched + found
+        type_ = _message_type(stanza.xml.get("type")) if kind == "message" else \
+            stanza.xml.get("type") or "available"
+        return self.run_interceptors(stanza, index, matched, type_)
+
+    def run_interceptors(self, stanza: Stanza, index: _InterceptorIndex,
+                          matched: list[_Interceptor] | None, type_: str) -> bool:
+        """Ask the interceptors that want `stanza` (all of them, those for its type
+        `type_`, and `matched`: those for one of its children's tags), oldest first."""
+        always, _by_tag, by_type = index
+        typed = by_type.get(type_) if by_type else None
+        if matched is None and typed is None:
+            entries = always
+        elif matched is None and not always:
+            entries = typed  # type: ignore[assignment]  # not None here
+        else:
+            entries = sorted(set(always).union(typed or (), matched or ()), key=_handle_of)
+        for _, interceptor, _tags, types in entries:
+            if types is not None and type_ not in types:
+                continue  # it named child tags and types: both must match
+            try:
+                if interceptor(stanza):
+                    return True
+            except Exception:
+                log.exception("interceptor %r failed on %r", interceptor, stanza)
+        return False
+
+    def index_interceptors(self, kind: str) -> None:
+        """Under the lock: rebuild what `_intercepted` reads (copy on write, so the I/O
+        thread never needs the lock)."""
+        always = []
+        by_tag: dict[str, list[_Interceptor]] = {}
+        by_type: dict[str, list[_Interceptor]] = {}
+        for entry in self.interceptors.get(kind, ()):
+            if entry[2] is not None:
+                for tag in entry[2]:
+                    by_tag.setdefault(tag, []).append(entry)
+            elif entry[3] is not None:
+                for type_ in entry[3]:
+                    by_type.setdefault(type_, []).append(entry)
+            else:
+                always.append(entry)
+        self.interceptor_index[kind] = (always, by_tag, by_type)
+
+    def add_interceptor(self, kind: str, interceptor: Callable[[Any], bool], *,
+                         tags: Iterable[str] | None = None,
+                         types: Iterable[str] | None = None) -> int:
+        """Package-private fast path of simplexmpp's own extensions (through
+        `Extension._intercept_stanzas`): `interceptor(stanza)` sees every received
+        `"message"` or `"presence"` before the client handles it, and returns True to
+        claim it. With `tags` (Clark names of child elements) it sees only stanzas with
+        such a child, with `types` only stanzas of those types (a message without a type,
+        or with one not in RFC 6121, is `"normal"`; a presence without one is
+        `"available"`); both keep the receive path fast.
+
+        It runs on the I/O thread, so it must be quick and must not block or call blocking
+        client methods. User code never runs here: the public way is
+        [add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
+        if kind not in ("message", "presence"):
+            raise ValueError("kind must be 'message' or 'presence'")
+        handle = next(self.events.handle_ids)
+        tagset = frozenset(tags) if tags is not None else None
+        typeset = frozenset(types) if types is not None else None
+        with self.lock:
+            self.interceptors.setdefault(kind, []).append(
+                (handle, interceptor, tagset, typeset))
+            self.index_interceptors(kind)
+        return handle
+
+    def remove_interceptor(self, handle: int) -> None:
+        with self.lock:
+            for kind, entries in self.interceptors.items():
+                self.interceptors[kind] = [e for e in entries if e[0] != handle]
+                self.index_interceptors(kind)
+
+    def iq(self, iq: Iq) -> None:
+        with self.lock:
+            route = self.core.route_iq(iq)
+        kind = route.kind
+        if kind == "reply":
+            future: IqFuture = route.waiter  # type: ignore[assignment]  # what send_iq filed
+            if future.set_running_or_notify_cancel():
+                if iq.xml.get("type") == "result":
+                    future.set_result(iq)
+                else:
+                    future.set_exception(iq.error or IqError("undefined-condition"))
+        elif kind == "request":
+            if not self.role.incoming_request(self.client, iq):
+                self.events.dispatch(self.handle_iq_request, iq)
+        elif route.reply is not None:
+            self.send_reply(route.reply)
+            if kind == "roster":
+                self.events.emit("roster_push", route.item, route.removed)
+
+    def send_reply(self, stanza: Stanza | ET.Element) -> None:
+        """Send without waiting, from the I/O or dispatcher thread; failures are logged."""
+        try:
+            self.client.send(stanza, timeout=0)
+        except XMPPError as exc:
+            log.debug("could not send IQ reply: %s", exc)
+
+    def handle_iq_request(self, iq: Iq) -> None:
+        """Dispatcher thread: run the registered handler or reply service-unavailable."""
+        payload = iq.payload
+        handler = None if payload is None else self.iq_handlers.get(
+            (iq.xml.get("type", ""), payload.tag))
+        if handler is None:
+            if self.events.handlers.get("iq"):
+                self.events.emit("iq", iq)
+            else:
+                # RFC 6120 §8.4: an IQ nobody understands gets service-unavailable.
+                self.send_reply(iq.error_reply("service-unavailable"))
+            return
+        try:
+            answer = handler(iq)
+        except IqError as exc:
+            reply = iq.error_reply(exc.condition, exc.type, exc.text)
+        except Exception:
+            log.exception("IQ handler for %s failed", payload.tag if payload is not None else "")
+            reply = iq.error_reply("internal-server-error", "wait")
+        else:
+            if isinstance(answer, Iq):
+                reply = answer
+            else:
+                reply = iq.result(answer if isinstance(answer, ET.Element) else None)
+        self.send_reply(reply)
+
+    def message(self, element: ET.Element, msg: Message | None = None,
+                          intercept: bool = True) -> None:
+        """A received message (`msg` its wrapper if one was made already; `intercept`
+        False for what deliver() hands over): the interceptors, then the inbox and
+        "message" callbacks, unless it is an error or a repeat (XEP-0359).
+
+        Hot path (every message), so all in one function: one scan of the children finds
+        both the interceptors that asked for a child's tag and the XEP-0359 ids; the
+        Message wrapper is made only for whoever gets to see it. The window of ids seen
+        is the session's (see
+        [SessionCore.is_duplicate][simplexmpp.session.SessionCore.is_duplicate])."""
+        index = self.interceptor_index.get("message") if intercept else None
+        by_tag = _NO_INTERCEPTORS if index is None else index[1]
+        matched = origin = None
+        stanza_ids = False
+        for child in element:
+            child_tag = child.tag
+            if child_tag == _ORIGIN_ID:
+                origin = child
+            elif child_tag == _STANZA_ID:
+                stanza_ids = True
+            found = by_tag.get(child_tag)
+            if found is not None:
+                matched = found if matched is None else matched + found
+        type_ = element.get("type")
+        if index is not None:
+            known_type = _message_type(type_)
+            if matched is not None or index[0] or known_type in index[2]:
+                if msg is None:
+                    msg = wrap_message(element)
+                if self.run_interceptors(msg, index, matched, known_type):
+                    return
+        if type_ == "error":
+            self.events.emit("message_error", msg or wrap_message(element))
+            return
+        if stanza_ids and type_ != "groupchat":
+            if self.core.is_duplicate(element, origin):
+                log.debug("dropping a repeated message %s", element.get("id"))
+                return
+        elif origin is not None:
+            origin_id = origin.get("id")
+            core = self.core
+            if origin_id and core.remember(core.origin_key(element, origin_id)):
+                core.duplicates_dropped += 1
+                log.debug("dropping a repeated message %s", element.get("id"))
+                return
+        handlers = self.events.handlers.get("message")
+        if not handlers or self.inbox_used:
+            self.inbox.put(element)
+        if handlers:
+            self.events.emit("message", msg or wrap_message(element))
+
+    def presence(self, presence: Presence) -> None:
+        kind = presence.type
+        if kind is None or kind == "unavailable":
+            self.presences.update(presence)
+        self.events.emit("presence", presence)
+        if kind == "subscribe":
+            self.events.emit("subscription_request", presence)
+        elif kind in ("subscribed", "unsubscribed", "unsubscribe"):
+            self.events.emit(kind, presence)
+
+    # ------------------------------------------------------------------------------------
+    # Messages for the caller
+
+    # ------------------------------------------------------------------------------------
+    # The session's life (called by the connection, on the I/O thread or the hub's)
+
+    def follow_sessions(self, extension: Extension) -> None:
+        """Register the lifecycle hooks `extension` overrides (once each)."""
+        with self.lock:
+            for hook in type(extension).overridden_hooks():
+                followers = self.hooks.get(hook, [])
+                if extension not in followers:
+                    # A new list: run_hooks may be iterating over the old one.
+                    self.hooks[hook] = followers + [extension]
+
+    def run_hooks(self, hook: str, arg: object) -> None:
+        """Queue `hook(arg)` of every extension that follows it on the dispatcher."""
+        for extension in self.hooks.get(hook, ()):
+            self.events.dispatch(getattr(extension, hook), arg)
+
+    def session_ready(self, session: Session, reconnected: bool) -> None:
+        """A session is ready (new, or resumed): the extensions' hooks and the events."""
+        jid = session.jid
+        if session.resumed:
+            self.run_hooks("session_resumed", session)
+            self.events.emit("resumed", jid)
+            return
+        self.presences.clear()
+        presence = self.client.broadcast_presence
+        if presence is not None:
+            self.send_reply(presence)
+        # The extensions restore their state first (rooms entered, carbons enabled): an
+        # archive catch-up below may take long, and what arrives meanwhile needs them.
+        self.run_hooks("session_started", session)
+        if reconnected:
+            # What the lost session held undelivered may be gone (a server drops the
+            # queue of a session it cannot resume); an archive can fill the gap.
+            self.events.emit("resumption_failed", self.core.last_stanza_id)
+        self.events.emit("connected", jid)
+
+    def session_lost(self, error: BaseException | None) -> None:
+        """The connection ended: the extensions that follow sessions hear of it."""
+        if self.core.session_lost():
+            self.run_hooks("session_lost", error)
+
+    def stopped(self, error: BaseException | None, pending: list[IqFuture]) -> None:
+        """The client has stopped for good: fail what waits, tell the callbacks, and let
+        the dispatcher end."""
+        for future in pending:
+            if not future.done():
+                future.set_exception(DisconnectedError(
+                    "the connection closed before the reply arrived"
+                    + (f": {error}" if error else "")))
+        if self.client.jid is not None or error is not None:
+            self.run_hooks("client_stopped", error)
+            self.events.emit("disconnected", error)
+        self.events.stop()

@@ -151,7 +151,7 @@ class Extension:
     def follow_sessions(self) -> None:
         """Have the overridden hooks called from now on (for an extension whose
         `follow_sessions_from_start` is False). Calling it again does nothing."""
-        self.client._follow_sessions(self)  # noqa: SLF001 - the client's side of this class
+        self.client._router.follow_sessions(self)  # noqa: SLF001 - the client's side of this class
 
     def timeout(self, timeout: float | None) -> float:
         """`timeout`, or the client's default timeout when it is None, in seconds the
@@ -166,7 +166,7 @@ class Extension:
         asks for and returns True to claim it. Not part of the public interface: it must be
         quick and never block, and user code never runs on the I/O thread; third-party
         extensions use [Client.add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
-        return self.client._add_interceptor(kind, interceptor, tags=tags, types=types)
+        return self.client._router.add_interceptor(kind, interceptor, tags=tags, types=types)
 
     @classmethod
     def overridden_hooks(cls) -> tuple[str, ...]:

@@ -48,9 +48,9 @@ def test_a_lost_connection_logs_one_warning_and_one_info_however_many_attempts_f
             assert "4 failed attempt(s) (new session)" in infos[-1]
         attempts = [m for m in records(caplog, logging.DEBUG) if m.startswith("reconnect attempt")]
         assert len(attempts) == 8, attempts
-        # from the client module's own logger, under the package logger
+        # from the connection module's own logger, under the package logger
         assert {r.name for r in caplog.records if r.levelno == logging.WARNING or
-                " back after " in r.getMessage()} == {"simplexmpp.client"}
+                " back after " in r.getMessage()} == {"simplexmpp.connection"}
 
 
 def test_a_resumed_stream_is_logged_as_resumed(server: Server, proxy: FaultProxy,

@@ -132,8 +132,8 @@ def test_extension_attaches_once_advertises_and_registers_only_overridden_hooks(
     assert "urn:example:quiet" in alice.disco.local_info().features
     weather = alice.extension(Weather)
     assert Weather.overridden_hooks() == ("session_started", "client_stopped")
-    assert alice._hooks["session_started"] == [weather]
-    assert "session_lost" not in alice._hooks
+    assert alice._router.hooks["session_started"] == [weather]
+    assert "session_lost" not in alice._router.hooks
 
 
 def test_extension_names_are_checked(xmpp_client: ClientFactory) -> None:

@@ -36,11 +36,15 @@ class FakeClient:
     def declare_event(self, name: str) -> None:
         pass
 
-    def _add_interceptor(self, kind: str, fn: Callable[[Any], bool], **filters: Any) -> int:
+    @property
+    def _router(self) -> FakeClient:  # what Extension's helpers reach: here, the same object
+        return self
+
+    def add_interceptor(self, kind: str, fn: Callable[[Any], bool], **filters: Any) -> int:
         self.interceptors.setdefault(kind, []).append(fn)
         return 1
 
-    def _follow_sessions(self, extension: Any) -> None:
+    def follow_sessions(self, extension: Any) -> None:
         pass
 
     state = "ready"

@@ -174,9 +174,9 @@ def test_interceptors_by_type_and_by_child_tag() -> None:
         return interceptor
 
     # (a groupchat message from no joined room is claimed by client.muc: issue 14 item 5)
-    client._add_interceptor("message", watch("headline", claim=True), types=("headline",))
-    client._add_interceptor("message", watch("normal"), types=["normal"])
-    client._add_interceptor("message", watch("tagged"), tags=("{urn:example}x",),
+    client._router.add_interceptor("message", watch("headline", claim=True), types=("headline",))
+    client._router.add_interceptor("message", watch("normal"), types=["normal"])
+    client._router.add_interceptor("message", watch("tagged"), tags=("{urn:example}x",),
                            types=("chat",))
     x = "<x xmlns='urn:example'/>"
     read(client, stream, message(1) + message(2, type="groupchat") +

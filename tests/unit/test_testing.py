@@ -584,4 +584,4 @@ def test_a_client_that_uses_no_extension_starts_no_dispatcher_thread(
     alice.muc.follow_sessions()  # once only
     assert len(alice._events.handlers["connected"]) == 1  # hooks are not event callbacks
     for hook in ("session_started", "session_resumed", "session_lost", "client_stopped"):
-        assert alice._hooks[hook] == [alice.muc]
+        assert alice._router.hooks[hook] == [alice.muc]
