@@ -104,7 +104,7 @@ def _receive_consumed(count: int, pieces: list[bytes]) -> float:
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
     start = time.perf_counter()
-    client._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
+    client._conn._read(FeedWire(pieces), stream)  # type: ignore[arg-type]
     done.wait(600)
     seconds = time.perf_counter() - start
     if taken != count:
