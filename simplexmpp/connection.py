@@ -74,6 +74,14 @@ _UNLOCKED = contextlib.nullcontext()
 _HUB_READS_PER_TURN = 16
 
 
+def _in_sasl(stream: ClientStream) -> bool:
+    """Whether `stream` is at its SASL step (the stream's state, or its negotiator's step
+    where negotiation is a negotiator's)."""
+    negotiator = getattr(stream, "negotiator", None)
+    step = getattr(negotiator, "step", None) if negotiator is not None else stream.state
+    return bool(step == "sasl")
+
+
 def timeout_seconds(timeout: float) -> float:
     """`timeout` as seconds every waiting primitive accepts: NaN or a negative number is a
     ValueError; infinity, or anything longer than `threading.TIMEOUT_MAX` (some 292 years),
@@ -905,7 +913,7 @@ class Connection:
             # server's iteration count makes it: not under the lock, which connect() and
             # disconnect() need to give up in time (issue 14). No other thread touches a
             # stream before its session is ready, so the lock guards nothing there.
-            with self.lock if stream.state != "sasl" else _UNLOCKED:
+            with _UNLOCKED if _in_sasl(stream) else self.lock:
                 try:
                     events = stream.receive_data(data)
                 except StreamError as exc:
