@@ -347,7 +347,7 @@ class Connection:
         """Start the I/O thread and wait up to `timeout` for the first session."""
         client = self.client
         with self.lock:
-            if self.state is not _S.DISCONNECTED:
+            if self.state in (_S.READY, _S.CONNECTING, _S.RECONNECTING):
                 if self.state is _S.READY:
                     return
                 raise XMPPError("connect() is already in progress")
