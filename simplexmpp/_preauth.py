@@ -1,15 +1,16 @@
 """The pre-authentication connection of XEP-0077 in-band registration (package-private).
 
 Not an extension: a [Client][simplexmpp.Client] whose connection plugs in
-[PreAuthRole][simplexmpp._preauth.PreAuthRole], so its stream stops negotiating once TLS is
-up, before SASL (XEP-0077 §3.1). Nothing of the client is overridden.
+[PreAuthRole][simplexmpp._preauth.PreAuthRole], whose streams negotiate with the stream
+layer's `PreAuthNegotiator`: they stop once TLS is up, before SASL (XEP-0077 §3.1). Nothing
+of the client is overridden.
 """
 
 from __future__ import annotations
 
 from .client import Client
 from .connection import LoginRole
-from .stream import ClientStream, SMState
+from .stream import ClientStream, PreAuthNegotiator, SMState
 from .transport import Target
 
 __all__ = ["PreAuthRole"]
@@ -28,7 +29,7 @@ class PreAuthRole(LoginRole):
 
     def new_stream(self, client: Client, target: Target, bindings: dict[str, bytes],
                    sm_state: SMState | None) -> ClientStream:
-        stream = super().new_stream(client, target, bindings, None)
-        stream.pre_auth = True
-        return stream
+        return ClientStream(client.account, tls=self.tls_mode(client, target), sm=False,
+                            max_stanza_size=client.max_stanza_size, lang=client.lang,
+                            channel_bindings=bindings, negotiator=PreAuthNegotiator())
 

@@ -262,8 +262,9 @@ class ComponentStream(ClientStream):
 
 class ComponentRole(Role):
     """What a [Component][simplexmpp.Component]'s connection is for (see
-    [Role][simplexmpp.connection.Role]): the XEP-0114 handshake on a
-    [ComponentStream][simplexmpp.component.ComponentStream], no roster pushes, no flush
+    [Role][simplexmpp.connection.Role]): the XEP-0114 handshake
+    ([ComponentNegotiator][simplexmpp.component.ComponentNegotiator], on a
+    [ComponentStream][simplexmpp.component.ComponentStream]), no roster pushes, no flush
     ping of our own, IQ requests remembered so that replies go from the address asked, and
     pings answered at once on the I/O thread."""
 
@@ -289,6 +290,7 @@ class ComponentRole(Role):
 
     def new_stream(self, client: Client, target: Target, bindings: dict[str, bytes],
                    sm_state: SMState | None) -> ClientStream:
+        # A ClientStream with a ComponentNegotiator: the XEP-0114 handshake.
         return ComponentStream(client.account, client._password or "",
                                max_stanza_size=client.max_stanza_size, lang=client.lang)
 

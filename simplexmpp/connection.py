@@ -48,8 +48,8 @@ from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError,
 from .jid import JID
 from .session import PING_NS
 from .stanza import Iq
-from .stream import (AckReceived, Authenticated, ClientStream, NonzaReceived, Ready, Resumed,
-                     SMState, StartTLS, StreamClosed)
+from .stream import (AckReceived, Authenticated, ClientStream, LoginNegotiator, Negotiator,
+                     NonzaReceived, Ready, Resumed, SMState, StartTLS, StreamClosed)
 from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS
@@ -188,12 +188,21 @@ class LoginRole(Role):
 
     def new_stream(self, client: Client, target: Target, bindings: dict[str, bytes],
                    sm_state: SMState | None) -> ClientStream:
-        tls = "direct" if target.direct_tls else ("none" if client.tls == "none" else "starttls")
         return ClientStream(
-            client.account, client._password, tls=tls, resource=client.account.resource,
-            sm=client.stream_management, sm_state=sm_state, mechanisms=client.mechanisms,
+            client.account, tls=self.tls_mode(client, target),
+            sm=client.stream_management, sm_state=sm_state,
             max_stanza_size=client.max_stanza_size, lang=client.lang,
-            channel_bindings=bindings)
+            channel_bindings=bindings, negotiator=self.negotiator(client))
+
+    def negotiator(self, client: Client) -> Negotiator:
+        """The stream's negotiator for one new connection: RFC 6120 SASL, bind and XEP-0198."""
+        return LoginNegotiator(client._password, resource=client.account.resource,
+                               mechanisms=client.mechanisms)
+
+    @staticmethod
+    def tls_mode(client: Client, target: Target) -> str:
+        """How a connection to `target` is secured: `direct`, `starttls` or `none`."""
+        return "direct" if target.direct_tls else ("none" if client.tls == "none" else "starttls")
 
 
 # ----------------------------------------------------------------------------------------
