@@ -20,7 +20,8 @@ network or waits for it:
 What the connection is for is its [Role][simplexmpp.connection.Role]: an account's login
 (the default), an XEP-0114 component's handshake ([simplexmpp.component][]) or the XEP-0077
 pre-authentication stream ([simplexmpp.ext.register][]). The role chooses the stream's
-negotiation for each new connection; nothing of the connection is overridden.
+[Negotiator][simplexmpp.stream.Negotiator] for each new connection; nothing of the connection
+is overridden.
 
 What arrives goes to the session layer ([simplexmpp.session][]) and, through the client, to
 the dispatcher ([simplexmpp.dispatcher][]); no user code ever runs here.
