@@ -18,6 +18,7 @@ Prints the median of ``--repeat`` runs for each. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -26,7 +27,9 @@ import xml.parsers.expat
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# SIMPLEXMPP_SRC: the source tree being measured (bench/run --baseline DIR sets it for the
+# workers, which import this module: inserting this tree first would measure it instead).
+sys.path.insert(0, os.environ.get("SIMPLEXMPP_SRC") or str(Path(__file__).resolve().parents[1]))
 
 from simplexmpp.xml import StreamParser  # noqa: E402
 
