@@ -300,6 +300,7 @@ class Client:
         # guards the stream state and the outgoing buffer).
         self._conn = Connection(self, self._role)
         self._lock = self._conn.lock
+        self._send_text = self._conn.send_text  # (the hot path of every send: one lookup)
         # The event bus and the dispatcher thread (callbacks, handlers, done-callbacks).
         self._events = Dispatcher(f"simplexmpp-dispatch-{self.account.bare}", EVENTS,
                                   lambda: self.dispatcher_idle)
@@ -507,7 +508,7 @@ class Client:
         """
         element = stanza.xml if isinstance(stanza, Stanza) else stanza
         # Serialised here, once (it validates the characters before anything is queued).
-        self._conn.send_text(tostring(element), timeout, element)
+        self._send_text(tostring(element), timeout, element)
 
     def new_message(self, to: JID | str, body: str | None, type: str = "chat", *,
                     subject: str | None = None, thread: str | None = None) -> Message:
@@ -544,7 +545,7 @@ class Client:
             if value is not None:
                 parts += (start, ">", _escape(value), end) if value else (start, "/>")
         parts += ('<origin-id xmlns="', SID_NS, '" id="', stanza_id, '"/></message>')
-        self._conn.send_text("".join(parts), timeout)
+        self._send_text("".join(parts), timeout)
         return stanza_id
 
     def send_presence(self, show: str | None = None, status: str | None = None,

@@ -234,7 +234,7 @@ def test_send_message_writes_exactly_what_new_message_serialises_to(
         return
     client = Client("alice@localhost", "secret")
     sent: list[tuple[str, object]] = []
-    client._conn.send_text = (  # type: ignore[method-assign]
+    client._send_text = (  # type: ignore[method-assign]
         lambda text, timeout, element=None: sent.append((text, element)))
     original = client_module.new_id
     client_module.new_id = lambda: "fixed-id"  # type: ignore[assignment]
