@@ -349,12 +349,13 @@ def _run_client(case: Case, where: str, verbose: bool,
 
 
 def fuzz(seconds: float, seed: int, verbose: bool = False,
-         memory_every: int = 0) -> Iterator[tuple[int, str]]:
-    """Run cases seed, seed+1, … for ``seconds``; yields (seed, outcome)."""
+         memory_every: int = 0, min_cases: int = 0) -> Iterator[tuple[int, str]]:
+    """Run cases seed, seed+1, … for ``seconds``, and at least ``min_cases`` of them (a
+    loaded machine runs fewer in the time); yields (seed, outcome)."""
     transcript = load_transcript()
     deadline = time.monotonic() + seconds
     current = seed
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or current - seed < min_cases:
         yield current, run_case(Case.make(current, transcript), verbose)
         current += 1
 
@@ -363,7 +364,10 @@ def test_client_survives_fuzzed_server_traffic() -> None:
     seconds = float(os.environ.get("SIMPLEXMPP_FUZZ_SECONDS", "3"))
     seed = int(os.environ.get("SIMPLEXMPP_FUZZ_SEED", "0"))
     outcomes: dict[str, int] = {}
-    for _, outcome in fuzz(seconds, seed):
+    # The cases are the same for a seed whatever the machine; from seed 0 the first message
+    # and presence get through by case 15, so the check holds even where few cases fit in
+    # the time.
+    for _, outcome in fuzz(seconds, seed, min_cases=20):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     assert sum(outcomes.values()) >= 5, f"too few cases ran: {outcomes}"
     # The mutations must not all break the stream at once: stanzas get through.
