@@ -877,13 +877,14 @@ class Connection:
         if self.closing and stream.state == "closed" and not sending:
             return None
         now = time.monotonic()
-        with self.lock:
-            if self.core.handle_timer(now):
+        core = self.core
+        if core.handle_timer(now, self.lock):
+            with self.lock:
                 self.take_output()
         # About to wait: output queued from now on must wake us (see wake); what was queued
         # meanwhile (the timers' <r/> or ping too) is written on the next turn.
         self._collect_output(sending, idle=True)
-        return self.core.next_deadline(now) - now, bool(sending)
+        return core.next_deadline(now) - now, bool(sending)
 
     # The protocol of transport.Hub (HubConnection)
 
@@ -923,7 +924,7 @@ class Connection:
             # server's iteration count makes it: not under the lock, which connect() and
             # disconnect() need to give up in time (issue 14). No other thread touches a
             # stream before its session is ready, so the lock guards nothing there.
-            with _UNLOCKED if _in_sasl(stream) else self.lock:
+            with self.lock if stream.state == "ready" or not _in_sasl(stream) else _UNLOCKED:
                 try:
                     events = stream.receive_data(data)
                 except StreamError as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Generic, NamedTuple, TypeVar
@@ -54,6 +55,7 @@ _ROSTER_QUERY = "{%s}query" % ROSTER_NS
 _ROSTER_ITEM = "{%s}item" % ROSTER_NS
 
 W = TypeVar("W")
+_NO_GUARD: AbstractContextManager[object] = nullcontext()
 
 
 def from_own_account(sender: str | None, account: JID) -> bool:
@@ -439,10 +441,13 @@ class SessionCore(Generic[W]):
             due = min(due, (self._ack_pending_since or now) + self.ack_delay)
         return now + min(max(due - now, 0.005), 60.0)
 
-    def handle_timer(self, now: float) -> bool:
+    def handle_timer(self, now: float, guard: AbstractContextManager[object] = _NO_GUARD
+                     ) -> bool:
         """Run what is due at `now`: send a bundled `<a/>` that waited long enough, ask for
         an acknowledgement, ping a silent server. Returns whether output was queued on the
-        stream (the caller takes it). Raises [StreamError][simplexmpp.errors.StreamError]
+        stream (the caller takes it). What it queues, it queues inside `guard` (the client's
+        lock: other threads write to the same stream), so a turn with nothing due takes no
+        lock. Raises [StreamError][simplexmpp.errors.StreamError]
         (policy-violation) when one stanza takes longer than `timeout` to arrive, and
         [ConnectionError][simplexmpp.errors.ConnectionError] when a keepalive ping went
         unanswered."""
@@ -472,14 +477,16 @@ class SessionCore(Generic[W]):
             self._ack_pending_since = now
         elif now - self._ack_pending_since >= self.ack_delay:
             # Nothing went out that could carry the <a/>: send it alone (bounded delay).
-            stream.send_ack()
+            with guard:
+                stream.send_ack()
             self._ack_pending_since = None
             queued = True
         sm = stream.sm
         if sm is not None and not self.r_outstanding and (
                 len(sm.unacked) >= self.ack_every
                 or (sm.unacked and now - self.last_send > 1.0)):
-            queued = self.request_ack() or queued
+            with guard:
+                queued = self.request_ack() or queued
         idle = now - self.last_recv
         if self.ping_sent_at is not None:
             if now - self.ping_sent_at > min(self.timeout, max(self.keepalive, 1.0)):
@@ -488,7 +495,9 @@ class SessionCore(Generic[W]):
                     "is dead")
         elif idle > self.keepalive:
             # XEP-0199 §3: a ping to the server; any answer proves the connection alive.
-            stream.send(Iq(type="get", id=new_id(), payload=ET.Element("{%s}ping" % PING_NS)).xml)
+            ping = Iq(type="get", id=new_id(), payload=ET.Element("{%s}ping" % PING_NS)).xml
+            with guard:
+                stream.send(ping)
             self.ping_sent_at = now
             queued = True
         return queued
