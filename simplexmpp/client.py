@@ -54,6 +54,10 @@ from .xml import escape as _escape
 if TYPE_CHECKING:  # pragma: no cover - the extension classes, for type checkers and IDEs
     from .ext.avatar import Avatar
     from .ext.blocking import Blocking
+    from .ext.bookmarks import Bookmarks
+    from .ext.commands import Commands
+    from .ext.entity_time import Time
+    from .ext.last_activity import LastActivityExtension
     from .ext.carbons import Carbons
     from .ext.chatstates import ChatStates
     from .ext.correction import Correction
@@ -236,6 +240,10 @@ class Client:
     avatar: Avatar
     omemo: OMEMO
     omemo_muc: OmemoMUC
+    time: Time
+    last_activity: LastActivityExtension
+    bookmarks: Bookmarks
+    commands: Commands
 
     def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,

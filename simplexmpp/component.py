@@ -68,7 +68,8 @@ _PING = "{%s}ping" % PING_NS
 _REDACT_HANDSHAKE = re.compile(r"(<handshake>)[^<]+")
 
 COMPONENT_SKIPPED_EXTENSIONS = frozenset({
-    "carbons", "csi", "blocking", "mam", "registration", "pep", "avatar", "omemo"})
+    "carbons", "csi", "blocking", "mam", "registration", "pep", "avatar", "omemo",
+    "bookmarks", "last_activity"})
 """Extensions that act on a user account the server keeps (its carbons, archive, blocklist, PEP,
 registration, client state) and so mean nothing for a component: not attached."""
 

@@ -43,6 +43,10 @@ EXTENSIONS: list[tuple[str, str]] = [
     ("avatar", "avatar:Avatar"),
     ("omemo", "omemo:OMEMO"),
     ("omemo_muc", "omemo_muc:OmemoMUC"),
+    ("time", "entity_time:Time"),
+    ("last_activity", "last_activity:LastActivityExtension"),
+    ("bookmarks", "bookmarks:Bookmarks"),
+    ("commands", "commands:Commands"),
 ]
 """(attribute name, "module:Class") of each extension attached to a client."""
 

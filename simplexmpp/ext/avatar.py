@@ -41,12 +41,15 @@ from .pubsub import Item, PubSubError
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
-__all__ = ["Avatar", "AvatarImage", "AvatarInfo", "AvatarError", "DATA_NS", "METADATA_NS"]
+__all__ = ["Avatar", "AvatarImage", "AvatarInfo", "AvatarError", "DATA_NS", "METADATA_NS",
+           "CONVERSION_FEATURE"]
 
 log = logging.getLogger(__name__)
 
 DATA_NS = "urn:xmpp:avatar:data"
 METADATA_NS = "urn:xmpp:avatar:metadata"
+CONVERSION_FEATURE = "urn:xmpp:pep-vcard-conversion:0"
+"""XEP-0398 §3: the server converts between XEP-0084 and vCard (XEP-0153) avatars."""
 _INFO = "{%s}info" % METADATA_NS
 _METADATA = "{%s}metadata" % METADATA_NS
 _DATA = "{%s}data" % DATA_NS
@@ -208,6 +211,28 @@ class Avatar(Extension):
         # XEP-0153 §2: the photo's hash is the SHA-1 of the image, as for XEP-0084.
         return AvatarImage(card.photo, card.photo_type or "application/octet-stream",
                            hashlib.sha1(card.photo).hexdigest(), "vcard")
+
+    def fetch_room(self, room: JID | str, timeout: float | None = None) -> AvatarImage | None:
+        """The avatar of MUC room `room`: the `PHOTO` of the room's vcard-temp (rooms have
+        no PEP service; XEP-0486 §3 and XEP-0153), or None when the room has none. A service
+        without room vCards answers with an [IqError][simplexmpp.errors.IqError]
+        (`service-unavailable`, `feature-not-implemented`); a room that does not exist with
+        `item-not-found`."""
+        target = JID(room)
+        if target.resource is not None or target.local is None:
+            raise ValueError(f"not a room address (room@service): {room}")
+        return self._from_vcard(target.bare, timeout)
+
+    def server_converts(self, timeout: float | None = None) -> bool:
+        """Whether our server keeps XEP-0084 avatars and vCard photos in step (XEP-0398:
+        it advertises `urn:xmpp:pep-vcard-conversion:0` on our account): then
+        [publish][simplexmpp.ext.avatar.Avatar.publish] alone also updates the vCard
+        photo that older clients read (XEP-0153)."""
+        disco = getattr(self._client, "disco", None)
+        if disco is None:
+            return False
+        info = disco.info(self._client.account.bare, timeout=timeout)
+        return CONVERSION_FEATURE in info.features
 
     def subscribe_notify(self, timeout: float | None = None) -> None:
         """Receive `"avatar_changed"` for contacts: advertise

@@ -23,6 +23,7 @@ import logging
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..extension import Extension
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
 __all__ = ["Disco", "DiscoInfo", "DiscoItem", "DiscoItems", "Identity", "caps_hash",
-           "INFO_NS", "ITEMS_NS", "CAPS_NS", "CAPS_NODE"]
+           "INFO_NS", "ITEMS_NS", "CAPS_NS", "CAPS_NODE", "SERVERINFO_FORM_TYPE"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ ITEMS_NS = "http://jabber.org/protocol/disco#items"
 CAPS_NS = "http://jabber.org/protocol/caps"
 CAPS_NODE = "https://github.com/simplexmpp/simplexmpp"
 """The node we put in our caps (XEP-0115 §4: a URI identifying the software)."""
+SERVERINFO_FORM_TYPE = "http://jabber.org/network/serverinfo"
+"""FORM_TYPE of XEP-0157 contact addresses in a disco#info answer."""
 _XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 _CAPS = "{%s}c" % CAPS_NS
 _HASHES = {"sha-1": hashlib.sha1, "sha-224": hashlib.sha224, "sha-256": hashlib.sha256,
@@ -236,8 +239,13 @@ class Disco(Extension):
         super().__init__(client)
         self._caps_of: dict[str, tuple[str, str, str]] = {}  # full JID -> (node, ver, hash)
         self._lock = threading.Lock()
-        self.nodes: dict[str, DiscoInfo] = {}
-        """Extra disco#info answers for our own nodes: node -> DiscoInfo."""
+        self.nodes: dict[str, DiscoInfo | Callable[[Iq], DiscoInfo]] = {}
+        """Extra disco#info answers for our own nodes: node -> a DiscoInfo, or a function of
+        the request [Iq][simplexmpp.Iq] returning one (it may raise
+        [IqError][simplexmpp.errors.IqError], e.g. `forbidden`)."""
+        self.item_nodes: dict[str, Callable[[Iq], list[DiscoItem]]] = {}
+        """disco#items answers for our own nodes: node -> a function of the request
+        [Iq][simplexmpp.Iq] returning the items (ad-hoc commands list theirs here)."""
         client.register_iq_handler("get", "{%s}query" % INFO_NS, self._answer_info)
         client.register_iq_handler("get", "{%s}query" % ITEMS_NS, self._answer_items)
         client.presence_decorators.append(self._decorate)
@@ -296,6 +304,31 @@ class Disco(Extension):
                 found.append(info)
         return found
 
+    def contact_addresses(self, jid: JID | str | None = None,
+                          timeout: float | None = None) -> dict[str, list[str]]:
+        """XEP-0157 contact addresses of `jid` (default: our server): the
+        `http://jabber.org/network/serverinfo` form of its disco#info, as
+        `{"abuse": [...], "admin": [...], "support": [...], ...}` (each `<role>-addresses`
+        field under its role, addresses as given: `mailto:`, `xmpp:`, `https:` URIs).
+        Roles without an address are left out; {} when the entity publishes none.
+
+        ```python
+        client.disco.contact_addresses()
+        # -> {'abuse': ['mailto:abuse@example.org'], 'admin': ['xmpp:admin@example.org']}
+        ```
+        """
+        form = self.info(jid, timeout=timeout).form_for(SERVERINFO_FORM_TYPE)
+        addresses: dict[str, list[str]] = {}
+        if form is None:
+            return addresses
+        for found in form.fields:
+            # XEP-0157 §4: each role is a list-multi field named <role>-addresses.
+            if found.var and found.var.endswith("-addresses"):
+                values = [v.strip() for v in found.values if v.strip()]
+                if values:
+                    addresses[found.var[:-len("-addresses")]] = values
+        return addresses
+
     def capabilities(self, jid: JID | str, timeout: float | None = None) -> DiscoInfo:
         """What `jid` (a full JID that sent us presence) supports: from the cache when its
         XEP-0115 hash is known and was verified, else asked and verified (§5.4) first. An
@@ -353,7 +386,8 @@ class Disco(Extension):
         query = iq.payload
         node = query.get("node") if query is not None else None
         if node in self.nodes:
-            info = self.nodes[node]
+            found = self.nodes[node]
+            info = found if isinstance(found, DiscoInfo) else found(iq)
         elif node and node != f"{CAPS_NODE}#{self.ver}":
             raise IqError("item-not-found", "cancel", f"no disco node {node!r} here")
         else:
@@ -369,6 +403,14 @@ class Disco(Extension):
         node = query.get("node") if query is not None else None
         if node:
             answer.set("node", node)
+            provider = self.item_nodes.get(node)
+            if provider is not None:
+                for item in provider(iq):
+                    element = ET.SubElement(answer, "{%s}item" % ITEMS_NS, jid=str(item.jid))
+                    if item.node:
+                        element.set("node", item.node)
+                    if item.name:
+                        element.set("name", item.name)
         return answer
 
     def _decorate(self, presence: Presence) -> None:

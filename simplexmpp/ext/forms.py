@@ -147,6 +147,18 @@ class Form:
                     if label:
                         option.set("label", label)
                     ET.SubElement(option, _V).text = value
+        if self.items:
+            # XEP-0004 §3.4: a table is <reported/> (its columns) then one <item/> per row.
+            columns = list(dict.fromkeys(var for item in self.items for var in item))
+            reported = ET.SubElement(x, "{%s}reported" % DATA_NS)
+            for var in columns:
+                ET.SubElement(reported, _F, var=var)
+            for item in self.items:
+                row = ET.SubElement(x, "{%s}item" % DATA_NS)
+                for var, values in item.items():
+                    cell = ET.SubElement(row, _F, var=var)
+                    for value in ([values] if isinstance(values, str) else values):
+                        ET.SubElement(cell, _V).text = value
         return x
 
     @classmethod

@@ -950,7 +950,8 @@ class MUC(Extension):
         self._lock = threading.Lock()
         self._service: JID | None = None
         for event in ("muc_message", "muc_presence", "muc_subject", "muc_nick", "muc_status",
-                      "muc_joined", "muc_left", "muc_invite", "muc_decline"):
+                      "muc_joined", "muc_left", "muc_invite", "muc_decline",
+                      "muc_autojoined"):
             client.declare_event(event)
         self._intercept_stanzas("presence", self._intercept_presence)
         # Chat and headline messages are never the room's (see _intercept_message).
@@ -978,6 +979,60 @@ class MUC(Extension):
         by [simplexmpp.ext.omemo_muc][] (OMEMO in rooms)."""
         self._upkeep: threading.Thread | None = None
         self._upkeep_wake = threading.Event()
+        self._autojoin = False
+        self.autojoin_nick: str | None = None
+        """The nickname for bookmarked rooms that name none (default: our account's
+        localpart)."""
+
+    # -- bookmarks (XEP-0402 / XEP-0048) ---------------------------------------------------------
+    @property
+    def autojoin_bookmarks(self) -> bool:
+        """Opt-in: when True, each `connect()` enters every room bookmarked with
+        `autojoin` ([client.bookmarks][simplexmpp.ext.bookmarks.Bookmarks]), on a thread of
+        its own once the session is ready, then emits `"muc_autojoined"` with the result of
+        [join_bookmarks][simplexmpp.ext.muc.MUC.join_bookmarks]. Rooms entered this way
+        are entered again after a lost session like any other."""
+        return self._autojoin
+
+    @autojoin_bookmarks.setter
+    def autojoin_bookmarks(self, on: bool) -> None:
+        self._autojoin = bool(on)
+        if self._autojoin:
+            self.follow_sessions()
+
+    def join_bookmarks(self, nick: str | None = None, timeout: float | None = None,
+                       ) -> dict[JID, Room | XMPPError]:
+        """Enter every room bookmarked with `autojoin` (not already joined), each with its
+        bookmark's nick and password (else `nick`, then
+        [autojoin_nick][simplexmpp.ext.muc.MUC.autojoin_nick], then our localpart).
+        Returns, per room, the [Room][simplexmpp.ext.muc.Room] or the error that kept us
+        out: one room that fails does not stop the others."""
+        from .bookmarks import Bookmarks
+        bookmarks = self._client.extension(Bookmarks)
+        default_nick = nick or self.autojoin_nick or self._client.account.local or "user"
+        results: dict[JID, Room | XMPPError] = {}
+        for bookmark in bookmarks.list(timeout):
+            if not bookmark.autojoin:
+                continue
+            room = self.room(bookmark.jid)
+            if room is not None:
+                results[bookmark.jid] = room
+                continue
+            try:
+                results[bookmark.jid] = self.join(bookmark.jid, bookmark.nick or default_nick,
+                                                  bookmark.password, timeout=timeout)
+            except XMPPError as exc:
+                log.warning("could not enter bookmarked room %s: %s", bookmark.jid, exc)
+                results[bookmark.jid] = exc
+        return results
+
+    def _autojoin_main(self) -> None:
+        try:
+            results = self.join_bookmarks()
+        except XMPPError as exc:
+            log.warning("could not read the bookmarks to enter their rooms: %s", exc)
+            results = {}
+        self._client.emit("muc_autojoined", results)
 
     # -- rooms -------------------------------------------------------------------------------
     @property
@@ -1280,7 +1335,15 @@ class MUC(Extension):
         """A new session replaced a lost one: the server took us out of every room with the
         old session, whatever it said while going down (a 332/333 shutdown notice
         included); enter every room we did not leave again, asking for what was said
-        since the last message we saw (§7.2.14). A join that was under way is sent again."""
+        since the last message we saw (§7.2.14). A join that was under way is sent again.
+        The first session after `connect()` enters the bookmarked rooms when
+        [autojoin_bookmarks][simplexmpp.ext.muc.MUC.autojoin_bookmarks] is on."""
+        if self._autojoin and session.first:
+            # Not on the dispatcher: entering rooms takes round trips, and callbacks
+            # ("connected" among them) should not wait for them.
+            threading.Thread(target=self._autojoin_main, daemon=True,
+                             name=f"simplexmpp-muc-autojoin-{self._client.account.bare}"
+                             ).start()
         for room in self._rooms_now():
             with room._cond:
                 if not room._lost or room.state == "left":
