@@ -173,6 +173,7 @@ class _Session:
     generator: Generator[Any, Any, Any]
     actions: tuple[str, ...]
     touched: float
+    form: Form | None = None  # the form of the stage waiting for its answer
 
 
 class CommandSession:
@@ -458,6 +459,13 @@ class Commands(Extension):
         submitted = form if form is not None else Form(type="submit")
         if submitted.type == "cancel":  # XEP-0050 §4.4.1: a cancel form counts as submit
             submitted.type = "submit"
+        if entry.form is not None:
+            # XEP-0004 §3.2: a submitted form need not repeat field types; take them from
+            # the form we sent, so that value() gives lists and booleans as asked for.
+            for answer in submitted.fields:
+                asked = entry.form.get(answer.var) if answer.var else None
+                if answer.type is None and asked is not None:
+                    answer.type = asked.type
         generator = entry.generator
         return self._step(entry, node, session_id, lambda: generator.send(submitted))
 
@@ -484,6 +492,7 @@ class Commands(Extension):
         if stage.form.type != "form":
             stage.form.type = "form"
         entry.actions = ("complete",) if stage.last else ("next", "complete")
+        entry.form = stage.form
         default = "complete" if stage.last else "next"
         return self._reply(node, session_id, "executing", _notes(stage.notes), [stage.form],
                            (entry.actions, default))

@@ -107,3 +107,30 @@ def test_file_bot_receives_files_and_declines_strangers(server: Server, connect,
     finally:
         bot.kill()
         bot.communicate()
+
+
+def test_command_bot_runs_commands_from_another_client(server: Server, connect) -> None:
+    bot_jid, user = server.new_account("cmdbot"), connect()
+    bot = start_sample(server, "command_bot.py", "--allow", "all", "--owner",
+                       str(user.account.bare), "--lifetime", "60", jid=bot_jid)
+    try:
+        line = wait_ready(bot)
+        bot_full = line.split()[2].rstrip(":")
+        nodes = {c.node: c.name for c in user.commands.list(bot_full)}
+        assert nodes == {"status": "Bot status", "note": "Write a note",
+                         "notes": "List the notes", "stop": "Stop the bot"}
+        assert "0 note(s)" in user.commands.execute(bot_full, "status").notes[0].text
+        session = user.commands.execute(bot_full, "note")
+        session.next(title="Milk", text=["buy", "two"])
+        assert session.actions == {"complete"}
+        session.complete(keep=True)
+        assert session.notes[0].text == "Kept note 1: Milk"
+        table = user.commands.execute(bot_full, "notes").form
+        assert table is not None and table.items == [
+            {"title": ["Milk"], "text": ["buy\ntwo"], "by": [str(user.account.bare)]}]
+        assert user.commands.execute(bot_full, "stop").notes[0].text == "Bye."
+        assert bot.wait(timeout=30) == 0
+        assert "stopped with 1 note(s)" in (bot.stdout.read() if bot.stdout else "")
+    finally:
+        bot.kill()
+        bot.communicate()
