@@ -59,7 +59,7 @@ _LEGACY_STORAGE = "{%s}storage" % LEGACY_NS
 _LEGACY_CONFERENCE = "{%s}conference" % LEGACY_NS
 _PRIVATE_QUERY = "{%s}query" % PRIVATE_NS
 # XEP-0402 §3.3: the node must keep its items, only for us, and never push the last one.
-_PUBLISH_OPTIONS = {
+_PUBLISH_OPTIONS: dict[str, str | bool | int | list[str]] = {
     "pubsub#persist_items": True,
     "pubsub#max_items": "max",
     "pubsub#send_last_published_item": "never",

@@ -250,8 +250,10 @@ class CommandSession:
     def _update(self, command: ET.Element) -> None:
         self.session_id = command.get("sessionid") or self.session_id
         self.status = command.get("status") or "completed"
-        self.notes = [Note(n.get("type") if n.get("type") in _NOTE_TYPES else "info",
-                           n.text or "") for n in command.iterfind("{%s}note" % COMMANDS_NS)]
+        self.notes = []
+        for note in command.iterfind("{%s}note" % COMMANDS_NS):
+            kind = note.get("type") or "info"  # XEP-0050 §6.3: no type means info
+            self.notes.append(Note(kind if kind in _NOTE_TYPES else "info", note.text or ""))
         actions = command.find("{%s}actions" % COMMANDS_NS)
         self.actions = set()
         self.default_action = None
@@ -359,7 +361,7 @@ class Commands(Extension):
             except Exception:  # noqa: BLE001 - user code: refuse, and say why in the log
                 log.exception("the allow function of command %r failed", command.node)
                 return False
-        return requester.bare in allow  # type: ignore[operator]
+        return requester.bare in allow
 
     def _list_for(self, iq: Iq) -> list[DiscoItem]:
         # XEP-0050 §2.2: the list need not be the same for every requester; we show each
