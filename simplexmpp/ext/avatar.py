@@ -20,6 +20,14 @@ the vcard-temp vCard (XEP-0153) unless `vcard_fallback=False`; an account that d
 Event `"avatar_changed"`: `callback(jid: JID, info: AvatarInfo | None)` when a contact's metadata
 notification arrives (`info` None: the avatar was disabled). Only sent for contacts we see the
 presence of, after [`Avatar.subscribe_notify()`][simplexmpp.ext.avatar.Avatar.subscribe_notify].
+
+vCard-based avatars (XEP-0153): the photo hash others announce in their presence
+(`<x xmlns='vcard-temp:x:update'><photo>sha1</photo></x>`) is kept:
+[`vcard_hash(jid)`][simplexmpp.ext.avatar.Avatar.vcard_hash], and event
+`"vcard_avatar_changed"`: `callback(jid: JID, sha1: str | None)` when it changes (None: no
+avatar). Rooms with a vCard avatar announce it the same way. We do not add the hash to our own
+presence: a server doing XEP-0398 ([`server_converts()`][simplexmpp.ext.avatar.Avatar.server_converts],
+Prosody's mod_vcard_legacy) adds the hash of our XEP-0084 avatar itself.
 """
 
 from __future__ import annotations
@@ -28,13 +36,16 @@ import base64
 import binascii
 import hashlib
 import logging
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..extension import Extension
 from ..errors import XMPPError
 from ..jid import JID
+from ..stanza import Presence
 from .pep import PEP
 from .pubsub import Item, PubSubError
 
@@ -42,12 +53,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..client import Client
 
 __all__ = ["Avatar", "AvatarImage", "AvatarInfo", "AvatarError", "DATA_NS", "METADATA_NS",
-           "CONVERSION_FEATURE"]
+           "CONVERSION_FEATURE", "VCARD_UPDATE_NS"]
 
 log = logging.getLogger(__name__)
 
 DATA_NS = "urn:xmpp:avatar:data"
 METADATA_NS = "urn:xmpp:avatar:metadata"
+VCARD_UPDATE_NS = "vcard-temp:x:update"
+"""XEP-0153: the `<x/>` in presence announcing the SHA-1 of the vCard photo."""
+_X_UPDATE = "{%s}x" % VCARD_UPDATE_NS
+_PHOTO = "{%s}photo" % VCARD_UPDATE_NS
+VCARD_HASHES_KEPT = 10_000
+"""Most senders whose XEP-0153 photo hash is remembered (the least recently heard go first)."""
 CONVERSION_FEATURE = "urn:xmpp:pep-vcard-conversion:0"
 """XEP-0398 §3: the server converts between XEP-0084 and vCard (XEP-0153) avatars."""
 _INFO = "{%s}info" % METADATA_NS
@@ -117,7 +134,11 @@ class Avatar(Extension):
         pep = getattr(client, "pep", None)
         self._pep: PEP = pep if isinstance(pep, PEP) else PEP(client)
         client.declare_event("avatar_changed")
+        client.declare_event("vcard_avatar_changed")
         client.on("pep_event", self._on_pep_event)
+        self._vcard_hashes: OrderedDict[str, str] = OrderedDict()
+        self._hash_lock = threading.Lock()
+        self._intercept_stanzas("presence", self._watch_vcard_update, tags=(_X_UPDATE,))
 
     def publish(self, image: bytes, content_type: str = "image/png",
                 width: int | None = None, height: int | None = None, *,
@@ -222,6 +243,42 @@ class Avatar(Extension):
         if target.resource is not None or target.local is None:
             raise ValueError(f"not a room address (room@service): {room}")
         return self._from_vcard(target.bare, timeout)
+
+    def vcard_hash(self, jid: JID | str) -> str | None:
+        """The SHA-1 (hex) of the vCard photo `jid` last announced in its presence (XEP-0153
+        §4.3), `""` when it announced having none, None when we heard nothing. `jid` as the
+        presence came: a contact's full JID, a room's bare JID, an occupant's room/nick."""
+        with self._hash_lock:
+            return self._vcard_hashes.get(str(JID(jid)))
+
+    def _watch_vcard_update(self, presence: Presence) -> bool:
+        self.note_vcard_update(presence)
+        return False
+
+    def note_vcard_update(self, presence: Presence) -> None:
+        """Note the XEP-0153 photo hash of a received presence, and emit
+        "vcard_avatar_changed" when it changed. Called for every presence with one, also by
+        the MUC extension for the room presences it claims; quick, never blocks (it runs on
+        the I/O thread)."""
+        sender = presence.xml.get("from")
+        update = presence.xml.find(_X_UPDATE)
+        if not sender or update is None or presence.xml.get("type") is not None:
+            return
+        photo = update.find(_PHOTO)
+        if photo is None:
+            return  # §4.3: no <photo/>: the client is not ready to say; nothing known
+        digest = (photo.text or "").strip().lower()
+        with self._hash_lock:
+            old = self._vcard_hashes.pop(sender, None)
+            self._vcard_hashes[sender] = digest
+            while len(self._vcard_hashes) > VCARD_HASHES_KEPT:
+                self._vcard_hashes.popitem(last=False)
+        if old != digest and self._client.has_callbacks("vcard_avatar_changed"):
+            try:
+                who = JID(sender)
+            except ValueError:
+                return
+            self._client.emit("vcard_avatar_changed", who, digest or None)
 
     def server_converts(self, timeout: float | None = None) -> bool:
         """Whether our server keeps XEP-0084 avatars and vCard photos in step (XEP-0398:

@@ -74,6 +74,8 @@ __all__ = ["MUC", "Room", "Occupant", "RoomDecryptor", "MUCError", "NickConflict
 
 log = logging.getLogger(__name__)
 
+_VCARD_UPDATE = "{vcard-temp:x:update}x"
+
 MUC_NS = "http://jabber.org/protocol/muc"
 USER_NS = MUC_NS + "#user"
 ADMIN_NS = MUC_NS + "#admin"
@@ -1219,6 +1221,13 @@ class MUC(Extension):
         room, nick = self._room_for(sender)
         if room is None:
             return False
+        if presence.xml.find(_VCARD_UPDATE) is not None:
+            # Rooms and occupants announce vCard avatar hashes (XEP-0153, XEP-0486): the
+            # avatar extension keeps them, though the presence is the room's.
+            avatar = getattr(self._client, "avatar", None)
+            note = getattr(avatar, "note_vcard_update", None)
+            if callable(note):
+                note(presence)
         room._on_presence(presence, nick)
         return True
 

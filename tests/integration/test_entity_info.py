@@ -79,3 +79,26 @@ def test_room_avatar_from_the_room_vcard(server: Server, connect: Callable[..., 
 def test_server_converts_avatars(connect: Callable[..., Client]) -> None:
     # Prosody's mod_vcard_legacy implements XEP-0398.
     assert connect().avatar.server_converts()
+
+
+def test_vcard_photo_hashes_in_presence(server: Server, connect: Callable[..., Client]) -> None:
+    """XEP-0153 hashes read from presence: a contact's, injected by Prosody's XEP-0398
+    conversion from its XEP-0084 avatar, and a room's (mod_vcard_muc)."""
+    from .test_muc import Events
+    alice, bob = connect(), connect()
+    befriend(alice, bob)
+    changed = Events(bob, "vcard_avatar_changed")
+    avatar_id = alice.avatar.publish(tiny_png(3, 3), "image/png")
+    alice.send_presence(status="new face")
+    changed.next(lambda jid, digest: jid == alice.jid and digest == avatar_id)
+    assert bob.avatar.vcard_hash(alice.jid) == avatar_id
+
+    room_jid = f"hash{os.getpid()}@{server.muc}"
+    alice.muc.join(room_jid, "alice")
+    bob.muc.join(room_jid, "bob")
+    image = tiny_png(4, 4, (0, 0, 255))
+    alice.iq(Iq.set(room_jid, VCardData(photo=image, photo_type="image/png").to_element()))
+    import hashlib
+    digest = hashlib.sha1(image).hexdigest()
+    changed.next(lambda jid, sha1: str(jid) == room_jid and sha1 == digest)
+    assert bob.avatar.vcard_hash(room_jid) == digest

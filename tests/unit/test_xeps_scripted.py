@@ -187,3 +187,25 @@ def test_a_failing_command_handler_answers_an_error_and_keeps_the_bot(
             alice.commands.execute(bot.jid, node)
         assert failed.value.condition == "internal-server-error"
     assert alice.commands.list(bot.jid)  # still answering
+
+
+def test_vcard_photo_hashes_from_presence(xmpp_server: FakeServer,
+                                          xmpp_client: ClientFactory) -> None:
+    import queue
+    alice = xmpp_client("alice")
+    seen: queue.SimpleQueue[tuple[JID, str | None]] = queue.SimpleQueue()
+    alice.on("vcard_avatar_changed", lambda jid, sha1: seen.put((jid, sha1)))
+    digest = "A" * 40
+
+    def announce(photo: str) -> None:
+        xmpp_server.inject(f"<presence from='bob@localhost/pc' to='alice@localhost'>"
+                           f"<x xmlns='vcard-temp:x:update'>{photo}</x></presence>")
+
+    announce(f"<photo>{digest}</photo>")
+    assert seen.get(timeout=5) == (JID("bob@localhost/pc"), digest.lower())
+    announce(f"<photo>{digest}</photo>")      # the same hash again: no event
+    announce("")                               # no <photo/>: not ready to say (§4.3)
+    announce("<photo/>")                       # no avatar any more
+    assert seen.get(timeout=5) == (JID("bob@localhost/pc"), None)
+    assert alice.avatar.vcard_hash("bob@localhost/pc") == ""
+    assert alice.avatar.vcard_hash("carol@localhost") is None
