@@ -47,6 +47,7 @@ from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element
 from .session import PING_NS, SID_NS, SessionCore
 from .stanza import Iq, Message, Presence, Stanza, new_id
+from .tokens import TokenStore
 from .transport import is_loopback
 from .xml import CLIENT_NS, check_text, tostring
 from .xml import escape as _escape
@@ -180,7 +181,8 @@ class Client:
 
     Args:
         jid: The account, `local@domain`; a resource part asks for that resource.
-        password: The account's password.
+        password: The account's password (None: log in with the `token_store`'s FAST token,
+            or a TLS client certificate).
         host: Where to connect. None: DNS SRV records of the JID's domain
             (`_xmpps-client._tcp`, `_xmpp-client._tcp`; RFC 6120 §3.2), else the domain.
         port: The port; None: 5222, or 5223 with `tls="direct"`.
@@ -217,6 +219,10 @@ class Client:
         role: What the connection negotiates as ([Role][simplexmpp.connection.Role]); None:
             an account's login. [Component][simplexmpp.Component] and in-band registration
             pass their own.
+        token_store: A file (or [TokenStore][simplexmpp.tokens.TokenStore]) keeping XEP-0484
+            FAST tokens: where the server offers SASL2, the first password login asks for a
+            token and later connects log in with it (one round trip fewer; the password may
+            then be None). A rejected token is discarded and the password used, if given.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
@@ -245,7 +251,8 @@ class Client:
     bookmarks: Bookmarks
     commands: Commands
 
-    def __init__(self, jid: JID | str, password: str | None, *, host: str | None = None,
+    def __init__(self, jid: JID | str, password: str | None = None, *,
+                 host: str | None = None,
                  port: int | None = None, tls: str = "starttls", ca_file: str | None = None,
                  verify: bool | ssl.SSLContext = True, resource: str | None = None,
                  timeout: float = 30.0,
@@ -257,8 +264,16 @@ class Client:
                  max_inbox: int | None = DEFAULT_MAX_INBOX,
                  load_extensions: bool = True,
                  omemo_store: str | os.PathLike[str] | None = None,
-                 role: Role | None = None) -> None:
+                 role: Role | None = None,
+                 token_store: str | os.PathLike[str] | TokenStore | None = None) -> None:
         self.account = JID(jid)
+        self.token_store: TokenStore | None = token_store if isinstance(
+            token_store, TokenStore) or token_store is None else TokenStore(token_store)
+        """Where XEP-0484 FAST tokens are kept between runs (None: no token is asked for)."""
+        self.inline_features: frozenset[str] = frozenset()
+        """Namespaces the server enabled inside the login of the current session (XEP-0386
+        Bind2: stream management, carbons, CSI), which therefore need no request of their
+        own."""
         self.omemo_store = os.fspath(omemo_store) if omemo_store is not None else None
         """The OMEMO store file given to the constructor (None: the default, see
         [OMEMO][simplexmpp.ext.omemo.OMEMO])."""

@@ -39,6 +39,7 @@ import ssl
 import sys
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -47,10 +48,12 @@ from . import errors
 from .errors import (AuthenticationError, DisconnectedError, InvalidStanzaError, IqError,
                      NotSentError, StreamError, TLSError, XMPPError)
 from .jid import JID
+from .sasl2 import FastTokenRejected, Sasl2Negotiator, TokenIssued, bind_requests_for
 from .session import PING_NS
 from .stanza import Iq
-from .stream import (AckReceived, Authenticated, ClientStream, LoginNegotiator, Negotiator,
+from .stream import (AckReceived, Authenticated, ClientStream, Negotiator,
                      NonzaReceived, Ready, Resumed, SMState, StartTLS, StreamClosed)
+from .tokens import FastToken
 from .transport import (Hub, Target, Wire, channel_bindings, is_loopback, open_socket, resolve,
                         ssl_context, start_tls)
 from .xml import CLIENT_NS
@@ -67,8 +70,10 @@ _ELEMENT = ET.Element
 _IQ = "{%s}iq" % CLIENT_NS
 _MESSAGE = "{%s}message" % CLIENT_NS
 _RECONNECT_FATAL = (AuthenticationError, TLSError)
-_REDACT = re.compile(r"(<(auth|response|challenge|success)\b[^>]*>)[^<]*|"
-                     r"(<password\b[^>]*>)[^<]*")
+# SASL data and credentials never reach the wire log: the text of RFC 6120 SASL and XEP-0388
+# elements, XEP-0077 passwords, and the secret of an XEP-0484 <token token='...'/>.
+_REDACT = re.compile(r"(<(auth|response|challenge|success|initial-response|additional-data)"
+                     r"\b[^>]*>)[^<]*|(<password\b[^>]*>)[^<]*|(\btoken=[\"'])[^\"']*")
 # A lock that is none (see Connection._read).
 _UNLOCKED = contextlib.nullcontext()
 # Socket reads (of up to Wire.READ_SIZE) a hub-driven connection gets per turn of the hub.
@@ -80,7 +85,7 @@ def _in_sasl(stream: ClientStream) -> bool:
     where negotiation is a negotiator's)."""
     negotiator = getattr(stream, "negotiator", None)
     step = getattr(negotiator, "step", None) if negotiator is not None else stream.state
-    return bool(step == "sasl")
+    return step in ("sasl", "sasl2")  # RFC 6120 SASL, or XEP-0388 SASL2 (simplexmpp.sasl2)
 
 
 def timeout_seconds(timeout: float) -> float:
@@ -164,18 +169,34 @@ class Role:
 
     def redact(self, text: str) -> str:
         """`text` as the wire log shows it: secrets replaced."""
-        return _REDACT.sub(lambda m: (m.group(1) or m.group(3)) + "[redacted]", text)
+        return _REDACT.sub(lambda m: (m.group(1) or m.group(3) or m.group(4)) + "[redacted]",
+                           text)
 
     def incoming_request(self, client: Client, iq: Iq) -> bool:
         """I/O thread, before an IQ get/set goes to the handlers: True when the role has
         answered it itself. Must be quick and never block."""
         return False
 
+    def token_issued(self, client: Client, token: FastToken) -> None:
+        """I/O thread: the server issued (or rotated) an XEP-0484 FAST token at login."""
+
+    def token_rejected(self, client: Client, error: FastTokenRejected,
+                       stream: ClientStream | None) -> bool:
+        """I/O thread: the server refused the FAST token; True to connect again at once."""
+        return False
+
 
 class LoginRole(Role):
-    """An account's login: STARTTLS or direct TLS, SASL, resource binding, XEP-0198."""
+    """An account's login: STARTTLS or direct TLS, SASL, resource binding, XEP-0198; with
+    XEP-0388 SASL2, XEP-0386 Bind2 and XEP-0484 FAST where the server offers them
+    ([Sasl2Negotiator][simplexmpp.sasl2.Sasl2Negotiator])."""
 
     name = "login"
+
+    def __init__(self) -> None:
+        self.user_agent_id: str | None = None
+        """The SASL2 user-agent id: the token store's, else one per client."""
+        self.refused_token: str | None = None  # a FAST token the server refused
 
     def check_account(self, client: Client, password: str | None) -> None:
         account = client.account
@@ -196,9 +217,51 @@ class LoginRole(Role):
             channel_bindings=bindings, negotiator=self.negotiator(client))
 
     def negotiator(self, client: Client) -> Negotiator:
-        """The stream's negotiator for one new connection: RFC 6120 SASL, bind and XEP-0198."""
-        return LoginNegotiator(client._password, resource=client.account.resource,
-                               mechanisms=client.mechanisms)
+        """The stream's negotiator for one new connection: SASL2, Bind2 and FAST where the
+        server offers them, else RFC 6120 SASL, bind and XEP-0198."""
+        store = client.token_store
+        if self.user_agent_id is None:
+            self.user_agent_id = store.user_agent_id if store is not None else \
+                str(uuid.uuid4())
+        token = store.get(client.account) if store is not None else None
+        if token is not None and token.token == self.refused_token:
+            token = None  # refused before, and the store could not be updated
+        extensions = client.extensions
+        carbons, csi = extensions.get("carbons"), extensions.get("csi")
+        return Sasl2Negotiator(
+            client._password, user_agent_id=self.user_agent_id,
+            resource=client.account.resource, mechanisms=client.mechanisms, token=token,
+            request_token=store is not None and token is None,
+            bind_requests=bind_requests_for(
+                carbons=bool(getattr(carbons, "enabled", False)),
+                csi_state=getattr(csi, "state", None)))
+
+    def token_issued(self, client: Client, token: FastToken) -> None:
+        """XEP-0484 §4.2, §4.4: keep the token the server issued (or rotated)."""
+        store = client.token_store
+        if store is None:
+            return
+        try:
+            store.put(client.account, token)
+            log.debug("stored a FAST token (%s) for %s in %s", token.mechanism,
+                      client.account.bare, store.path)
+        except XMPPError as exc:
+            log.warning("could not store the FAST token: %s", exc)
+
+    def token_rejected(self, client: Client, error: FastTokenRejected,
+                       stream: ClientStream | None) -> bool:
+        """XEP-0484 §5: forget a token the server refused; True when the password can log in
+        at once instead."""
+        log.warning("%s", error)
+        token = getattr(getattr(stream, "negotiator", None), "token", None)
+        if token is not None:
+            self.refused_token = token.token
+        if client.token_store is not None:
+            try:
+                client.token_store.discard(client.account, token)
+            except XMPPError as exc:
+                log.warning("could not update the token store: %s", exc)
+        return error.password_available and client._password is not None
 
     @staticmethod
     def tls_mode(client: Client, target: Target) -> str:
@@ -670,6 +733,17 @@ class Connection:
                 if self._run_connection(timeout):
                     return  # the hub drives the connection from now on
                 error: BaseException | None = None
+            except FastTokenRejected as exc:
+                if self.role.token_rejected(self.client, exc, self.stream):
+                    # A new connection at once, logging in with the password.
+                    with self.lock:
+                        if self.stream is not None:
+                            self.stream.connection_lost()
+                    if self.wire is not None:
+                        self.wire.close()
+                    delay = 0.0
+                    continue
+                error = self._io_error(exc)
             except BaseException as exc:  # noqa: BLE001 - reported, never lost
                 error = self._io_error(exc)
             next_delay = self._connection_ended(error)
@@ -954,6 +1028,7 @@ class Connection:
                         core.ack_received()
                         self.changed.notify_all()
                 elif isinstance(event, Ready):
+                    client.inline_features = getattr(stream.negotiator, "inline", frozenset())
                     self.session_ready(event.jid, event.features, resumed=False)
                 elif isinstance(event, Resumed):
                     self.session_ready(event.jid, stream.features, resumed=True)
@@ -961,6 +1036,8 @@ class Connection:
                     return False
                 elif isinstance(event, StreamClosed):
                     closed = True
+                elif isinstance(event, TokenIssued):
+                    self.role.token_issued(client, event.token)
                 elif isinstance(event, Authenticated):
                     client.mechanism = event.mechanism
                     log.debug("authenticated %s with %s", client.account.bare, event.mechanism)

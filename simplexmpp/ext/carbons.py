@@ -75,7 +75,8 @@ class Carbons(Extension):
         """Dispatcher thread: a new session (not a resumed one) starts without carbons
         (XEP-0280 §4: enabling is per session); enable them again. Followed only from the
         first enable() on, so the session during which it was called is not one of these."""
-        if self.enabled:
+        if self.enabled and CARBONS_NS not in self._client.inline_features:
+            # (Enabled inside the login already when the server does XEP-0386 Bind2.)
             try:
                 self.enable()
             except Exception as exc:  # noqa: BLE001 - reported, not fatal

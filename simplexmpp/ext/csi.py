@@ -61,7 +61,9 @@ class CSI(Extension):
     def session_started(self, session: Session) -> None:
         """Dispatcher thread: a new session starts active (XEP-0352 §5); send the state
         again (a resumed session keeps it)."""
-        if self.state is not None and self.available:
+        # (Sent inside the login already when the server does XEP-0386 Bind2.)
+        if self.state is not None and self.available and \
+                CSI_NS not in self._client.inline_features:
             try:
                 self._client.send(ET.Element("{%s}%s" % (CSI_NS, self.state)), 0)
             except XMPPError:

@@ -124,9 +124,10 @@ def server_sha256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def server_sasl2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A Prosody with SASL2, Bind2, FAST and inline stream management (prosody-up --sasl2),
     SCRAM-SHA-256 keys (SCRAM over SASL2 needs them), TLS 1.3: FAST offers HT-SHA-256-EXPR and
-    -NONE. FAST only on the STARTTLS port (`port`), as prosody-up documents."""
+    -NONE. FAST only on the STARTTLS port (`port`), as prosody-up documents. Every FAST login
+    rotates the token (--fast-rotate-after 0), so rotation is exercised too."""
     yield from start_server(tmp_path_factory.mktemp("prosody-sasl2"), "--sasl2",
-                            "--password-hash", "SHA-256")
+                            "--password-hash", "SHA-256", "--fast-rotate-after", "0")
 
 
 @pytest.fixture(scope="session")
