@@ -6,6 +6,7 @@ simplexmpp listen --json                          # one line per incoming messag
 simplexmpp roster | ping | disco | upload FILE | muc | register
 simplexmpp send --omemo bob@example.org -m "Hello"   # end-to-end encrypted (OMEMO)
 simplexmpp omemo devices|trust|distrust|fingerprint
+simplexmpp login --token-store ~/.config/bot/tokens  # once; later commands need no password
 ```
 
 Credentials come from flags, then the environment (`XMPP_JID`, `XMPP_PASSWORD`,
@@ -14,6 +15,11 @@ Credentials come from flags, then the environment (`XMPP_JID`, `XMPP_PASSWORD`,
 terminal for the password. Passwords are never echoed or printed, and never taken as a flag's
 value (other users see the command line in `ps`): `--password-file`, the environment or the
 config file instead.
+
+With `--token-store PATH` (env `XMPP_TOKEN_STORE`, config `token_store`) a command logs in with
+the XEP-0484 FAST token kept there, where the server offers it; `simplexmpp login` asks for
+that token once, with the password, and stores it. A command then needs no password while
+the store holds a token for the account.
 
 Exit codes: 0 ok, 1 usage, 2 authentication, 3 network/TLS/server, 4 timeout, 5 encryption
 (OMEMO: no device of a recipient to encrypt for, or the key store failed).
@@ -38,6 +44,7 @@ from . import __version__, errors
 from .client import Client
 from .jid import JID
 from .stanza import Iq, Stanza, wrap
+from .tokens import TokenStore
 from .xml import CLIENT_NS, StreamEnd, StreamParser
 
 if sys.version_info >= (3, 11):
@@ -52,6 +59,7 @@ EXIT_OK, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_ENCRYPTION = 5
 """OMEMO could not encrypt (no trusted device of a recipient), or its store failed."""
 DEFAULT_CONFIG = Path("~/.config/simplexmpp/config.toml")
+DEFAULT_TOKEN_STORE = Path("~/.config/simplexmpp/tokens.json")
 
 
 class UsageError(Exception):
@@ -104,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-verify", action="store_true",
                    help="DANGEROUS, for test servers only: do not check the server's "
                         "certificate (anyone on the path can read the session)")
+    g.add_argument("--token-store", type=Path, metavar="PATH",
+                   help="keep XEP-0484 FAST tokens in this file and log in with them "
+                        "(env XMPP_TOKEN_STORE; see the login command)")
     g.add_argument("--timeout", type=float, default=30.0, help="seconds per step (30)")
     g.add_argument("--config", type=Path, help=f"config file (default {DEFAULT_CONFIG})")
     g.add_argument("--debug", action="store_true", help="log the XML stream, show tracebacks")
@@ -200,6 +211,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("device", nargs="?", type=int, metavar="DEVICE_ID",
                    help="for trust and distrust")
     s.add_argument("--json", action="store_true")
+
+    sub.add_parser("login", parents=[common],
+                   help="log in with the password once and store a FAST token (XEP-0484) "
+                        f"in --token-store (default {DEFAULT_TOKEN_STORE})")
     return p
 
 
@@ -217,7 +232,8 @@ def _config(path: Path | None) -> dict[str, Any]:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
-    known = {"jid", "password", "host", "port", "ca_file", "tls", "timeout", "omemo_store"}
+    known = {"jid", "password", "host", "port", "ca_file", "tls", "timeout", "omemo_store",
+             "token_store"}
     unknown = set(data) - known
     if unknown:
         raise UsageError(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
@@ -238,11 +254,29 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"cannot read the password file: {exc}") from None
     else:
         password = env.get("XMPP_PASSWORD") or conf.get("password")
+    store_path = args.token_store or env.get("XMPP_TOKEN_STORE") or conf.get("token_store")
+    if store_path is None and args.command == "login":
+        store_path = DEFAULT_TOKEN_STORE
+    token_store = TokenStore(store_path) if store_path else None
+    if password is None and token_store is not None and args.command != "login":
+        try:
+            has_token = token_store.get(jid) is not None
+        except ValueError as exc:  # JIDError, TokenStoreError: the user's input
+            raise UsageError(str(exc)) from None
+        if has_token:
+            # XEP-0484 FAST: the stored token logs in; no password is needed or asked for.
+            return _finish_settings(args, conf, jid, None, token_store)
     if password is None:
         if not sys.stdin.isatty():
             raise UsageError("no password: use --password-file, XMPP_PASSWORD or the config "
                              "file (stdin is not a terminal to ask on)")
         password = getpass.getpass(f"password for {jid}: ")
+    return _finish_settings(args, conf, jid, password, token_store)
+
+
+def _finish_settings(args: argparse.Namespace, conf: dict[str, Any], jid: str,
+                     password: str | None, token_store: TokenStore | None) -> dict[str, Any]:
+    env = os.environ
     port = args.port or env.get("XMPP_PORT") or conf.get("port")
     try:
         port_number = int(port) if port else None
@@ -271,7 +305,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
                 port=port_number,
                 tls=args.tls or conf.get("tls") or "starttls",
                 tls_options=tls, resource=args.resource,
-                timeout=args.timeout)
+                timeout=args.timeout, token_store=token_store)
 
 
 def _wants_omemo(args: argparse.Namespace) -> bool:
@@ -301,6 +335,7 @@ def _client(settings: dict[str, Any]) -> Client:
                       port=settings["port"], tls=settings["tls"],
                       resource=settings["resource"], timeout=settings["timeout"],
                       reconnect=False, omemo_store=settings.get("omemo_store"),
+                      token_store=settings.get("token_store"),
                       **settings["tls_options"])
     except ValueError as exc:  # JIDError and friends: the user's input
         raise UsageError(str(exc)) from None
@@ -697,6 +732,26 @@ def _grouped(fingerprint: str) -> str:
     return " ".join(fingerprint[i:i + 8] for i in range(0, len(fingerprint), 8))
 
 
+def cmd_login(client: Client) -> int:
+    """Log in with the password and keep the FAST token the server issues (XEP-0484 §4.2)."""
+    store = client.token_store
+    assert store is not None
+    # A token already stored would be used instead of asking for a new one: this command is
+    # for (re)starting from the password.
+    store.discard(client.account)
+    with client:
+        mechanism = client.mechanism
+    token = store.get(client.account)
+    if token is None:
+        raise errors.AuthenticationError(
+            f"logged in with {mechanism}, but {client.account.domain} issued no FAST token: "
+            "the server does not offer XEP-0388 SASL2 with XEP-0484 FAST here", "no-mechanism")
+    expiry = f", valid until {token.expiry:%Y-%m-%d %H:%M} UTC" if token.expiry else ""
+    print(f"stored a FAST token ({token.mechanism}{expiry}) for {client.account.bare} "
+          f"in {store.path}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "send": cmd_send, "listen": cmd_listen, "roster": cmd_roster, "ping": cmd_ping,
     "disco": cmd_disco, "upload": cmd_upload, "muc": cmd_muc, "omemo": cmd_omemo,
@@ -763,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"registered {settings['jid']}")
             return EXIT_OK
         client = _client(settings)
+        if args.command == "login":
+            return cmd_login(client)
         with client:
             return COMMANDS[args.command](client, args)
     except KeyboardInterrupt:
