@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -256,6 +258,34 @@ def bench_connect(a: dict[str, Any]) -> dict[str, Any]:
             "mechanism": mechanism, "n": len(times)}
 
 
+def bench_login(a: dict[str, Any]) -> dict[str, Any]:
+    """Alternately a password login and a FAST token login (XEP-0484) of fresh clients, each
+    from connect() to the session ready; the token comes from one untimed login first."""
+    store = Path(tempfile.mkdtemp(prefix="bench-tokens.")) / "tokens"
+    first = _client(a, a["jid"], token_store=store)
+    first.connect()
+    first.disconnect()
+    times: dict[str, list[float]] = {"password": [], "fast": []}
+    mechanisms: dict[str, str | None] = {}
+    for _ in range(a["count"]):
+        for kind in ("password", "fast"):
+            if kind == "fast":
+                client = Client(a["jid"], None, host=a["host"], port=a["port"],
+                                ca_file=a["ca"], timeout=60, token_store=store)
+            else:
+                client = _client(a, a["jid"])
+            start = time.perf_counter()
+            client.connect()
+            times[kind].append(time.perf_counter() - start)
+            mechanisms[kind] = client.mechanism
+            client.disconnect()
+    shutil.rmtree(store.parent, ignore_errors=True)
+    return {"fast_median_ms": statistics.median(times["fast"]) * 1000,
+            "password_median_ms": statistics.median(times["password"]) * 1000,
+            "fast_mechanism": mechanisms["fast"], "password_mechanism": mechanisms["password"],
+            "n": a["count"]}
+
+
 def bench_scale(a: dict[str, Any]) -> dict[str, Any]:
     n = a["connections"]
     benchlib.raise_fd_limit(4 * n + 256)
@@ -304,4 +334,4 @@ def bench_bigstanza(a: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     benchlib.main({"receive": bench_receive, "e2e-recv": bench_e2e_recv,
                    "e2e-send": bench_e2e_send, "ping": bench_ping, "connect": bench_connect,
-                   "scale": bench_scale, "bigstanza": bench_bigstanza})
+                   "login": bench_login, "scale": bench_scale, "bigstanza": bench_bigstanza})

@@ -217,6 +217,22 @@ async def _connect(a: dict[str, Any]) -> dict[str, Any]:
             "mechanism": mechanism, "n": len(times)}
 
 
+async def _login(a: dict[str, Any]) -> dict[str, Any]:
+    """slixmpp's login (its own choice of mechanism) from connect to session_start."""
+    times = []
+    mechanism = None
+    for i in range(a["count"]):
+        xmpp = new_client(a, f"{a['jid']}/login-{i}")
+        start = time.perf_counter()
+        await connect(xmpp, a)
+        times.append(time.perf_counter() - start)
+        sasl = xmpp.plugin.get("feature_mechanisms", None)
+        mechanism = getattr(getattr(sasl, "mech", None), "name", None)
+        await disconnect(xmpp)
+    return {"median_ms": statistics.median(times) * 1000, "mechanism": mechanism,
+            "n": len(times)}
+
+
 async def _scale(a: dict[str, Any]) -> dict[str, Any]:
     n = a["connections"]
     benchlib.raise_fd_limit(4 * n + 256)
@@ -255,5 +271,5 @@ def _async(fn: Any) -> Any:
 if __name__ == "__main__":
     benchlib.main({"receive": bench_receive, "bigstanza": bench_bigstanza,
                    "e2e-recv": _async(_e2e_recv), "e2e-send": _async(_e2e_send),
-                   "ping": _async(_ping), "connect": _async(_connect),
+                   "ping": _async(_ping), "connect": _async(_connect), "login": _async(_login),
                    "scale": _async(_scale)})

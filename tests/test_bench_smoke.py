@@ -19,6 +19,7 @@ ROWS = {
             "client CPU/msg"],
     "ping": ["p50 of", "p99", "p50 / floor p50", "p99 / floor p99"],
     "connect": ["median of"],
+    "login": ["FAST token", "password (", "FAST / password"],
     "scale": ["process RSS", "threads", "idle CPU"],
     "bigstanza": ["peak memory, one"],
 }
