@@ -36,16 +36,18 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, cast
+from typing import cast
 
 from . import sasl
 from .errors import AuthenticationError, StreamError
+from .jid import JID
 from .stream import (SM_NS, ClientStream, Event, LoginNegotiator, LoginStep, check_bound_jid,
                      sasl_failure)
 from .tokens import FastToken, _expiry
 from .xml import STREAM_NS, tostring
 
 __all__ = ["Sasl2Negotiator", "Sasl2Offer", "Sasl2Step", "TokenIssued", "FastTokenRejected",
+           "bind_requests_for",
            "SASL2_NS", "BIND2_NS", "FAST_NS", "SASL_CB_NS", "CARBONS_NS", "CSI_NS"]
 
 SASL2_NS = "urn:xmpp:sasl:2"
@@ -161,8 +163,6 @@ class Sasl2Negotiator(LoginNegotiator):
         # bound inline -> DONE or ENABLING (SM not inline); not bound -> the RFC 6120 steps
         Sasl2Step.FEATURES: frozenset({LoginStep.FEATURES, LoginStep.DONE, LoginStep.ENABLING}),
     }
-    inline_features: ClassVar[tuple[str, ...]] = (CARBONS_NS, CSI_NS)
-
     def __init__(self, password: str | None, *, user_agent_id: str,
                  software: str = "simplexmpp", resource: str | None = None,
                  mechanisms: list[str] | None = None, token: FastToken | None = None,
@@ -393,7 +393,6 @@ class Sasl2Negotiator(LoginNegotiator):
 
 
 def _same_account(stream: ClientStream, identity: str) -> bool:
-    from .jid import JID
     try:
         jid = JID(identity)
     except ValueError:
@@ -432,8 +431,3 @@ def bind_requests_for(carbons: bool = False, csi_state: str | None = None) -> li
     if csi_state in ("active", "inactive"):
         out.append(ET.Element("{%s}%s" % (CSI_NS, csi_state)))
     return out
-
-
-def offered(features: ET.Element | None) -> bool:
-    """Whether `features` offer SASL2."""
-    return features is not None and features.find("{%s}authentication" % SASL2_NS) is not None
