@@ -737,10 +737,16 @@ def cmd_login(client: Client) -> int:
     store = client.token_store
     assert store is not None
     # A token already stored would be used instead of asking for a new one: this command is
-    # for (re)starting from the password.
+    # for (re)starting from the password. The old token comes back if the login fails.
+    old = store.get(client.account)
     store.discard(client.account)
-    with client:
-        mechanism = client.mechanism
+    try:
+        with client:
+            mechanism = client.mechanism
+    except BaseException:
+        if old is not None and store.get(client.account) is None:
+            store.put(client.account, old)
+        raise
     token = store.get(client.account)
     if token is None:
         raise errors.AuthenticationError(

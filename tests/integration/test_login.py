@@ -237,3 +237,16 @@ def test_carbons_and_csi_come_back_inside_the_login_of_a_new_session(
     finally:
         client.disconnect()
         proxy.close()
+
+
+def test_cli_login_with_a_wrong_password_keeps_the_stored_token(server_sasl2: Server,
+                                                                tmp_path: Path) -> None:
+    from .test_cli import run
+    jid = server_sasl2.new_account()
+    store = tmp_path / "cli-tokens"
+    assert run(server_sasl2, "login", "--token-store", str(store), jid=jid).returncode == 0
+    token = TokenStore(store).get(jid)
+    failed = run(server_sasl2, "login", "--token-store", str(store), jid=jid,
+                 env_extra={"XMPP_PASSWORD": "wrong"})
+    assert failed.returncode == 2
+    assert TokenStore(store).get(jid) == token
