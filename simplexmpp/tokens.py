@@ -133,13 +133,19 @@ class TokenStore:
             data.setdefault("accounts", {})[str(JID(str(account)).bare)] = entry
             self._save(data)
 
-    def discard(self, account: JID | str) -> bool:
-        """Forget the token of `account` (the server rejected it); True if there was one."""
+    def discard(self, account: JID | str, token: FastToken | None = None) -> bool:
+        """Forget the token of `account` (the server rejected it); with `token`, only if the
+        store still holds that one (not a newer one another process wrote meanwhile). True
+        if a token was removed."""
         with self._lock:
             data = self._load()
             accounts = data.get("accounts", {})
-            if accounts.pop(str(JID(str(account)).bare), None) is None:
+            key = str(JID(str(account)).bare)
+            entry = accounts.get(key)
+            if entry is None or (token is not None and isinstance(entry, dict)
+                                 and entry.get("token") != token.token):
                 return False
+            del accounts[key]
             self._save(data)
             return True
 

@@ -39,6 +39,10 @@ def test_rotation_replaces_the_token_and_discard_forgets_it(tmp_path: Path) -> N
     assert store.get("alice@localhost") == FastToken("HT-SHA-256-NONE", "two")
     assert store.discard("alice@localhost") and store.get("alice@localhost") is None
     assert not store.discard("alice@localhost")
+    # a rejected token is only removed while it is still the one stored
+    store.put("alice@localhost", FastToken("HT-SHA-256-NONE", "newer"))
+    assert not store.discard("alice@localhost", FastToken("HT-SHA-256-NONE", "two"))
+    assert store.get("alice@localhost") == FastToken("HT-SHA-256-NONE", "newer")
     assert not [p for p in tmp_path.iterdir() if p.name != "t"]  # no temporary files left
 
 
