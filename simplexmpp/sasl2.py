@@ -254,6 +254,9 @@ class Sasl2Negotiator(LoginNegotiator):
                 raise AuthenticationError(
                     f"cannot log in {stream.jid.bare} with the stored FAST token ({reason}) "
                     "and there is no password to fall back to", "no-mechanism")
+        # XEP-0440 §4 would have a SASL2 client abort when -PLUS is offered without a list of
+        # channel-binding types; Prosody 0.12 offers SCRAM-*-PLUS under TLS 1.2 and announces no
+        # types, so (as with RFC 6120 SASL) no list means tls-unique, the RFC 5802 default.
         mechanism = sasl.choose_mechanism(
             offer.mechanisms, username=username, password=self._sasl2_password,
             encrypted=stream.encrypted, channel_bindings=stream.channel_bindings,
