@@ -288,17 +288,44 @@ def bench_login(a: dict[str, Any]) -> dict[str, Any]:
             "n": a["count"]}
 
 
+def _traced_per_connection(snapshot: tracemalloc.Snapshot, base: tracemalloc.Snapshot,
+                           n: int, key: str = "filename") -> dict[str, float]:
+    """Python memory added per connection, by source file (KiB), largest first (`key`
+    "lineno": by line)."""
+    stats = snapshot.compare_to(base, key)
+    out: dict[str, float] = {}
+    for stat in stats[:14]:
+        frame = stat.traceback[0]
+        name = frame.filename if key == "filename" else f"{frame.filename}:{frame.lineno}"
+        for marker in ("/simplexmpp/", "/lib/python3"):
+            if marker in name:
+                name = name[name.index(marker) + 1:]
+                break
+        out[name] = round(stat.size_diff / n / 1024, 2)
+    out["total"] = round(sum(s.size_diff for s in stats) / n / 1024, 2)
+    return out
+
+
 def bench_scale(a: dict[str, Any]) -> dict[str, Any]:
+    """`connections` accounts in one Pool: connect them all, settle, then idle; RSS, threads,
+    idle CPU. With "trace": tracemalloc's view of the Python memory per connection by file
+    (a separate run: tracing costs time and memory of its own)."""
     n = a["connections"]
     benchlib.raise_fd_limit(4 * n + 256)
+    trace = a.get("trace")
+    if trace:
+        tracemalloc.start()
+        base = tracemalloc.take_snapshot()
     rss0 = proc_status("VmRSS")
     threads0 = threading.active_count()
-    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=120)
+    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=a.get("timeout", 300))
     for i in range(1, n + 1):
         pool.add(f"user{i}@localhost/{a['resource']}", a["password"])
+    added_rss = proc_status("VmRSS")
     start = time.perf_counter()
-    pool.connect(parallel=16)
+    pool.connect(parallel=a.get("parallel", 16))
     connect_s = time.perf_counter() - start
+    traced: dict[str, float] = {}
     try:
         time.sleep(a.get("settle", 2))
         cpu0 = cpu_seconds()
@@ -307,12 +334,66 @@ def bench_scale(a: dict[str, Any]) -> dict[str, Any]:
         idle_pct = 100 * (cpu_seconds() - cpu0) / (time.perf_counter() - t0)
         rss = proc_status("VmRSS")
         threads = proc_status("Threads")
+        if trace:
+            traced = _traced_per_connection(tracemalloc.take_snapshot(), base, n,
+                                            "lineno" if trace == "lineno" else "filename")
+            tracemalloc.stop()
     finally:
         pool.disconnect()
     return {"connections": n, "connect_s": connect_s, "rss_mb": rss / 1024,
             "peak_rss_mb": proc_status("VmHWM") / 1024, "added_mb": (rss - rss0) / 1024,
-            "per_conn_kb": (rss - rss0) / n, "threads": threads,
-            "threads_python": threads0, "idle_cpu_pct": idle_pct}
+            "per_conn_kb": (rss - rss0) / n, "clients_kb": (added_rss - rss0) / n,
+            "threads": threads, "threads_python": threads0, "idle_cpu_pct": idle_pct,
+            "traced_kb": traced}
+
+
+def bench_cluster(a: dict[str, Any]) -> dict[str, Any]:
+    """One process of the scale-out benchmark: a Pool of `accounts` on one cluster node,
+    each sending `count` messages to its partner (a full JID connected to the other node,
+    so every message crosses the cluster); counts what its own accounts receive. Prints
+    READY once connected and starts sending when the orchestrator writes GO on stdin."""
+    benchlib.raise_fd_limit(4 * len(a["accounts"]) + 256)
+    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=a.get("timeout", 120),
+                max_inbox=None)
+    for name in a["accounts"]:
+        pool.add(f"{name}@localhost/c", a["password"])
+    start = time.perf_counter()
+    pool.connect(parallel=a.get("parallel", 8))
+    connect_s = time.perf_counter() - start
+    expect, count = a["expect"], a["count"]
+    received = 0
+    t_last: float | None = None
+    all_in = threading.Event()
+
+    def receive() -> None:
+        nonlocal received, t_last
+        for _account, _msg in pool.messages(timeout=a.get("idle_timeout", 60)):
+            received += 1
+            if received == expect:
+                t_last = now()
+                all_in.set()
+                return
+        all_in.set()
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    ready()
+    sys.stdin.readline()  # GO
+    cpu0 = cpu_seconds()
+    t_first = now()
+    pairs = list(zip(a["accounts"], a["partners"]))
+    sent = 0
+    for i in range(count):
+        for name, partner in pairs:
+            pool.send_message(f"{name}@localhost", f"{partner}@localhost/c", benchlib.body(i))
+            sent += 1
+    t_queued = now()
+    all_in.wait(a.get("idle_timeout", 60) + 600)
+    cpu = cpu_seconds() - cpu0
+    pool.disconnect()  # waits for the server's XEP-0198 acks of what we sent
+    return {"accounts": len(pairs), "sent": sent, "received": received, "expect": expect,
+            "t_first": t_first, "t_queued": t_queued, "t_last": t_last, "cpu": cpu,
+            "connect_s": connect_s, "rss_mb": proc_status("VmRSS") / 1024}
 
 
 def bench_bigstanza(a: dict[str, Any]) -> dict[str, Any]:
@@ -336,4 +417,5 @@ def bench_bigstanza(a: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     benchlib.main({"receive": bench_receive, "e2e-recv": bench_e2e_recv,
                    "e2e-send": bench_e2e_send, "ping": bench_ping, "connect": bench_connect,
-                   "login": bench_login, "scale": bench_scale, "bigstanza": bench_bigstanza})
+                   "login": bench_login, "scale": bench_scale, "bigstanza": bench_bigstanza,
+                   "cluster": bench_cluster})
