@@ -318,7 +318,9 @@ def bench_scale(a: dict[str, Any]) -> dict[str, Any]:
         base = tracemalloc.take_snapshot()
     rss0 = proc_status("VmRSS")
     threads0 = threading.active_count()
-    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=a.get("timeout", 300))
+    options = {"keepalive": a["keepalive"]} if a.get("keepalive") else {}
+    pool = Pool(host=a["host"], port=a["port"], ca_file=a["ca"], timeout=a.get("timeout", 300),
+                **options)
     for i in range(1, n + 1):
         pool.add(f"user{i}@localhost/{a['resource']}", a["password"])
     added_rss = proc_status("VmRSS")
