@@ -8,8 +8,6 @@ queue bytes and wake it. That also coalesces many small stanzas into few large w
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import random
 import selectors
@@ -496,12 +494,7 @@ class Hub:
         self._waker: _Waker | None = None  # while the thread runs
         # Owned by the hub's thread:
         self._conns: dict[HubConnection, _HubEntry] = {}
-        # When each connection's timers are due: a heap of (due, n, conn), so a turn costs
-        # O(log N) per due connection, not a scan of all N (10,000 idle connections each
-        # due once per keepalive made the scans 13 % of a core). An entry is live while it
-        # is its connection's `scheduled` time; later ones are dropped when they surface.
-        self._timers: list[tuple[float, int, HubConnection]] = []
-        self._timer_ids = itertools.count()
+        self._next_due = float("inf")
         self._again: set[HubConnection] = set()  # OpenSSL holds decrypted bytes for these
         self._soon: set[HubConnection] = set()   # queued more output while writing
 
@@ -564,9 +557,7 @@ class Hub:
             readable, self._again = self._again, set()
             dirty |= self._soon
             self._soon = set()
-            timers = self._timers
-            next_due = timers[0][0] if timers else float("inf")
-            timeout = 0.0 if dirty or readable else min(max(next_due - now, 0.0), 60.0)
+            timeout = 0.0 if dirty or readable else min(max(self._next_due - now, 0.0), 60.0)
             for key, mask in selector.select(timeout):
                 if key.data is None:
                     waker.clear()  # then take what the wake-ups were for
@@ -578,12 +569,10 @@ class Hub:
                 else:
                     dirty.add(key.data)
             now = time.monotonic()
-            while timers and timers[0][0] <= now:
-                due, _, conn = heapq.heappop(timers)
-                entry = self._conns.get(conn)
-                if entry is not None and entry.scheduled == due:
-                    entry.scheduled = float("inf")
-                    dirty.add(conn)
+            if now >= self._next_due:
+                dirty.update(c for c, e in self._conns.items() if e.due <= now)
+                self._next_due = min((e.due for e in self._conns.values()),
+                                     default=float("inf"))
             for conn in readable | dirty:
                 if conn in self._conns:
                     self._step(selector, conn, conn in readable)
@@ -606,10 +595,8 @@ class Hub:
             # writability, which a socket with room reports at once anyway.
             self._soon.add(conn)
             want_write = False
-        due = time.monotonic() + sleep
-        if due < entry.scheduled:  # else: the earlier wake-up steps it, which is harmless
-            entry.scheduled = due
-            heapq.heappush(self._timers, (due, next(self._timer_ids), conn))
+        entry.due = time.monotonic() + sleep
+        self._next_due = min(self._next_due, entry.due)
         if want_write != entry.want_write:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
             selector.modify(entry.wire.sock, events, conn)
@@ -634,9 +621,9 @@ class Hub:
 
 
 class _HubEntry:
-    __slots__ = ("wire", "want_write", "scheduled")
+    __slots__ = ("wire", "want_write", "due")
 
     def __init__(self, wire: Wire) -> None:
         self.wire = wire
         self.want_write = False
-        self.scheduled = float("inf")  # its live entry in Hub._timers
+        self.due = 0.0
