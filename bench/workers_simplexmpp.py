@@ -112,7 +112,9 @@ def _receive_consumed(count: int, pieces: list[bytes]) -> float:
     """The receive path with the consumer taking messages as they arrive, as a program does:
     a thread iterating `messages()` while this one runs Client._read over the bytes (two
     threads and the GIL, as with a real I/O thread). Seconds until the last is taken."""
-    client, stream = ready_client()
+    # Bounded by the count: a consumer that falls behind by more than the default 10,000
+    # (the GIL gives the reading thread 5 ms slices) would lose the oldest, by design.
+    client, stream = ready_client(max_inbox=count)
     taken = 0
     done = threading.Event()
 
@@ -128,8 +130,12 @@ def _receive_consumed(count: int, pieces: list[bytes]) -> float:
     consumer.start()
     start = time.perf_counter()
     read_all(client, pieces, stream)
-    done.wait(600)
+    end = time.monotonic() + 600
+    while not done.wait(0.5) and not client.inbox_dropped and time.monotonic() < end:
+        pass
     seconds = time.perf_counter() - start
+    if client.inbox_dropped:
+        raise SystemExit(f"simplexmpp's inbox gave up {client.inbox_dropped} messages")
     if taken != count:
         raise SystemExit(f"simplexmpp's consumer took {taken} of {count} messages")
     return seconds
