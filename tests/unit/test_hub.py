@@ -4,6 +4,7 @@ test_reliability.py)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -78,3 +79,60 @@ def test_server_going_away_ends_every_hub_connection_with_an_error() -> None:
         assert wait_until(lambda: len(ended) == 2)
         assert all(isinstance(exc, errors.XMPPError) for exc in ended), ended
     assert wait_until(lambda: len(hub) == 0 and not thread_names("test-hub"))
+
+
+class _TimedConn:
+    """A stand-in for a client on the hub: its timers are all it has (issue 18: the hub keeps
+    the connections' due times in a heap)."""
+
+    def __init__(self, delays: list[float | None]) -> None:
+        self.peer, sock = socket.socketpair()
+        self.wire = _FakeWire(sock)
+        self.delays = delays      # what each step returns as its sleep; None: release
+        self.steps: list[tuple[float, bool]] = []
+        self.ended = threading.Event()
+
+    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
+        if readable:
+            self.wire.sock.recv(100)
+        self.steps.append((time.monotonic(), readable))
+        delay = self.delays[min(len(self.steps), len(self.delays)) - 1]
+        return None if delay is None else (delay, False)
+
+    def _hub_ended(self, exc: BaseException | None) -> None:
+        self.wire.sock.close()
+        self.peer.close()
+        self.ended.set()
+
+
+class _FakeWire:
+    blocked = False
+
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+        self._hub = self._hub_conn = None
+
+    def release_own_wakeup(self) -> None:
+        pass
+
+
+def test_hub_steps_each_connection_when_its_own_timer_is_due() -> None:
+    hub = Hub("test-hub-timers")
+    # Forty connections with timers 20-400 ms apart: each is stepped on adoption, then not
+    # before its own due time, then released (None).
+    conns = [_TimedConn([0.02 + 0.01 * i, None]) for i in range(40)]
+    # One waits long, then its socket becomes readable and the step after the read asks for
+    # 50 ms: the earlier due time must be honoured, not the old, later one.
+    moved = _TimedConn([30.0, 0.05, None])
+    for conn in conns + [moved]:
+        hub.adopt(conn, conn.wire)  # type: ignore[arg-type]
+    assert wait_until(lambda: len(moved.steps) == 1)
+    moved.peer.send(b"x")
+    for conn in conns + [moved]:
+        assert conn.ended.wait(10), f"a timer was lost: {conn.steps}"
+    for i, conn in enumerate(conns):
+        (first, _), (second, readable) = conn.steps
+        assert not readable and second - first >= 0.02 + 0.01 * i - 0.001, conn.steps
+    assert [readable for _, readable in moved.steps] == [False, True, False]
+    assert moved.steps[2][0] - moved.steps[1][0] >= 0.05 - 0.001
+    assert wait_until(lambda: not thread_names("test-hub-timers"))
