@@ -17,8 +17,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -88,30 +86,33 @@ def _saslname(name: str) -> str:
 
 
 # Salted passwords are expensive on purpose; reconnects reuse them (keyed by everything
-# that goes into them, held in memory only, bounded).
-_cache: OrderedDict[tuple[str, str, bytes, int], bytes] = OrderedDict()
-_cache_lock = threading.Lock()
+# that goes into them, held in memory only, bounded, the least recently used given up first).
+# Clients on many threads share it without a lock (this module is sans-IO: no threading):
+# each step is one operation on a dict, which CPython performs atomically (the free-threaded
+# build locks each dict). Two threads missing the same key at once both compute it, which
+# costs time, never correctness; a plain dict keeps insertion order, so the first key is the
+# least recently used.
+_cache: dict[tuple[str, str, bytes, int], bytes] = {}
 _CACHE_SIZE = 64
 
 
 def _salted_password(hash_name: str, password: str, salt: bytes, iterations: int) -> bytes:
     key = (hash_name, password, salt, iterations)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    value = hashlib.pbkdf2_hmac(hash_name, password.encode("utf-8"), salt, iterations)
-    with _cache_lock:
-        _cache[key] = value
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+    value = _cache.pop(key, None)
+    if value is None:
+        value = hashlib.pbkdf2_hmac(hash_name, password.encode("utf-8"), salt, iterations)
+    _cache[key] = value  # (again) the most recently used: last in order
+    while len(_cache) > _CACHE_SIZE:
+        try:
+            del _cache[next(iter(_cache))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
+            break  # that thread (or the next call) trims it
     return value
 
 
 def clear_cache() -> None:
     """Forget every cached salted password."""
-    with _cache_lock:
-        _cache.clear()
+    _cache.clear()
 
 
 class Mechanism:
@@ -538,7 +539,6 @@ class PasswordAccounts:
         self.iterations = iterations
         self._normalise = normalise
         self._salts: dict[str, bytes] = {}
-        self._lock = threading.Lock()
 
     def _account(self, username: str) -> str | None:
         name = self._normalise(username) if self._normalise is not None else username
@@ -549,8 +549,8 @@ class PasswordAccounts:
         name = self._account(username)
         if name is None:
             return None
-        with self._lock:
-            salt = self._salts.setdefault(name, secrets.token_bytes(16))
+        # One atomic dict operation (no lock: sans-IO): threads asking at once get one salt.
+        salt = self._salts.setdefault(name, secrets.token_bytes(16))
         return name, ScramCredentials.from_password(mechanism, self.passwords[name], salt,
                                                     self.iterations)
 

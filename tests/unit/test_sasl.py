@@ -132,6 +132,36 @@ def test_salted_password_is_cached_and_cache_can_be_cleared() -> None:
     assert not sasl._cache
 
 
+def test_salted_password_cache_is_bounded_and_gives_up_the_least_recently_used() -> None:
+    sasl.clear_cache()
+    try:
+        first = sasl._salted_password("sha1", "pw", b"salt-0", 1)
+        for n in range(1, sasl._CACHE_SIZE):
+            sasl._salted_password("sha1", "pw", f"salt-{n}".encode(), 1)
+        assert sasl._salted_password("sha1", "pw", b"salt-0", 1) == first  # used again
+        sasl._salted_password("sha1", "pw", b"one more", 1)
+        assert len(sasl._cache) == sasl._CACHE_SIZE
+        keys = {key[2] for key in sasl._cache}
+        assert b"salt-0" in keys and b"salt-1" not in keys and b"one more" in keys
+    finally:
+        sasl.clear_cache()
+
+
+def test_salted_password_cache_stays_right_under_threads() -> None:
+    import concurrent.futures
+    import hashlib
+
+    sasl.clear_cache()
+    try:
+        salts = [f"salt-{n % 80}".encode() for n in range(2000)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda s: sasl._salted_password("sha1", "pw", s, 1), salts))
+        assert results == [hashlib.pbkdf2_hmac("sha1", b"pw", s, 1) for s in salts]
+        assert len(sasl._cache) <= sasl._CACHE_SIZE + 8
+    finally:
+        sasl.clear_cache()
+
+
 ALL = ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS",
        "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS", "PLAIN", "ANONYMOUS", "EXTERNAL"]
 
