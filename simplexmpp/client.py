@@ -48,7 +48,7 @@ from .roster import ROSTER_NS, PresenceBook, Roster, item_element
 from .session import PING_NS, SID_NS, SessionCore
 from .stanza import Iq, Message, Presence, Stanza, new_id
 from .tokens import TokenStore
-from .transport import is_loopback
+from .transport import Hub, is_loopback
 from .xml import CLIENT_NS, check_text, tostring
 from .xml import escape as _escape
 
@@ -223,6 +223,10 @@ class Client:
             FAST tokens: where the server offers SASL2, the first password login asks for a
             token and later connects log in with it (one round trip fewer; the password may
             then be None). A rejected token is discarded and the password used, if given.
+        hub: A [Hub][simplexmpp.transport.Hub] that drives the connection once it is ready,
+            shared with other clients (a [Pool][simplexmpp.Pool] passes its own); None: the
+            client's own I/O thread does. Connecting and reconnecting still run on a
+            thread of the client's own.
     """
 
     # Extensions, attached by simplexmpp.ext.attach() (see simplexmpp/ext/__init__.py).
@@ -265,7 +269,8 @@ class Client:
                  load_extensions: bool = True,
                  omemo_store: str | os.PathLike[str] | None = None,
                  role: Role | None = None,
-                 token_store: str | os.PathLike[str] | TokenStore | None = None) -> None:
+                 token_store: str | os.PathLike[str] | TokenStore | None = None,
+                 hub: Hub | None = None) -> None:
         self.account = JID(jid)
         self.token_store: TokenStore | None = token_store if isinstance(
             token_store, TokenStore) or token_store is None else TokenStore(token_store)
@@ -322,6 +327,7 @@ class Client:
         # The network side: socket, TLS, the I/O thread, reconnects, flushing (its lock
         # guards the stream state and the outgoing buffer).
         self._conn = Connection(self, self._role)
+        self._conn.hub = hub
         self._lock = self._conn.lock
         self._send_text = self._conn.send_text  # (the hot path of every send: one lookup)
         # The event bus and the dispatcher thread (callbacks, handlers, done-callbacks).

@@ -8,8 +8,8 @@ network or waits for it:
 * the I/O thread (`simplexmpp-io-<jid>`): it reads and feeds the stream, writes what other
   threads queued (one lock guards the stream and the outgoing buffer; a burst of sends
   costs one wake-up), and runs the session's timers. A [Pool][simplexmpp.Pool]'s
-  [Hub][simplexmpp.transport.Hub] drives ready connections through the same turn
-  (`_hub_step` / `_hub_ended`, the hub's protocol);
+  [Hub][simplexmpp.transport.Hub] drives ready connections through the same turn (the public
+  protocol [HubConnection][simplexmpp.transport.HubConnection]: `hub_step` / `hub_ended`);
 * the reconnect policy (first retry at once, then exponential backoff with jitter; no retry
   after an authentication or TLS failure, nor after a resource conflict);
 * the client's state ([ClientState][simplexmpp.connection.ClientState], every transition in
@@ -381,7 +381,10 @@ class Connection:
         self.closing = False
         self.close_expected = False  # see Client.expect_server_close()
         self.sm_state: SMState | None = None  # XEP-0198 state a reconnect resumes
-        self.hub: Hub | None = None  # set by a Pool: its hub drives ready connections
+        self.hub: Hub | None = None
+        """The [Hub][simplexmpp.transport.Hub] that drives this connection once it is ready
+        (`Client(..., hub=)`, a [Pool][simplexmpp.Pool]'s); None: the client's own I/O
+        thread does."""
         self.io_thread: threading.Thread | None = None
         self.done: threading.Event | None = None  # set when the client has stopped
         self.outbuf = bytearray()
@@ -960,16 +963,18 @@ class Connection:
         self._collect_output(sending, idle=True)
         return core.next_deadline(now) - now, bool(sending)
 
-    # The protocol of transport.Hub (HubConnection)
+    # The protocol of transport.Hub ([HubConnection][simplexmpp.transport.HubConnection])
 
-    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
-        """One turn of the I/O loop on the hub's thread (see transport.Hub)."""
+    def hub_step(self, readable: bool) -> tuple[float, bool] | None:
+        """One turn of the I/O loop on the hub's thread (see
+        [HubConnection.hub_step][simplexmpp.transport.HubConnection.hub_step])."""
         wire, stream = self.wire, self.stream
         assert wire is not None and stream is not None
         return self._io_step(wire, stream, readable)
 
-    def _hub_ended(self, exc: BaseException | None) -> None:
-        """The hub let go of our connection: stop, or reconnect on an I/O thread again."""
+    def hub_ended(self, exc: BaseException | None) -> None:
+        """The hub let go of our connection: stop, or reconnect on an I/O thread again (see
+        [HubConnection.hub_ended][simplexmpp.transport.HubConnection.hub_ended])."""
         delay = self._connection_ended(None if exc is None else self._io_error(exc))
         if delay is not None:
             self._start_io_thread(self._io_timeout, delay)

@@ -58,8 +58,7 @@ class Pool:
     def add(self, jid: JID | str, password: str | None, **overrides: Any) -> Client:
         """Add an account (not connected yet); returns its Client."""
         options = {**self.defaults, **overrides}
-        client = Client(jid, password, **options)
-        client._conn.hub = self.hub
+        client = Client(jid, password, **{"hub": self.hub, **options})
         key = client.account.bare
         with self._lock:
             if key in self._clients:

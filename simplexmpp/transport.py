@@ -26,7 +26,7 @@ from ._tlsexporter import tls_exporter
 from .sasl import tls_server_end_point
 
 __all__ = ["Target", "resolve", "open_socket", "ssl_context", "start_tls", "channel_bindings",
-           "Wire", "Hub", "is_loopback", "quickack"]
+           "Wire", "Hub", "HubConnection", "is_loopback", "quickack"]
 
 log = logging.getLogger(__name__)
 
@@ -463,16 +463,27 @@ class Wire:
 
 
 class HubConnection(Protocol):
-    """What a [`Hub`][simplexmpp.transport.Hub] drives: a client whose connection is ready (see
-    `Client`)."""
+    """What a [`Hub`][simplexmpp.transport.Hub] drives: one ready connection, handed over with
+    [`Hub.adopt()`][simplexmpp.transport.Hub.adopt] together with its
+    [`Wire`][simplexmpp.transport.Wire].
 
-    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
-        """Read if `readable`, write what is queued, run timers; returns (seconds until the
-        next timer, wants to write) or None once the connection ended cleanly. Raises when
-        the connection failed."""
+    Every client's [`Connection`][simplexmpp.connection.Connection] implements it (a
+    [`Pool`][simplexmpp.Pool] passes its hub to each account with `Client(..., hub=)`); a test
+    or another driver may implement it too. Both methods run on the hub's thread, which owns
+    the wire from `adopt()` until `hub_ended()`: they must not block on anything but that
+    wire, and never run user code. Other threads ask for a turn with
+    [`Hub.wake()`][simplexmpp.transport.Hub.wake] (a wire's `wake()` does it).
+    """
 
-    def _hub_ended(self, exc: BaseException | None) -> None:
-        """The connection ended (`exc` None: cleanly); the hub has let go of it."""
+    def hub_step(self, readable: bool) -> tuple[float, bool] | None:
+        """One turn: read if `readable`, write what is queued, run the timers. Returns
+        (seconds until the next timer is due, whether it has more to write), or None once the
+        connection has ended cleanly; raises when the connection failed (the hub then lets go
+        of it and calls `hub_ended(exc)`)."""
+
+    def hub_ended(self, exc: BaseException | None) -> None:
+        """The hub has let go of the connection (`exc` None: it ended cleanly): the wire is
+        the connection's again, to close, or to reconnect on a thread of its own."""
 
 
 class Hub:
@@ -592,7 +603,7 @@ class Hub:
               readable: bool) -> None:
         entry = self._conns[conn]
         try:
-            result = conn._hub_step(readable)
+            result = conn.hub_step(readable)
         except BaseException as exc:  # noqa: BLE001 - handed to the client, which reports it
             self._release(selector, conn, exc)
             return
@@ -628,7 +639,7 @@ class Hub:
         entry.wire._hub = None
         entry.wire._hub_conn = None
         try:
-            conn._hub_ended(exc)
+            conn.hub_ended(exc)
         except Exception:  # noqa: BLE001 - the hub carries on with the others
             log.exception("ending a connection failed")
 

@@ -45,10 +45,9 @@ def io_mode(request: pytest.FixtureRequest) -> str | Hub:
 
 
 def connected(server: Server, io_mode: str | Hub, **kwargs: object) -> Client:
-    client = server.client(server.new_account(), **kwargs)
     if isinstance(io_mode, Hub):
-        client._conn.hub = io_mode
-    return client.connect()
+        kwargs["hub"] = io_mode
+    return server.client(server.new_account(), **kwargs).connect()
 
 
 def collect(client: Client, expected: int, idle: float = 20) -> list[str]:

@@ -35,9 +35,7 @@ def test_hub_takes_over_ready_connections_and_ends_with_the_last() -> None:
     with running_server(users=users) as server:
         clients: list[Client] = []
         for name in users:
-            client = server.client(name)
-            client._conn.hub = hub
-            clients.append(client.connect())
+            clients.append(server.client(name, hub=hub).connect())
         # Each client negotiated on its own I/O thread, handed over, and that thread ended.
         assert wait_until(lambda: len(hub) == 6 and not thread_names("simplexmpp-io-u"))
         assert thread_names("test-hub") == ["test-hub"]
@@ -65,8 +63,7 @@ def test_server_going_away_ends_every_hub_connection_with_an_error() -> None:
     with running_server() as server:
         clients = []
         for name in ("alice", "bob"):
-            client = server.client(name)  # reconnect=False
-            client._conn.hub = hub
+            client = server.client(name, hub=hub)  # reconnect=False
             client.on("disconnected", ended.append)
             clients.append(client.connect())
         assert wait_until(lambda: len(hub) == 2)
@@ -92,14 +89,14 @@ class _TimedConn:
         self.steps: list[tuple[float, bool]] = []
         self.ended = threading.Event()
 
-    def _hub_step(self, readable: bool) -> tuple[float, bool] | None:
+    def hub_step(self, readable: bool) -> tuple[float, bool] | None:
         if readable:
             self.wire.sock.recv(100)
         self.steps.append((time.monotonic(), readable))
         delay = self.delays[min(len(self.steps), len(self.delays)) - 1]
         return None if delay is None else (delay, False)
 
-    def _hub_ended(self, exc: BaseException | None) -> None:
+    def hub_ended(self, exc: BaseException | None) -> None:
         self.wire.sock.close()
         self.peer.close()
         self.ended.set()
@@ -136,3 +133,32 @@ def test_hub_steps_each_connection_when_its_own_timer_is_due() -> None:
     assert [readable for _, readable in moved.steps] == [False, True, False]
     assert moved.steps[2][0] - moved.steps[1][0] >= 0.05 - 0.001
     assert wait_until(lambda: not thread_names("test-hub-timers"))
+
+
+def test_pool_uses_only_public_names_of_clients_and_hub() -> None:
+    # Issue 15: the hub's protocol is public (transport.HubConnection) and a Pool gives each
+    # account its hub with Client(..., hub=): pool.py reaches into nothing's privates.
+    import ast
+    from pathlib import Path
+
+    import simplexmpp.pool
+
+    assert simplexmpp.pool.__file__ is not None
+    tree = ast.parse(Path(simplexmpp.pool.__file__).read_text(encoding="utf-8"))
+    private = [f"line {node.lineno}: {ast.unparse(node)}" for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+               and not node.attr.endswith("__")
+               and not (isinstance(node.value, ast.Name) and node.value.id == "self")]
+    assert private == []
+
+
+def test_a_client_given_a_hub_is_driven_by_it() -> None:
+    hub = Hub("test-hub-kwarg")
+    with running_server() as server:
+        client = server.client("alice", hub=hub).connect()
+        try:
+            assert wait_until(lambda: len(hub) == 1)
+            assert client.ping(timeout=5) >= 0
+        finally:
+            client.disconnect(timeout=5)
+    assert wait_until(lambda: len(hub) == 0 and not thread_names("test-hub-kwarg"))
