@@ -211,6 +211,10 @@ class Router:
         self.interceptors: dict[str, list[_Interceptor]] = {}
         self.interceptor_index: dict[str, _InterceptorIndex] = {}
         self.inbox_used = False  # messages()/next_message() was called: fill the inbox
+        # One extension may hold messages back just before they are handed out (OMEMO keeps a
+        # conversation in arrival order while one of its messages is decrypted): see
+        # Extension._order_messages and hand_out().
+        self.gate: Callable[[ET.Element, Message | None], bool] | None = None
         # Per lifecycle hook, the extensions that follow it (see follow_sessions).
         self.hooks: dict[str, list[Extension]] = {}
 
@@ -419,6 +423,18 @@ class Router:
                 core.duplicates_dropped += 1
                 log.debug("dropping a repeated message %s", element.get("id"))
                 return
+        gate = self.gate
+        if gate is not None and gate(element, msg):
+            return  # held back: the gate hands it out later (hand_out)
+        handlers = self.handlers.get("message")
+        if not handlers or self.inbox_used:
+            self.inbox.put(element)
+        if handlers:
+            self.events.emit("message", msg or wrap_message(element))
+
+    def hand_out(self, element: ET.Element, msg: Message | None = None) -> None:
+        """Give a message that passed every check of `message()` to the inbox and the
+        "message" callbacks (what the gate held back; any thread)."""
         handlers = self.handlers.get("message")
         if not handlers or self.inbox_used:
             self.inbox.put(element)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..extension import Extension, Session
 from ..session import from_own_account
@@ -103,9 +103,13 @@ class Carbons(Extension):
             return True  # logged by the check; user code never meets a malformed address
         omemo = getattr(self._client, "omemo", None)
         if omemo is not None and omemo.is_encrypted(copy):
-            # An OMEMO copy (of a message to us, or one our other device sent): decrypted on
-            # the dispatcher, since that may wait for the network, then handed on as below.
-            self._client.dispatch(self._hand_on_decrypted, child.tag, copy, omemo)
+            # An OMEMO copy (of a message to us, or one our other device sent): decrypted off
+            # the I/O thread, since that may wait for the network, then handed on as below,
+            # in arrival order with the other messages of that conversation.
+            kind = child.tag
+            peer = inner.get("to") if kind == _SENT else inner.get("from")
+            omemo.decrypt_in_turn(copy, peer,
+                                  lambda plain: self._hand_on(kind, plain, True))
             return True
         self._hand_on(child.tag, copy, inner.find("{jabber:client}body") is not None)
         return True
@@ -118,11 +122,4 @@ class Carbons(Extension):
         else:
             self._client.emit("carbon_sent", copy)
 
-    def _hand_on_decrypted(self, kind: str, copy: Message, omemo: Any) -> None:
-        """Dispatcher: decrypt an OMEMO carbon copy; one that cannot be decrypted is handed
-        on too (body None, `decryption_error` set), an empty one (key material only) not."""
-        plain = omemo.decrypt_message(copy)
-        if plain.body is None and plain.decryption_error is None:
-            return
-        self._hand_on(kind, plain, True)
 

@@ -48,7 +48,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -211,10 +211,17 @@ class RoomDecryptor(Protocol):
     def wants(self, msg: Message) -> bool:
         """I/O thread, quick, never blocking: whether `msg` is encrypted for this decryptor."""
 
-    def decrypt(self, room: Room, msg: Message, nick: str | None,
-                sender: JID | None) -> Message:
-        """Dispatcher thread: the message to deliver in place of `msg`, sent by `nick`, whose
-        real JID was `sender` when the message arrived (None: the room did not show it)."""
+    def decrypt_later(self, room: Room, msg: Message, nick: str | None, sender: JID | None,
+                      then: Callable[[Message, str | None], object]) -> None:
+        """I/O thread, never blocking: decrypt `msg` (sent by `nick`, whose real JID was
+        `sender` when it arrived; None: the room did not show it) on another thread and call
+        `then(decrypted, nick)` there, in arrival order with the room's other messages; one
+        that cannot be decrypted is passed on too, undecrypted."""
+
+    def hold_back(self, room: Room, msg: Message, nick: str | None,
+                  then: Callable[[Message, str | None], object]) -> bool:
+        """I/O thread: whether the plain message `msg` waits for an encrypted one before it
+        (then `then(msg, nick)` is called in its turn and True returned)."""
 
 
 def _now() -> datetime:
@@ -976,9 +983,10 @@ class MUC(Extension):
         self.decryptor: RoomDecryptor | None = None
         """End-to-end encrypted room messages: when set, a groupchat message it
         [wants][simplexmpp.ext.muc.RoomDecryptor.wants] is handed to its
-        [decrypt][simplexmpp.ext.muc.RoomDecryptor.decrypt] on the dispatcher thread, and what
-        that returns takes the message's place (in `room.messages()` and "muc_message"). Set
-        by [simplexmpp.ext.omemo_muc][] (OMEMO in rooms)."""
+        [decrypt_later][simplexmpp.ext.muc.RoomDecryptor.decrypt_later], and what that passes
+        on takes the message's place (in `room.messages()` and "muc_message"), in arrival
+        order with the room's other messages. Set by [simplexmpp.ext.omemo_muc][] (OMEMO in
+        rooms)."""
         self._upkeep: threading.Thread | None = None
         self._upkeep_wake = threading.Event()
         self._autojoin = False
@@ -1243,13 +1251,16 @@ class MUC(Extension):
                 self._stray_groupchat(sender)
                 return True
             decryptor = self.decryptor
-            if decryptor is not None and decryptor.wants(msg):
-                # Decrypting may wait for the network (keys): never on the I/O thread. Who
-                # sent it is read now: the occupant may leave before it is decrypted.
-                occupant = room.occupants.get(nick) if nick is not None else None
-                real = occupant.jid if occupant is not None else None
-                self._client.dispatch(self._decrypt, decryptor, room, msg, nick, real)
-                return True
+            if decryptor is not None:
+                if decryptor.wants(msg):
+                    # Decrypting may wait for the network (keys): never on the I/O thread. Who
+                    # sent it is read now: the occupant may leave before it is decrypted.
+                    occupant = room.occupants.get(nick) if nick is not None else None
+                    real = occupant.jid if occupant is not None else None
+                    decryptor.decrypt_later(room, msg, nick, real, room._on_message)
+                    return True
+                if decryptor.hold_back(room, msg, nick, room._on_message):
+                    return True  # after an encrypted message still being decrypted
             room._on_message(msg, nick)
             return True
         if kind == "error":
@@ -1259,15 +1270,6 @@ class MUC(Extension):
             return False
         self._invitation(msg, sender)
         return False  # invitations also reach the inbox (Prosody adds a readable body)
-
-    def _decrypt(self, decryptor: RoomDecryptor, room: Room, msg: Message, nick: str | None,
-                 sender: JID | None) -> None:
-        """Dispatcher: an encrypted room message, decrypted, goes on to the room."""
-        try:
-            msg = decryptor.decrypt(room, msg, nick, sender)
-        except Exception:  # a bug there must not lose the message: it goes on as it came
-            log.exception("decrypting a message of room %s failed", room.jid)
-        room._on_message(msg, nick)
 
     def _stray_groupchat(self, sender: str) -> None:
         """I/O thread: a groupchat message from no room we are in. Only a room sends

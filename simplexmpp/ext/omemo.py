@@ -45,6 +45,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DisconnectedError, OMEMOError, OMEMOUnavailableError, XMPPError
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .upload import Progress
     from ..ext.pubsub import Item
     from ._omemo_engine import Engine
+    from ._omemo_order import Slot
 
 __all__ = ["OMEMO", "Device", "TWOMEMO_NS", "OLDMEMO_NS", "NAMESPACES", "default_store_path",
            "build_envelope", "parse_envelope", "take_envelope", "FALLBACK_BODY"]
@@ -234,9 +236,20 @@ class OMEMO(Extension):
         # after a failed resumption) is not decrypted again, which would fail (its key is
         # used up) and be answered with a needless new session (XEP-0384 §7: ignore it).
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # Incoming OMEMO messages: claimed from the normal path and decrypted on the
-        # dispatcher, then delivered (never dropped, see _on_encrypted).
-        client.add_stanza_handler("message", self._on_encrypted, tags=tuple(_ENCRYPTED))
+        # Incoming OMEMO messages: claimed from the normal path on the I/O thread, decrypted
+        # on a thread of this extension (not the dispatcher: a long user callback must not
+        # hold up decryption, and messages behind it), then delivered (never dropped, see
+        # _decrypt_in_turn). Meanwhile later messages of the same conversation are held back,
+        # so that everything reaches the user in arrival order (see _omemo_order).
+        from ..dispatcher import Dispatcher
+        from ._omemo_order import Sequencer
+        self.order = Sequencer()
+        """The per-conversation arrival order (`order.held`: messages waiting now,
+        `order.unordered`: handed out unordered because too many waited)."""
+        self._worker = Dispatcher(f"simplexmpp-omemo-decrypt-{client.account.bare}", (),
+                                  idle=lambda: 5.0)
+        self._hand_out = self._order_messages(self._hold_back)
+        self._intercept_stanzas("message", self._claim_encrypted, tags=tuple(_ENCRYPTED))
         if given is not None or os.path.exists(self.store_path):
             self._activate()
 
@@ -466,6 +479,7 @@ class OMEMO(Extension):
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
+        self._worker.stop()  # ends once what is queued is handed out (undecrypted now)
 
     # -- internals ----------------------------------------------------------------------------
     def _started(self) -> Engine | None:
@@ -551,17 +565,89 @@ class OMEMO(Extension):
         engine.submit(engine.device_list_update(namespace, str(jid.bare), items[-1].payload),
                       f"the {namespace} device list update of {jid}")
 
-    def _on_encrypted(self, msg: Message) -> None:
-        """Dispatcher: an incoming OMEMO message: decrypt it and deliver it (an empty one,
-        only key material, is protocol and not delivered)."""
+    # -- incoming messages, in arrival order ---------------------------------------------------
+    def decrypt_in_turn(self, msg: Message, conversation: str | None,
+                        then: Callable[[Message], object]) -> None:
+        """Decrypt the received OMEMO message `msg` on this extension's decryption thread
+        and call `then(decrypted)` there, in arrival order with the other messages of
+        `conversation` (a bare JID; None: the bare `from`): for extensions that unwrap
+        messages on the I/O thread (carbons, rooms). Never blocks, never raises for what a
+        peer sent: one that cannot be decrypted is passed on with `body` None and
+        `decryption_error` set; an empty one (key material only) or a repeat is not passed
+        on. Messages of that conversation that arrive meanwhile wait behind it when they are
+        delivered ([Client.deliver][simplexmpp.Client.deliver]) or
+        [held][simplexmpp.ext.omemo.OMEMO.hold_back]."""
+        key = conversation if conversation is not None else msg.xml.get("from")
+        self.run_in_turn(key, msg, lambda: self._incoming(msg), then)
+
+    def run_in_turn(self, conversation: str | None, msg: Message,
+                    work: Callable[[], Message | None],
+                    then: Callable[[Message], object]) -> None:
+        """What [decrypt_in_turn][simplexmpp.ext.omemo.OMEMO.decrypt_in_turn] does, with
+        `work()` (on the decryption thread) making the message to pass on in place of `msg`
+        (None: nothing). If `work` raises, `msg` is passed on undecrypted, with the reason
+        (rooms decrypt with their own rules: [simplexmpp.ext.omemo_muc][])."""
+        from ._omemo_order import conversation_of
+        slot = self.order.reserve(conversation_of(conversation))
+        self._worker.dispatch(self._decrypt_in_turn, msg, slot, work, then)
+
+    def hold_back(self, conversation: str, action: Callable[..., object],
+                  *args: object) -> bool:
+        """Whether a message of `conversation` (a bare JID) that needs no decryption has
+        to wait for an OMEMO message before it; if so, `action(*args)` hands it out in its
+        turn (on the decryption thread) and True is returned. For extensions that hand
+        messages out themselves (rooms); I/O thread."""
+        from ._omemo_order import conversation_of
+        return self.order.hold(conversation_of(conversation), action, *args)
+
+    def _hold_back(self, element: ET.Element, msg: Message | None) -> bool:
+        """The client's gate (I/O thread): a message about to reach messages() and the
+        callbacks waits while its conversation has an OMEMO message before it."""
+        order = self.order
+        if not order.held:
+            return False
+        from ._omemo_order import conversation_of
+        return order.hold(conversation_of(element.get("from")), self._hand_out, element, msg)
+
+    def _claim_encrypted(self, msg: Message) -> bool:
+        """I/O thread: an incoming OMEMO message is taken from the normal path and
+        decrypted in its turn (quick: no lock that a slow operation holds)."""
         if not self.client.well_addressed(msg):
-            return
+            return True  # logged by the check; user code never meets a malformed address
+        self.decrypt_in_turn(msg, None, self.client.deliver)
+        return True
+
+    def _decrypt_in_turn(self, msg: Message, slot: Slot | None,
+                         work: Callable[[], Message | None],
+                         then: Callable[[Message], object]) -> None:
+        """Decryption thread: decrypt `msg`, then hand it out in its turn. Whatever
+        happens the slot is filled: a conversation never waits for ever."""
+        try:
+            result = work()
+        except Exception as exc:  # a bug here must not lose the message nor stall the queue
+            log.exception("OMEMO: decrypting the message %s from %s failed",
+                          msg.xml.get("id"), msg.xml.get("from"))
+            found = _encryption_elements(msg.xml)
+            result = self._undecrypted(
+                msg, found[0][0] if found else "", _sid(found[0][1]) if found else None,
+                f"internal error while decrypting: {type(exc).__name__}: {exc}")
+        if slot is None:  # too many waiting: not ordered
+            if result is not None:
+                then(result)
+        elif result is None:
+            self.order.fill(slot, None)
+        else:
+            self.order.fill(slot, then, result)
+
+    def _incoming(self, msg: Message) -> Message | None:
+        """An incoming OMEMO message decrypted (None: nothing to deliver, it was a repeat or
+        an empty message, only key material)."""
         key = _message_key(msg.xml)
         if key is not None:
             with self._lock:
                 if key in self._seen:
                     log.debug("OMEMO: dropping a repeated message %s from %s", key[1], key[0])
-                    return
+                    return None
         result, empty = self._decrypt(msg, None, None)
         if key is not None and result.decryption_error is None:
             with self._lock:
@@ -571,8 +657,8 @@ class OMEMO(Extension):
         if empty:
             log.debug("OMEMO: empty message (key exchange or heartbeat) from %s",
                       msg.xml.get("from"))
-            return
-        self.client.deliver(result)
+            return None
+        return result
 
     def _decrypt(self, msg: Message, sender: JID | str | None, timeout: float | None,
                  heal: bool = True) -> tuple[Message, bool]:

@@ -23,8 +23,9 @@ encrypted for unnoticed. `send()` checks both in the room's disco#info (features
 drops the second check, for rooms whose membership you control otherwise).
 
 Encrypted room messages are decrypted before they reach `room.messages()` and the
-"muc_message" event (on the dispatcher thread, through
-[MUC.decryptor][simplexmpp.ext.muc.MUC.decryptor]); the sender is known by the real JID the room
+"muc_message" event (on OMEMO's decryption thread, through
+[MUC.decryptor][simplexmpp.ext.muc.MUC.decryptor], in arrival order: a plain message that
+arrives after an encrypted one waits for it); the sender is known by the real JID the room
 shows for the sender's nickname when the message arrives (never a JID inside the message: a
 sender can put any there, and Prosody relays it). Room history from someone who left before we
 joined therefore cannot be decrypted. One that cannot be decrypted arrives with `body` None,
@@ -43,6 +44,7 @@ import logging
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import OMEMOError, XMPPError
@@ -215,10 +217,24 @@ class OmemoMUC(Extension):
         """I/O thread: whether a room message carries an OMEMO element."""
         return any(child.tag in _NAMESPACE for child in msg.xml)
 
+    def decrypt_later(self, room: Room, msg: Message, nick: str | None, sender: JID | None,
+                      then: Callable[[Message, str | None], object]) -> None:
+        """I/O thread: decrypt a room message on OMEMO's decryption thread and pass it to
+        `then(decrypted, nick)` in arrival order with the room's other messages."""
+        self.client.omemo.run_in_turn(str(room.jid), msg,
+                                      lambda: self.decrypt(room, msg, nick, sender),
+                                      lambda plain: then(plain, nick))
+
+    def hold_back(self, room: Room, msg: Message, nick: str | None,
+                  then: Callable[[Message, str | None], object]) -> bool:
+        """I/O thread: a plain room message waits while the room has an encrypted one
+        before it that is still being decrypted."""
+        return self.client.omemo.hold_back(str(room.jid), then, msg, nick)
+
     def decrypt(self, room: Room, msg: Message, nick: str | None,
                 sender: JID | None) -> Message:
-        """Dispatcher: the decrypted room message (see the module's text); `sender` is the
-        real JID of `nick` when the message arrived."""
+        """The decrypted room message (see the module's text); `sender` is the real JID of
+        `nick` when the message arrived. Blocks while it decrypts."""
         if nick is not None and nick == room.nick:
             own = self._own_reflection(msg)
             if own is not None:

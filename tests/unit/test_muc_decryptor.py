@@ -1,5 +1,6 @@
 """MUC.decryptor: encrypted room messages are decrypted off the I/O thread, with the sender's
-real JID as it was when the message arrived; plain ones are untouched."""
+real JID as it was when the message arrived; plain ones are untouched, but wait for an encrypted
+one before them (arrival order, issue 16)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simplexmpp import JID, Message
+from simplexmpp.ext._omemo_order import Sequencer
 from simplexmpp.ext.muc import Room
 
 from .test_muc import ROOM, FakeClient, entered, stanza
@@ -31,16 +33,30 @@ class Dispatching(FakeClient):
 
 
 class Decryptor:
-    def __init__(self) -> None:
+    """Decrypts on the fake client's dispatcher queue, in order as OMEMO's does."""
+
+    def __init__(self, client: Dispatching) -> None:
+        self.client = client
         self.calls: list[tuple[Room, str | None, JID | None]] = []
+        self.order = Sequencer()
 
     def wants(self, msg: Message) -> bool:
         return msg.xml.find("{eu.siacs.conversations.axolotl}encrypted") is not None
 
-    def decrypt(self, room: Room, msg: Message, nick: str | None,
-                sender: JID | None) -> Message:
-        self.calls.append((room, nick, sender))
-        return Message(to=str(msg.to), type="groupchat", body=f"decrypted from {sender}")
+    def decrypt_later(self, room: Room, msg: Message, nick: str | None, sender: JID | None,
+                      then: Callable[[Message, str | None], object]) -> None:
+        slot = self.order.reserve(str(room.jid))
+        assert slot is not None
+
+        def work() -> None:
+            self.calls.append((room, nick, sender))
+            self.order.fill(slot, then, Message(to=str(msg.to), type="groupchat",
+                                                body=f"decrypted from {sender}"), nick)
+        self.client.dispatch(work)
+
+    def hold_back(self, room: Room, msg: Message, nick: str | None,
+                  then: Callable[[Message, str | None], object]) -> bool:
+        return self.order.hold(str(room.jid), then, msg, nick)
 
 
 def occupant_presence(nick: str, jid: str, type: str | None = None) -> str:
@@ -53,7 +69,7 @@ def occupant_presence(nick: str, jid: str, type: str | None = None) -> str:
 def test_encrypted_room_message_is_decrypted_on_the_dispatcher_with_its_sender() -> None:
     client = Dispatching()
     room = entered(client)  # type: ignore[arg-type]
-    decryptor = Decryptor()
+    decryptor = Decryptor(client)
     room._muc.decryptor = decryptor
     client.receive(occupant_presence("bard", "bard@avon.lit/quill"))
     assert client.receive(stanza(f"<message from='{ROOM}/bard' type='groupchat'>"
@@ -71,7 +87,7 @@ def test_encrypted_room_message_is_decrypted_on_the_dispatcher_with_its_sender()
 def test_plain_room_messages_do_not_pass_the_decryptor() -> None:
     client = Dispatching()
     room = entered(client)  # type: ignore[arg-type]
-    decryptor = Decryptor()
+    decryptor = Decryptor(client)
     room._muc.decryptor = decryptor
     assert client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
                                  "<body>plain</body></message>"))
@@ -79,17 +95,18 @@ def test_plain_room_messages_do_not_pass_the_decryptor() -> None:
     assert [e[2].body for e in client.events if e[0] == "muc_message"] == ["plain"]
 
 
-def test_a_failing_decryptor_does_not_lose_the_message() -> None:
+def test_a_plain_room_message_waits_for_an_encrypted_one_before_it() -> None:
     client = Dispatching()
     room = entered(client)  # type: ignore[arg-type]
-
-    class Broken(Decryptor):
-        def decrypt(self, room: Room, msg: Message, nick: str | None,
-                    sender: JID | None) -> Message:
-            raise RuntimeError("bug")
-
-    room._muc.decryptor = Broken()
-    client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
+    decryptor = Decryptor(client)
+    room._muc.decryptor = decryptor
+    client.receive(occupant_presence("bard", "bard@avon.lit/quill"))
+    client.receive(stanza(f"<message from='{ROOM}/bard' type='groupchat'>"
                           f"<body>fallback</body>{ENCRYPTED}</message>"))
+    client.receive(stanza(f"<message from='{ROOM}/firstwitch' type='groupchat'>"
+                          "<body>plain after it</body></message>"))
+    assert [e for e in client.events if e[0] == "muc_message"] == []  # held back
     client.run_dispatcher()
-    assert [e[2].body for e in client.events if e[0] == "muc_message"] == ["fallback"]
+    assert [(e[2].body, e[2].from_.resource if e[2].from_ else None)
+            for e in client.events if e[0] == "muc_message"] == [
+        ("decrypted from bard@avon.lit/quill", None), ("plain after it", "firstwitch")]
