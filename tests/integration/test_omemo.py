@@ -347,3 +347,41 @@ def test_many_threads_send_and_every_message_is_read(connect: Callable[..., Clie
     assert sorted(m.body or "" for m in got) == sorted(f"{n}-{i}" for n in range(4)
                                                        for i in range(5))
     assert all(m.decryption_error is None for m in got)
+
+
+def hold_decryption(client: Client) -> threading.Event:
+    """Make `client`'s decryptions wait until the returned event is set (then they go on as
+    usual): what a slow decryption (a key to fetch, a loaded machine) looks like, without
+    timing."""
+    engine = client.omemo._engine
+    assert engine is not None
+    release = threading.Event()
+    original = engine.decrypt
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.to_thread(release.wait, WAIT)
+        return await original(*args, **kwargs)
+
+    engine.decrypt = held  # type: ignore[method-assign]
+    return release
+
+
+@pytest.mark.parametrize("namespace", [TWOMEMO_NS, OLDMEMO_NS])
+def test_a_plain_message_never_overtakes_an_encrypted_one(connect: Callable[..., Client],
+                                                          tmp_path: Path,
+                                                          namespace: str) -> None:
+    """Issue 16: Bob sends an encrypted message, then a plain one. Alice's client reads both
+    while the first is still being decrypted; the plain one still comes second."""
+    alice = online(connect, tmp_path / "alice.json")
+    bob = online(connect, tmp_path / "bob.json")
+    release = hold_decryption(alice)
+    bob.omemo.send_message(alice.account.bare, "encrypted first", namespace=namespace)
+    bob.send_message(alice.account.bare, "plain second")
+    # Alice answers this ping after she has read both messages (one stream, in order:
+    # RFC 6120 §10.1), while the first one is still held in its decryption.
+    bob.ping(alice.jid, timeout=WAIT)
+    release.set()
+    first, second = alice.next_message(timeout=WAIT), alice.next_message(timeout=WAIT)
+    assert [(m.body, m.encryption) for m in (first, second)] == [
+        ("encrypted first", namespace), ("plain second", None)]
+    assert alice.omemo.order.held == 0

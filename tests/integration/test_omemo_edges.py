@@ -266,3 +266,25 @@ def test_omemo_bot_sample_answers_encrypted_and_keeps_files(
     assert "answered 2 message(s)" in out
     kept = list(downloads.iterdir())
     assert len(kept) == 1 and kept[0].read_bytes() == path.read_bytes()
+
+
+def test_a_plain_room_message_never_overtakes_an_encrypted_one(
+        server: Server, connect: Callable[..., Client], tmp_path: Path) -> None:
+    """Issue 16, in a room: Bob's encrypted message, then his plain one; Carol's client reads
+    both while the first is still being decrypted, and shows them in that order."""
+    from .test_omemo import hold_decryption
+    alice = omemo_client(connect, tmp_path, "alice")
+    bob = omemo_client(connect, tmp_path, "bob")
+    carol = omemo_client(connect, tmp_path, "carol")
+    jid, _ = secret_room(server, alice, [bob, carol])
+    c_room = carol.muc.join(jid, "carol")
+    b_room = bob.muc.join(jid, "bob")
+    wait_for_occupant(bob, b_room, "carol")
+    release = hold_decryption(carol)
+    bob.omemo_muc.send(b_room, "encrypted first", namespace=TWOMEMO_NS)
+    b_room.send("plain second")
+    bob.ping(carol.jid, timeout=WAIT)  # answered after Carol read both (RFC 6120 §10.1)
+    release.set()
+    first, second = next_room_message(c_room), next_room_message(c_room)
+    assert [(m.from_.resource, m.body, m.encryption) for m in (first, second)] == [
+        ("bob", "encrypted first", TWOMEMO_NS), ("bob", "plain second", None)]
