@@ -22,7 +22,8 @@ before reads its messages from the first session on). Then at every new session 
 announced (device list and bundles over PEP, XEP-0163) before anything is sent, contacts'
 device lists are followed (`+notify`), and incoming OMEMO messages (direct, carbon copies, both
 ways, and archived ones) are decrypted before they reach `messages()`, `next_message()` and the
-"message" callbacks. A message that cannot be decrypted still arrives: `body` None,
+"message" callbacks, in arrival order per conversation (a later message of the same peer or
+room waits for an encrypted one before it: see docs/encryption.md, "Arrival order"). A message that cannot be decrypted still arrives: `body` None,
 `encryption` set and `decryption_error` saying why (also logged); a session that broke gets a
 fresh key exchange (XEP-0384 §7).
 
