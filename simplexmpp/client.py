@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import operator
 import os
 import queue
 import ssl
@@ -41,7 +42,7 @@ from .connection import ClientState, Connection, LoginRole, Role, close_connecti
 from .connection import timeout_seconds as timeout_seconds  # (re-exported: pool, testing)
 from .dispatcher import Dispatcher, Router, wrap_message
 from .errors import InvalidStanzaError, XMPPError
-from .extension import Extension, Session, installed_extensions
+from .extension import Extension, Session, attach_installed
 from .inbox import CLOSED, DEFAULT_MAX_INBOX, Inbox
 from .jid import JID
 from .roster import ROSTER_NS, PresenceBook, Roster, item_element
@@ -125,6 +126,38 @@ def _checked_message(to: JID | str, body: str | None, type: str, subject: str | 
         if value is not None:
             check_text(value, f"message {name}")
     return recipient
+
+
+class _Forwarded:
+    """A [Client][simplexmpp.Client] attribute that belongs to one of its layers:
+    `client.max_inbox` is the inbox's `maxsize`, read (and, where `writable`, set) through
+    the client, so the facade needs no property of its own for each figure and setting."""
+
+    __slots__ = ("_get", "_owner", "_attr", "_writable", "_name")
+
+    def __init__(self, path: str, writable: bool) -> None:
+        self._get = operator.attrgetter(path)
+        owner, _, self._attr = path.rpartition(".")
+        self._owner = operator.attrgetter(owner) if owner else None
+        self._writable = writable
+        self._name = path
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, client: object, cls: type | None = None) -> Any:
+        return self if client is None else self._get(client)
+
+    def __set__(self, client: object, value: object) -> None:
+        if not self._writable:
+            raise AttributeError(f"client.{self._name} is read-only")
+        setattr(client if self._owner is None else self._owner(client), self._attr, value)
+
+
+def _forward(path: str, *, writable: bool = False) -> Any:
+    """A [Client][simplexmpp.Client] attribute that is `client.<path>` (see `_Forwarded`);
+    typed by its annotation in the class body."""
+    return _Forwarded(path, writable)
 
 
 class IqFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -363,19 +396,7 @@ class Client:
         self.register_iq_handler("get", "{%s}ping" % PING_NS, lambda iq: None)
         self._role.attach_extensions(self)  # the built-ins (client.disco, client.muc …)
         if load_extensions:
-            self._attach_installed()
-
-    def _attach_installed(self) -> None:
-        """Attach the extensions installed packages register in the entry-point group
-        `simplexmpp.extensions` (found once per process, see
-        [installed_extensions][simplexmpp.extension.installed_extensions]). One that cannot
-        be attached is logged and skipped: a broken plug-in does not stop the client."""
-        for cls in installed_extensions():
-            try:
-                self.extension(cls)
-            except Exception:  # noqa: BLE001 - reported, the client works without it
-                log.exception("could not attach the installed extension %s.%s",
-                              cls.__module__, cls.__qualname__)
+            attach_installed(self)  # (entry-point group simplexmpp.extensions)
 
     # ------------------------------------------------------------------------------------
     # Extensions (see simplexmpp.extension and docs/extensions/writing.md)
@@ -428,11 +449,8 @@ class Client:
         with self._extension_lock:
             return {type(e).name: e for e in self._extensions.values()}
 
-    @property
-    def session(self) -> Session | None:
-        """The current session (the last one while reconnecting), or None before the
-        first."""
-        return self._core.session
+    session: Session | None = _forward("_core.session")
+    """The current session (the last one while reconnecting), or None before the first."""
 
     def set_password(self, password: str) -> None:
         """The password to log in with from now on (reconnects included), after the
@@ -461,7 +479,7 @@ class Client:
         [`StreamError`][simplexmpp.errors.StreamError] or
         [`TimeoutError`][simplexmpp.errors.TimeoutError].
         """
-        self._conn.connect(self._timeout(timeout))
+        self._conn.connect(timeout_seconds(timeout, self.timeout))
         return self
 
     def disconnect(self, timeout: float | None = None) -> None:
@@ -476,7 +494,7 @@ class Client:
         handshake and stopping the threads. A server that does not answer in time has its
         connection cut when the budget is spent; the call returns a moment later.
         """
-        timeout = self._timeout(timeout)
+        timeout = timeout_seconds(timeout, self.timeout)
         outcome = close_connections([(self._conn, time.monotonic() + timeout)])[0]
         if outcome is not None:
             raise outcome
@@ -511,20 +529,15 @@ class Client:
                 raise
             log.exception("disconnect after an error failed")
 
-    def _timeout(self, timeout: float | None) -> float:
-        """The seconds a blocking call given `timeout` waits (None: the client's
-        `timeout`); every blocking call goes through here (see `timeout_seconds`)."""
-        return timeout_seconds(self.timeout if timeout is None else timeout)
-
     # ------------------------------------------------------------------------------------
     # Threads
 
     ack_delay = 0.05
-    """Longest a XEP-0198 `<a/>` waits for other output to ride along with (seconds)."""
+    """Longest a XEP-0198 `<a/>` waits for other output to ride along with (seconds; 0.05)."""
 
     dispatcher_idle = 10.0
-    """Seconds the dispatcher thread waits for work before it ends; the next callback starts a new
-    one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
+    """Seconds the dispatcher thread waits for work before it ends (10); the next callback starts
+    a new one. Idle clients (a Pool of them, say) then hold only their I/O thread."""
 
     # ------------------------------------------------------------------------------------
     # Sending
@@ -592,10 +605,8 @@ class Client:
             # again (a resumed one still has it).
             self._last_presence = None if type == "unavailable" else presence
 
-    @property
-    def broadcast_presence(self) -> Presence | None:
-        """The available presence last broadcast with `send_presence()`, or None."""
-        return self._last_presence
+    broadcast_presence: Presence | None = _forward("_last_presence")
+    """The available presence last broadcast with `send_presence()`, or None."""
 
     def subscribe(self, jid: JID | str, timeout: float | None = None) -> None:
         """Ask to see `jid`'s presence (RFC 6121 §3.1.1).
@@ -664,7 +675,7 @@ class Client:
 
     def iq(self, iq: Iq, timeout: float | None = None) -> Iq:
         """Send an IQ request and wait for the result (raises IqError on an error reply)."""
-        timeout = self._timeout(timeout)
+        timeout = timeout_seconds(timeout, self.timeout)
         future = self.send_iq(iq, timeout)
         try:
             result: Iq = future.result(timeout)
@@ -772,7 +783,7 @@ class Client:
     def next_message(self, timeout: float | None = None) -> Message:
         """The next incoming message; raises TimeoutError or DisconnectedError."""
         self._router.inbox_used = True
-        timeout = self._timeout(timeout)
+        timeout = timeout_seconds(timeout, self.timeout)
         try:
             item = self._inbox.get(timeout=timeout)
         except queue.Empty:
@@ -781,43 +792,27 @@ class Client:
             raise self._conn.disconnected_error()
         return item
 
-    @property
-    def max_inbox(self) -> int | None:
-        """The most received messages kept waiting for
-        [messages][simplexmpp.Client.messages]/[next_message][simplexmpp.Client.next_message]
-        (None: no bound). When one more arrives, the oldest is given up and counted in
-        [inbox_dropped][simplexmpp.Client.inbox_dropped]; may be changed at any time."""
-        return self._inbox.maxsize
+    # Figures and settings of the layers, read (and where writable, set) through the client.
+    max_inbox: int | None = _forward("_inbox.maxsize", writable=True)
+    """The most received messages kept waiting for
+    [messages][simplexmpp.Client.messages]/[next_message][simplexmpp.Client.next_message]
+    (None: no bound). When one more arrives, the oldest is given up and counted in
+    [inbox_dropped][simplexmpp.Client.inbox_dropped]; may be changed at any time."""
 
-    @max_inbox.setter
-    def max_inbox(self, value: int | None) -> None:
-        self._inbox.maxsize = value
+    inbox_dropped: int = _forward("_inbox.dropped")
+    """How many received messages were given up because the inbox was full (see
+    [max_inbox][simplexmpp.Client.max_inbox]). The server had them (and acknowledged
+    them, XEP-0198); an archive (XEP-0313) may still hold them. Read-only."""
 
-    @property
-    def inbox_dropped(self) -> int:
-        """How many received messages were given up because the inbox was full (see
-        [max_inbox][simplexmpp.Client.max_inbox]). The server had them (and acknowledged
-        them, XEP-0198); an archive (XEP-0313) may still hold them."""
-        return self._inbox.dropped
+    last_stanza_id: str | None = _forward("_core.last_stanza_id")
+    """The stanza-id our own archive gave the last message received (XEP-0359). Read-only."""
 
-    @property
-    def last_stanza_id(self) -> str | None:
-        """The stanza-id our own archive gave the last message received (XEP-0359)."""
-        return self._core.last_stanza_id
+    duplicates_dropped: int = _forward("_core.duplicates_dropped")
+    """How many received messages were dropped as repeats (XEP-0359). Read-only."""
 
-    @property
-    def duplicates_dropped(self) -> int:
-        """How many received messages were dropped as repeats (XEP-0359)."""
-        return self._core.duplicates_dropped
-
-    @property
-    def duplicate_window(self) -> int:
-        """How many recent messages are remembered to drop repeats (XEP-0359; 10,000)."""
-        return self._core.duplicate_window
-
-    @duplicate_window.setter
-    def duplicate_window(self, value: int) -> None:
-        self._core.duplicate_window = value
+    duplicate_window: int = _forward("_core.duplicate_window", writable=True)
+    """How many recent messages are remembered to drop repeats (XEP-0359; 10,000); may be
+    changed at any time."""
 
     @property
     def inbox_size(self) -> int:
@@ -857,10 +852,8 @@ class Client:
     # ------------------------------------------------------------------------------------
     # Roster (RFC 6121 §2)
 
-    @property
-    def roster(self) -> Roster:
-        """The cached roster (after `get_roster()`), kept current by roster pushes."""
-        return self._core.roster
+    roster: Roster = _forward("_core.roster")
+    """The cached roster (after `get_roster()`), kept current by roster pushes. Read-only."""
 
     def get_roster(self, timeout: float | None = None) -> Roster:
         """Fetch the roster (with versioning when the server supports it, RFC 6121 §2.6)."""

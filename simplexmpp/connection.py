@@ -88,11 +88,16 @@ def _in_sasl(stream: ClientStream) -> bool:
     return step in ("sasl", "sasl2")  # RFC 6120 SASL, or XEP-0388 SASL2 (simplexmpp.sasl2)
 
 
-def timeout_seconds(timeout: float) -> float:
-    """`timeout` as seconds every waiting primitive accepts: NaN or a negative number is a
-    ValueError; infinity, or anything longer than `threading.TIMEOUT_MAX` (some 292 years),
-    becomes `threading.TIMEOUT_MAX`: wait as long as it takes (issue 14: `float("inf")`
-    used to raise OverflowError from deep inside a lock or a socket)."""
+def timeout_seconds(timeout: float | None, default: float | None = None) -> float:
+    """`timeout` (None: `default`, a client's `timeout`) as seconds every waiting primitive
+    accepts: NaN or a negative number is a ValueError; infinity, or anything longer than
+    `threading.TIMEOUT_MAX` (some 292 years), becomes `threading.TIMEOUT_MAX`: wait as long
+    as it takes (issue 14: `float("inf")` used to raise OverflowError from deep inside a lock
+    or a socket). Every blocking call of a client goes through here."""
+    if timeout is None:
+        if default is None:
+            raise TypeError("timeout_seconds() needs a timeout or a default")
+        timeout = default
     seconds = float(timeout)
     if not seconds >= 0:  # also catches NaN, which compares false with everything
         raise ValueError(f"timeout must be a number of seconds >= 0 (or None), not {timeout!r}")
@@ -510,7 +515,7 @@ class Connection:
             if len(self.outbuf) > 8 << 20:
                 # Back-pressure: a sender far ahead of the socket waits for it to drain.
                 self.wake()
-                wait = client._timeout(timeout)
+                wait = timeout_seconds(timeout, client.timeout)
                 end = time.monotonic() + wait
                 while len(self.outbuf) > 4 << 20 and self.state is _S.READY:
                     left = end - time.monotonic()
@@ -526,7 +531,7 @@ class Connection:
         stream = self.stream
         if self.state is _S.READY and stream is not None and stream.state == "ready":
             return stream  # the usual case, without a clock reading
-        timeout = self.client._timeout(timeout)
+        timeout = timeout_seconds(timeout, self.client.timeout)
         end = time.monotonic() + timeout
         while not self.ready:
             if self.state in (_S.DISCONNECTED, _S.CLOSING) or self.closing:

@@ -157,7 +157,8 @@ class Extension:
         """`timeout`, or the client's default timeout when it is None, in seconds the
         waiting primitives take: infinite or huge means as long as it takes, NaN or a
         negative number is a ValueError (the client's own rule for every blocking call)."""
-        return self.client._timeout(timeout)
+        from .connection import timeout_seconds  # (not at the top: connection needs us)
+        return timeout_seconds(timeout, self.client.timeout)
 
     def _intercept_stanzas(self, kind: str, interceptor: Callable[[Any], bool], *,
                    tags: Any = None, types: Any = None) -> int:
@@ -220,3 +221,17 @@ def installed_extensions(refresh: bool = False) -> list[type[Extension]]:
         found.append(cls)
     _installed = found
     return list(found)
+
+
+def attach_installed(client: Client) -> None:
+    """Attach to `client` the extensions installed packages register (see
+    [installed_extensions][simplexmpp.extension.installed_extensions]); what a
+    [Client][simplexmpp.client.Client] created with `load_extensions=True` (the default)
+    does. One that cannot be attached is logged and skipped: a broken plug-in does not stop
+    the client."""
+    for cls in installed_extensions():
+        try:
+            client.extension(cls)
+        except Exception:  # noqa: BLE001 - reported, the client works without it
+            log.exception("could not attach the installed extension %s.%s",
+                          cls.__module__, cls.__qualname__)
