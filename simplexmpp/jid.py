@@ -25,6 +25,11 @@ MAX_PART = 1023  # octets, RFC 7622 §3.2, §3.3, §3.4
 # RFC 7622 §3.3.1: on top of UsernameCaseMapped, these may not appear in a localpart.
 _LOCAL_FORBIDDEN = frozenset('"&\'/:<>@')
 _ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+# An IPv4 address is written in ASCII decimal (RFC 3986 §3.2.2 IPv4address, which RFC 7622
+# §3.2 names); str.isdigit() would also take superscripts and other scripts' digits.
+_DOTTED_DIGITS = re.compile(r"[0-9.]*[0-9][0-9.]*\Z")
+# A label a resolver takes for a number (inet_aton(3): decimal, octal or 0x hexadecimal).
+_NUMBER_LABEL = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z")
 _USERNAME = get_profile("UsernameCaseMapped")
 _OPAQUE = get_profile("OpaqueString")
 
@@ -81,11 +86,27 @@ def _domain(raw: str) -> str:
             return "[%s]" % ipaddress.IPv6Address(name[1:-1]).compressed
         except ValueError:
             raise JIDError(f"invalid domainpart {raw!r}: not an IPv6 address") from None
-    if name.replace(".", "").isdigit():
+    if _DOTTED_DIGITS.match(name):
         try:
             return str(ipaddress.IPv4Address(name))
         except ValueError:
             raise JIDError(f"invalid domainpart {raw!r}: not an IPv4 address") from None
+    out = _domain_name(raw, name)
+    # RFC 1123 §2.1: a host name never has the dotted-decimal form, since at least its
+    # highest-level label is not all digits; a resolver reads a name whose last label is a
+    # number as an address ("0" is 0.0.0.0, "127.1" and "0x7f.1" are 127.0.0.1). So a
+    # domainpart whose last label is a number is an IPv4 address written out in full or
+    # nothing. The test runs on the normalised name, so "0\xad" (soft hyphen, mapped away
+    # by UTS #46) or a fullwidth "０" is refused like "0": normalisation stays idempotent.
+    if _NUMBER_LABEL.match(out.rpartition(".")[2]):
+        raise JIDError(f"invalid domainpart {raw!r}: its last label is a number, so it is "
+                       "not a domain name, and it is not an IPv4 address (four decimal "
+                       "octets, like 192.0.2.1)")
+    return out
+
+
+def _domain_name(raw: str, name: str) -> str:
+    """`name` (the domainpart `raw` less its trailing dot) normalised as a DNS name."""
     if name.isascii():
         lower = name.lower()
         labels = lower.split(".")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from simplexmpp.errors import JIDError
@@ -126,7 +126,34 @@ def test_non_string_is_a_jid_error() -> None:
         JID(42)  # type: ignore[arg-type]
 
 
+# A domainpart whose last label is a number is an IPv4 address in full or no domainpart
+# (RFC 1123 §2.1; a resolver would read "0" as 0.0.0.0). The rule is applied to the
+# normalised name: "0\xad" (a soft hyphen, which UTS #46 maps to nothing) was accepted as
+# JID("0"), which itself raised, so normalising was not idempotent.
+NUMERIC_DOMAINS = ["0", "0\xad", "\uff10", "0.", "a@0\xad/r", "300.0.2.1", "1.2.3.04",
+                   "127.1", "a.1", "example.0x1", "0x7f", "a.0X1", "1.2.3.4\xad",
+                   "\uff11.\uff12.\uff13.\uff14", "juliet@example.\uff11"]
+
+
+@pytest.mark.parametrize("text", NUMERIC_DOMAINS)
+def test_domainpart_ending_in_a_number_is_a_jid_error(text: str) -> None:
+    with pytest.raises(JIDError, match="domainpart"):
+        JID(text)
+    with pytest.raises(JIDError, match="domainpart"):
+        JID(local="a", domain=text.rpartition("@")[2].partition("/")[0])
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("192.0.2.1", "192.0.2.1"), ("192.0.2.1.", "192.0.2.1"), ("a@123.example", "a@123.example"),
+    ("1.2.3.example/r", "1.2.3.example/r"), ("0x.example", "0x.example"),
+    ("0a", "0a"), ("4chan.org", "4chan.org"), ("a@x0", "a@x0")])
+def test_numeric_labels_below_the_top_are_a_domain_name(text: str, normal: str) -> None:
+    jid = JID(text)
+    assert str(jid) == normal and JID(str(jid)) == jid
+
+
 @given(st.text(min_size=1, max_size=40))
+@example("0\xad")
 def test_normalisation_is_idempotent_and_never_crashes(text: str) -> None:
     try:
         jid = JID(text)
