@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .conftest import ROOT, Server
@@ -34,26 +37,45 @@ def start_sample(server: Server, name: str, *args: str, jid: str,
 
 
 def wait_ready(proc: subprocess.Popen[str], word: str = "ready", timeout: float = 30) -> str:
-    """Read the sample's stdout until a line containing ``word``."""
-    import selectors
-    import time
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    """Read the sample's stdout until a line containing ``word``; the rest stays readable
+    from ``proc.stdout``.
+
+    A thread reads the lines and hands them over through a queue. Selecting on the pipe and
+    then calling readline() missed a line: one read can bring two lines into the text
+    stream's buffer, readline() returns the first, and the pipe then has nothing more to
+    select on, so the second (the awaited one) waited in the buffer until the timeout.
+    """
+    stdout = proc.stdout
+    assert stdout is not None
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def read() -> None:
+        while True:
+            line = stdout.readline()
+            lines.put(line)
+            if not line or word in line:  # end of output, or the line: read no further
+                return
+
+    reader = threading.Thread(target=read, name=f"wait_ready-{proc.pid}", daemon=True)
+    reader.start()
     end = time.monotonic() + timeout
     seen = []
-    while time.monotonic() < end:
-        if not sel.select(max(0.0, end - time.monotonic())):
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
             break
-        line = proc.stdout.readline()
         if not line:
             break
         seen.append(line)
         if word in line:
+            reader.join()
             return line
-    proc.kill()
+    proc.kill()  # the reader then sees the end of the output
+    reader.join(timeout=30)
     _, err = proc.communicate(timeout=10)
-    raise AssertionError(f"sample never said {word!r}: {''.join(seen)} {err}")
+    raise AssertionError(f"sample never said {word!r} within {timeout} s: {''.join(seen)} "
+                         f"{err}")
 
 
 __all__ = ["SAMPLES", "Path", "run_sample", "start_sample", "wait_ready", "sample_env"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from .conftest import Server
@@ -134,3 +136,19 @@ def test_command_bot_runs_commands_from_another_client(server: Server, connect) 
     finally:
         bot.kill()
         bot.communicate()
+
+
+def test_wait_ready_finds_a_line_that_came_in_one_read_with_the_one_before() -> None:
+    # Both lines in one write: one read brings both into the text stream's buffer, so the
+    # pipe has nothing more to select on (the old wait_ready waited out its timeout here).
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write('starting\\nbot ready\\n'); "
+         "sys.stdout.flush(); sys.stdin.read(); print('after')"],
+        text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_ready(proc, timeout=60) == "bot ready\n"
+        out, _ = proc.communicate("", timeout=60)  # what follows is still there to read
+        assert out == "after\n"
+    finally:
+        proc.kill()
+        proc.communicate()
