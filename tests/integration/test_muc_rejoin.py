@@ -46,15 +46,6 @@ def restartable(tmp_path: Path) -> Iterator[Server]:
     yield from start_server(tmp_path / "prosody")
 
 
-def restart(server: Server) -> None:
-    subprocess.run([str(server.up), "--stop", server.state], check=True, timeout=60)
-    subprocess.run([str(server.up), "--dir", server.state, "--c2s-port", str(server.port),
-                    "--tls-port", str(server.tls_port), "--component-port",
-                    str(server.component_port), "--http-port", str(server.http_port),
-                    "--https-port", str(server.https_port)],
-                   check=True, timeout=300, capture_output=True)
-
-
 def prosody_shell(server: Server, lua: str) -> str:
     """Run one line of Lua in the running Prosody (its admin console)."""
     out = subprocess.run(["prosodyctl", "--config", f"{server.state}/prosody.cfg.lua", "shell"],
@@ -77,7 +68,7 @@ def test_both_occupants_are_back_in_the_room_after_a_server_restart(
         alice_back, bob_back = events(alice, "muc_joined"), events(bob, "muc_joined")
         alice_left, bob_left = events(alice, "muc_left"), events(bob, "muc_left")
 
-        restart(server)
+        server.restart()
 
         assert alice_back.next()[0] is alice_room
         assert bob_back.next()[0] is bob_room

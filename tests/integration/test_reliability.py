@@ -6,7 +6,6 @@ Figures printed here (run with ``-s``) are the ones quoted in docs/reliability.m
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ import pytest
 from simplexmpp import Client
 from simplexmpp.transport import Hub
 
-from .conftest import PROSODY_UP, Server, start_server
+from .conftest import Server, start_server
 from .proxy import FaultProxy
 
 
@@ -152,15 +151,9 @@ def test_prosody_restart_mid_session_loses_and_duplicates_nothing(
         bodies: list[str] = []
         reader = threading.Thread(target=lambda: bodies.extend(collect(bob, total, 60)))
         reader.start()
-        restart = [PROSODY_UP, "--dir", srv.state, "--c2s-port", str(srv.port),
-                   "--tls-port", str(srv.tls_port), "--component-port",
-                   str(srv.component_port), "--http-port", srv.env["XMPP_HTTP_PORT"],
-                   "--https-port", srv.env["XMPP_HTTPS_PORT"]]
         for i in range(total):
             if i == total // 2:
-                subprocess.run([PROSODY_UP, "--stop", srv.state], check=True, timeout=60)
-                subprocess.run([str(a) for a in restart], check=True, timeout=120,
-                               capture_output=True)
+                srv.restart()
             alice.send_message(bob_jid, f"m{i}", timeout=60)
         assert reconnected.wait(60), "bob never reconnected"
         alice.disconnect(timeout=30)

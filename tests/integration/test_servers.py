@@ -72,3 +72,31 @@ def test_a_failed_start_leaves_no_server_running(up: Path, tmp_path: Path) -> No
         assert processes_of(directory) == []
     finally:
         subprocess.run([str(up), "--stop", str(directory)], check=False, timeout=60)
+
+
+def test_a_restarted_prosody_keeps_every_one_of_its_ports(tmp_path: Path) -> None:
+    # Server.restart() (the MUC and reliability restart tests) passed every port but the
+    # SOCKS5 proxy's, which then fell back to the fixed 7777: held by any other Prosody
+    # restarted the same way (test runs side by side), and the start failed.
+    import socket
+    squatter = socket.socket()
+    try:
+        squatter.bind(("127.0.0.1", 7777))
+        squatter.listen()
+    except OSError:
+        pass  # someone else holds it already: the case this test is about
+    directory = tmp_path / "server"
+    try:
+        proc = start(PROSODY_UP, directory, "--users", "alice")
+        assert proc.returncode == 0, proc.stderr
+        server = Server(settings(proc.stdout), PROSODY_UP)
+        assert server.env["XMPP_PROXY_PORT"] != "7777"
+        server.restart()
+        config = (directory / "prosody.cfg.lua").read_text(encoding="utf-8")
+        assert f"proxy65_ports = {{ {server.env['XMPP_PROXY_PORT']} }}" in config
+        with server.client(f"alice@{server.domain}") as alice:
+            assert alice.ping() >= 0
+    finally:
+        squatter.close()
+        subprocess.run([str(PROSODY_UP), "--stop", str(directory)], check=False, timeout=60)
+    assert processes_of(directory) == []
