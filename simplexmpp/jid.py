@@ -28,6 +28,7 @@ _ASCII_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 # An IPv4 address is written in ASCII decimal (RFC 3986 §3.2.2 IPv4address, which RFC 7622
 # §3.2 names); str.isdigit() would also take superscripts and other scripts' digits.
 _DOTTED_DIGITS = re.compile(r"[0-9.]*[0-9][0-9.]*\Z")
+_LABEL_SEPARATORS = (".", "\u3002", "\uff0e", "\uff61")
 # A label a resolver takes for a number (inet_aton(3): decimal, octal or 0x hexadecimal).
 _NUMBER_LABEL = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z")
 _USERNAME = get_profile("UsernameCaseMapped")
@@ -77,8 +78,11 @@ def _resource(raw: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _domain(raw: str) -> str:
-    # RFC 7622 §3.2: a single trailing dot is stripped before anything else.
-    name = raw[:-1] if raw.endswith(".") and len(raw) > 1 else raw
+    # RFC 7622 §3.2: a final label separator is stripped before any other canonicalisation.
+    # The separators are those of IDNA (RFC 3490 §3.1): the full stop and its ideographic,
+    # fullwidth and halfwidth forms, which UTS #46 maps to "." (stripping only "." left
+    # "a\u3002" as "a.", which normalised again to "a").
+    name = raw[:-1] if raw.endswith(_LABEL_SEPARATORS) and len(raw) > 1 else raw
     if not name:
         raise JIDError("empty domainpart")
     if name.startswith("[") and name.endswith("]"):  # IPv6 literal, RFC 7622 §3.2
@@ -119,6 +123,10 @@ def _domain_name(raw: str, name: str) -> str:
         out = idna.decode(ascii_form)
     except (idna.IDNAError, UnicodeError) as exc:
         raise JIDError(f"invalid domainpart {raw!r}: {exc}") from None
+    if out.endswith("."):
+        # idna takes a final dot for the DNS root, but only one was stripped above: "a.." or
+        # "a.\u200b" (a dot, then a character UTS #46 maps to nothing) ends in an empty label.
+        raise JIDError(f"invalid domainpart {raw!r}: it ends in an empty label")
     if _octets(out) > MAX_PART:
         raise JIDError(f"domainpart longer than {MAX_PART} octets")
     return out

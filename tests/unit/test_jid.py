@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from simplexmpp.errors import JIDError
@@ -152,8 +152,29 @@ def test_numeric_labels_below_the_top_are_a_domain_name(text: str, normal: str) 
     assert str(jid) == normal and JID(str(jid)) == jid
 
 
+# RFC 7622 §3.2: one final label separator is stripped before anything else; IDNA's
+# separators include the ideographic, fullwidth and halfwidth full stops. Only "." was
+# stripped, so "a\u3002" became "a." (and that "a"); a dot that ends the name only after
+# mapping ("a.\u200b", a zero-width space mapped to nothing) leaves an empty label.
+@pytest.mark.parametrize("text, normal", [
+    ("a\u3002", "a"), ("juliet@example.com\uff0e", "juliet@example.com"),
+    ("example.com\uff61/r", "example.com/r"), ("b\u00fccher.example\u3002", "b\u00fccher.example")])
+def test_a_final_ideographic_or_fullwidth_dot_is_stripped(text: str, normal: str) -> None:
+    jid = JID(text)
+    assert str(jid) == normal and str(JID(str(jid))) == normal
+
+
+@pytest.mark.parametrize("text", ["a..", "a.\u3002", "a.\u200b", "juliet@example.com.\u00ad",
+                                  "b\u00fccher.example.."])
+def test_a_domainpart_ending_in_an_empty_label_is_a_jid_error(text: str) -> None:
+    with pytest.raises(JIDError, match="domainpart"):
+        JID(text)
+
+
 @given(st.text(min_size=1, max_size=40))
 @example("0\xad")
+@example("a\u3002")
+@example("a.\u200b")
 def test_normalisation_is_idempotent_and_never_crashes(text: str) -> None:
     try:
         jid = JID(text)
@@ -161,6 +182,27 @@ def test_normalisation_is_idempotent_and_never_crashes(text: str) -> None:
         return
     again = JID(str(jid))
     assert str(again) == str(jid) and again == jid
+
+
+#: Characters where normalisation has edges: separators and what IDNA/PRECIS map to them or to
+#: nothing, digits of other widths and scripts, case and compatibility mappings, joiners,
+#: combining marks, right-to-left letters. Plain text rarely draws them.
+TRICKY = ("0129abnxz.-@/ \u00ad\u200b\u200d\u2060\uff10\uff11\uff0e\u3002\uff61\uff20\uff0f"
+          "\u2024\u2488\u00b2\u0660\u00df\u03c2\u03a3\u0130\u212a\u2163\u00c5\u0301"
+          "\u1e9e\ufb01\u00a0\u3000\u05d0\u0627\u202e")
+
+
+@settings(max_examples=500)
+@given(st.text(TRICKY, min_size=1, max_size=12), st.text(TRICKY, min_size=1, max_size=12))
+def test_normalisation_is_idempotent_on_tricky_text(head: str, tail: str) -> None:
+    for text in (head + tail, f"{head}@{tail}", f"a@{head}/{tail}"):
+        try:
+            jid = JID(text)
+        except JIDError:
+            continue
+        again = JID(str(jid))
+        assert (again.local, again.domain, again.resource) == (jid.local, jid.domain,
+                                                               jid.resource), text
 
 
 # Any code point, lone surrogates included (st.text() leaves those out by default): a Python
