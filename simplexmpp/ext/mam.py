@@ -114,7 +114,7 @@ class MAM(Extension):
             want = page_size if max is None else min(page_size, max - delivered)
             items, fin = self._page(archive, form, want, after, timeout)
             for msg in items:
-                yield self._decrypted(msg, timeout)
+                yield self._decrypted(msg, archive, timeout)
                 delivered += 1
             rsm = fin.find("{%s}set" % RSM_NS)
             last = rsm.findtext("{%s}last" % RSM_NS) if rsm is not None else None
@@ -122,11 +122,18 @@ class MAM(Extension):
                 return
             after = last
 
-    def _decrypted(self, msg: Message, timeout: float | None) -> Message:
+    def _decrypted(self, msg: Message, archive: JID | None, timeout: float | None) -> Message:
         """An archived OMEMO message decrypted like a live one (body None and
-        `decryption_error` set when it cannot be: a message read before may no longer be)."""
+        `decryption_error` set when it cannot be: a message read before may no longer be);
+        from a room's archive by the sender's real JID (simplexmpp.ext.omemo_muc)."""
         omemo = getattr(self._client, "omemo", None)
         if omemo is not None and omemo.is_encrypted(msg):
+            if archive is not None and archive != self._client.account.bare and \
+                    msg.type == "groupchat":
+                omemo_muc = getattr(self._client, "omemo_muc", None)
+                if omemo_muc is not None:
+                    in_room: Message = omemo_muc.decrypt_archived(archive, msg, timeout)
+                    return in_room
             decrypted: Message = omemo.decrypt_message(msg, timeout=timeout, archived=True)
             return decrypted
         return msg

@@ -71,6 +71,8 @@ _NAMESPACE = {tag: tag[1:].partition("}")[0] for tag in _ENCRYPTED}
 _BODY = "{%s}body" % CLIENT_NS
 _EME = "{urn:xmpp:eme:0}encryption"
 _REMEMBERED = 1000
+_USER_X = "{http://jabber.org/protocol/muc#user}x"
+_USER_ITEM = "{http://jabber.org/protocol/muc#user}item"
 
 
 class OmemoMUC(Extension):
@@ -247,6 +249,30 @@ class OmemoMUC(Extension):
         except XMPPError as exc:
             return self._undecrypted(msg, f"OMEMO failed: {exc}")
 
+    def decrypt_archived(self, room: JID | str, msg: Message,
+                         timeout: float | None = None) -> Message:
+        """An OMEMO message from the archive (XEP-0313) of `room`, decrypted like a live
+        one: for `client.mam.query(archive=room)`. The sender's keys are found by the real JID
+        the archive gives for the message (`<x xmlns='http://jabber.org/protocol/muc#user'>
+        <item jid=.../>`, which a non-anonymous room's archive adds; XEP-0313 §5.1.2); without
+        one the message is undecrypted, with the reason. Our own messages show what we sent
+        (remembered for the last 1,000, as live reflections); a copy read before may no longer
+        be readable (forward secrecy), and is not answered with a new session."""
+        sender = _archived_sender(msg)
+        if sender == str(self.client.account.bare):
+            own = self._own_reflection(msg)
+            if own is not None:
+                return own
+        if sender is None:
+            return self._undecrypted(msg, f"the archive of room {JID(room).bare} does not say "
+                                          "who sent it (no real JID): the sender's keys "
+                                          "cannot be found")
+        try:
+            return self.client.omemo.decrypt_message(msg, sender=sender, timeout=timeout,
+                                                     archived=True)
+        except XMPPError as exc:
+            return self._undecrypted(msg, f"OMEMO failed: {exc}")
+
     def _own_reflection(self, msg: Message) -> Message | None:
         with self._lock:
             body = None
@@ -277,6 +303,25 @@ class OmemoMUC(Extension):
 
 
 _WORDS = {NONANONYMOUS: "non-anonymous", MEMBERSONLY: "members-only"}
+
+
+def _archived_sender(msg: Message) -> str | None:
+    """The sender's bare JID as a room's archive gives it, or None. The archive adds its
+    `<x><item jid=.../></x>` after the message's own children (Prosody's mod_muc_mam), and
+    a sender may have put one of its own into the message: the last one is the archive's. A
+    false claim cannot make a message readable: decrypting it authenticates the sending
+    device, which must then be one of that JID's devices with a session with us."""
+    found = None
+    for x in msg.xml.findall(_USER_X):
+        for item in x.findall(_USER_ITEM):
+            if item.get("jid"):
+                found = item.get("jid")
+    if not found:
+        return None
+    try:
+        return str(JID(found).bare)
+    except ValueError:
+        return None
 
 
 def _without_encryption(element: ET.Element) -> ET.Element:

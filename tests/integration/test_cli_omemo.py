@@ -5,6 +5,7 @@ upload --omemo."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -82,9 +83,10 @@ def test_listen_decrypts_and_json_has_the_encryption_field(
     finally:
         listener.kill()
     assert listener.returncode == 0, err
-    # (Decryption runs off the I/O thread: the plain message may be printed first.)
-    records = {r["body"]: r for r in map(json.loads, out.splitlines())}
-    assert set(records) == {"secret for the listener", "plain one"}
+    # In the order sent, though decryption runs off the I/O thread (arrival order).
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [r["body"] for r in printed] == ["secret for the listener", "plain one"]
+    records = {r["body"]: r for r in printed}
     secret: dict[str, Any] = records["secret for the listener"]
     assert secret["encryption"] == OLDMEMO_NS
     assert secret["sender_device"] == alice.omemo.device_id
@@ -172,3 +174,37 @@ def test_upload_omemo_sends_the_link_encrypted(server: Server, connect: Callable
     assert out.stdout.strip() == link.https_url  # the key is not printed
     target = bob.omemo.download(link, tmp_path / "got.txt")
     assert target.read_text() == "encrypted notes\n"
+
+
+def test_a_restarted_process_keeps_its_device_and_its_sessions(
+        server: Server, connect: Callable[..., Client], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Three processes of the command line, one after the other, with one store: the same
+    device throughout, and the session made by the first is continued by the others (the
+    third message carries no new key exchange)."""
+    bob = omemo_client(connect, tmp_path, "bob")
+    alice = server.new_account()
+    env = store_env(tmp_path / "alice-cli.json")
+    first = run(server, "send", "--omemo", str(bob.account.bare), "-m", "one", jid=alice,
+                env_extra=env)
+    assert first.returncode == 0, first.stderr
+    one = bob.next_message(timeout=WAIT)
+    assert (one.body, one.decryption_error) == ("one", None)
+    bob.omemo.send_message(alice, "two")  # alice is offline: the server keeps it
+    second = run(server, "listen", "--json", "--count", "1", "--idle", "60", jid=alice,
+                 env_extra=env, timeout=120)
+    assert second.returncode == 0, second.stderr
+    [record] = [json.loads(line) for line in second.stdout.splitlines()]
+    assert (record["body"], record["sender_device"], record["decryption_error"]) == (
+        "two", bob.omemo.device_id, None)
+    with caplog.at_level(logging.DEBUG, logger="simplexmpp.wire"):
+        third = run(server, "send", "--omemo", str(bob.account.bare), "-m", "three",
+                    jid=alice, env_extra=env)
+        assert third.returncode == 0, third.stderr
+        three = bob.next_message(timeout=WAIT)
+    assert (three.body, three.sender_device) == ("three", one.sender_device)
+    received = [r.getMessage() for r in caplog.records
+                if " RECV" in r.getMessage()
+                and "<encrypted" in r.getMessage()]
+    assert received
+    assert not any('kex="true"' in line or 'prekey="true"' in line for line in received)

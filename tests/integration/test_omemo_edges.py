@@ -288,3 +288,27 @@ def test_a_plain_room_message_never_overtakes_an_encrypted_one(
     first, second = next_room_message(c_room), next_room_message(c_room)
     assert [(m.from_.resource, m.body, m.encryption) for m in (first, second)] == [
         ("bob", "encrypted first", TWOMEMO_NS), ("bob", "plain second", None)]
+
+
+def test_a_rooms_archive_is_decrypted_like_its_live_messages(
+        server: Server, connect: Callable[..., Client], tmp_path: Path) -> None:
+    """client.mam.query(archive=room): the sender's keys are found by the real JID the
+    archive of a non-anonymous room gives; our own messages show what we sent."""
+    alice = omemo_client(connect, tmp_path, "alice")
+    bob = omemo_client(connect, tmp_path, "bob")
+    carol = omemo_client(connect, tmp_path, "carol")
+    jid, a_room = secret_room(server, alice, [bob, carol])
+    b_room = bob.muc.join(jid, "bob")
+    wait_for_occupant(alice, a_room, "bob")
+    alice.omemo.send_message(jid, "for the archive", type="groupchat", namespace=TWOMEMO_NS)
+    assert next_room_message(b_room).body == "for the archive"
+    # Carol, a member who was not in the room, reads it from the room's archive: it was
+    # encrypted for her too (members, XEP-0384 §5.8.1).
+    archived = [m for m in carol.mam.query(archive=jid) if m.encryption is not None]
+    assert [(m.body, m.encryption, m.sender_device, m.decryption_error) for m in archived] == [
+        ("for the archive", TWOMEMO_NS, alice.omemo.device_id, None)]
+    own = [m for m in alice.mam.query(archive=jid) if m.encryption is not None]
+    assert [m.body for m in own] == ["for the archive"]
+    # Bob read it live: its key is used up (forward secrecy); the archived copy says so.
+    again = [m for m in bob.mam.query(archive=jid) if m.encryption is not None]
+    assert len(again) == 1 and again[0].body is None and again[0].decryption_error

@@ -4,6 +4,7 @@ one before them (arrival order, issue 16)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
@@ -110,3 +111,19 @@ def test_a_plain_room_message_waits_for_an_encrypted_one_before_it() -> None:
     assert [(e[2].body, e[2].from_.resource if e[2].from_ else None)
             for e in client.events if e[0] == "muc_message"] == [
         ("decrypted from bard@avon.lit/quill", None), ("plain after it", "firstwitch")]
+
+
+def test_the_sender_of_an_archived_room_message_is_the_archives_last_claim() -> None:
+    from simplexmpp.ext.omemo_muc import _archived_sender
+
+    def archived(*claims: str) -> Message:
+        items = "".join(f"<x xmlns='http://jabber.org/protocol/muc#user'><item jid='{j}'/></x>"
+                        for j in claims)
+        return Message(ET.fromstring(stanza(f"<message from='{ROOM}/bard' type='groupchat'>{items}"
+                              "</message>")))
+
+    # A sender's own <x/> comes first, the one the archive adds last (Prosody's mod_muc_mam).
+    assert _archived_sender(archived("victim@avon.lit", "bard@avon.lit/quill")) == \
+        "bard@avon.lit"
+    assert _archived_sender(archived()) is None          # the room hid the real JID
+    assert _archived_sender(archived("not a jid@")) is None
