@@ -545,6 +545,12 @@ class OMEMO(Extension):
 
     def _failed(self, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"
+        if not self.client.is_connected:
+            # The session ended meanwhile (a disconnect() while a new session started):
+            # nothing is wrong with OMEMO; the next session starts it again.
+            log.debug("OMEMO not started for %s, disconnected: %s", self.client.account.bare,
+                      reason)
+            return
         if reason != self._failure:
             log.error("OMEMO could not start for %s: %s", self.client.account.bare, reason)
         self._failure = reason
