@@ -533,7 +533,8 @@ class Client:
     # Threads
 
     ack_delay = 0.05
-    """Longest a XEP-0198 `<a/>` waits for other output to ride along with (seconds; 0.05)."""
+    """How long the XEP-0198 `<a/>` answering the server's `<r/>` waits before it is sent
+    (seconds; 0.05)."""
 
     dispatcher_idle = 10.0
     """Seconds the dispatcher thread waits for work before it ends (10); the next callback starts

@@ -112,7 +112,7 @@ class SessionCore(Generic[W]):
             (a component, which has no roster).
         keepalive: Seconds of silence after which a ping checks the connection.
         timeout: Seconds a ping, or one stanza being received, may take.
-        ack_delay: Longest an XEP-0198 `<a/>` waits for other output to ride along with.
+        ack_delay: How long an XEP-0198 `<a/>` answering the server's `<r/>` waits.
         ack_every: Ask for an XEP-0198 acknowledgement after this many unacknowledged stanzas.
         duplicate_window: How many XEP-0359 message keys are remembered.
     """
@@ -476,7 +476,7 @@ class SessionCore(Generic[W]):
         elif self._ack_pending_since is None:
             self._ack_pending_since = now
         elif now - self._ack_pending_since >= self.ack_delay:
-            # Nothing went out that could carry the <a/>: send it alone (bounded delay).
+            # The answer waited ack_delay (it answers what arrived meanwhile too): send it.
             with guard:
                 stream.send_ack()
             self._ack_pending_since = None

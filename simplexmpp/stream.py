@@ -700,6 +700,13 @@ class ClientStream:
     `sm_state` (from a previous session) asks to resume it.
     """
 
+    ack_rides_along = False
+    """Whether the `<a/>` for a pending XEP-0198 `<r/>` goes out with our next output. Off: a
+    server such as Prosody asks again after each stanza it sends once the last request is
+    answered, so on an exchange of requests and replies every reply would bring an `<r/>`
+    and every request an `<a/>`, which costs the server more than the round trip itself
+    (bench/README.md, issue 18 item 4). The owner answers after a short delay instead."""
+
     def __init__(self, jid: JID, password: str | None = None, *, tls: str = "starttls",
                  resource: str | None = None, sm: bool = True, sm_state: SMState | None = None,
                  mechanisms: list[str] | None = None, max_stanza_size: int = 1 << 20,
@@ -738,8 +745,8 @@ class ClientStream:
         self._earlier_elements = 0
         self.ack_pending = False
         """The server asked for an ack (XEP-0198 `<r/>`) that is not answered yet: the `<a/>` goes
-        out with our next output, or when the owner calls
-        [`send_ack()`][simplexmpp.stream.ClientStream.send_ack]."""
+        out when the owner calls [`send_ack()`][simplexmpp.stream.ClientStream.send_ack] (or
+        with our next output, see `ack_rides_along`)."""
         self.events_before_error: list[Event] = []
         """Events of the last `receive_data` call that raised
         [`StreamError`][simplexmpp.errors.StreamError], parsed from the same bytes before the error
@@ -804,7 +811,7 @@ class ClientStream:
         """Everything queued for the peer, as bytes; empties the queue."""
         if not self._out:
             return b""
-        if self.ack_pending:
+        if self.ack_pending and self.ack_rides_along:
             self.send_ack()   # rides along: no write of its own
         data = "".join(self._out).encode("utf-8")
         self._out.clear()
@@ -1038,9 +1045,8 @@ class ClientStream:
                     self.sm.inbound = (self.sm.inbound + 1) % (1 << 32)
                 events.append(el)
             elif tag == "{%s}r" % SM_NS and self.sm is not None:
-                # Answered with our next output (see data_to_send), so a request after a
-                # reply costs no write of its own; the owner sends it alone if nothing else
-                # goes out soon (Client: ack_delay).
+                # XEP-0198 §4 sets no deadline for the answer: the owner sends it a little
+                # later (Client: ack_delay), by then answering what else arrived meanwhile.
                 self.ack_pending = True
             elif tag == "{%s}a" % SM_NS and self.sm is not None:
                 h = _h(el)

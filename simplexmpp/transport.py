@@ -310,7 +310,8 @@ class Wire:
     """A connected socket in non-blocking mode plus a wake-up channel, for one I/O thread.
 
     Other threads call [`wake()`][simplexmpp.transport.Wire.wake]; only the I/O thread calls
-    anything else.
+    anything else, or a thread that holds the connection's turn lock while the I/O thread
+    waits (the client writes a request from the caller's thread that way).
     """
 
     READ_SIZE = 65536
@@ -380,10 +381,15 @@ class Wire:
         if not self.closed:
             self._waker.wake()
 
+    def pending(self) -> bool:
+        """Whether OpenSSL holds decrypted bytes not read yet (select() cannot see them):
+        ask before [`wait()`][simplexmpp.transport.Wire.wait], which makes no SSL call."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
     def wait(self, timeout: float | None, want_write: bool) -> tuple[bool, bool]:
-        """Block until readable/writable/woken; returns (readable, writable)."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
-            return True, False
+        """Block until readable/writable/woken; returns (readable, writable). Decrypted
+        bytes OpenSSL holds are not seen here: check [`pending()`][simplexmpp.transport.Wire.pending]
+        first."""
         writable = False
         if want_write and not self._blocked:
             # Output is ready and the socket took the last write: only look for input (no

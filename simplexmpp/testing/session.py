@@ -151,7 +151,9 @@ class Session:
                     closing = self.closing
                 if closing and not sending:
                     return
-                readable, _ = self.wire.wait(None, bool(sending))
+                readable = self.wire.pending()  # decrypted bytes OpenSSL holds already
+                if not readable:
+                    readable, _ = self.wire.wait(None, bool(sending))
                 if readable and not closing:
                     data = self.wire.recv()
                     if data == b"":

@@ -182,8 +182,8 @@ def test_thousand_messages_arrive_complete_and_in_order(connect_any) -> None:
 
 
 def test_ack_request_is_answered_while_the_client_sends_nothing(connect) -> None:
-    """XEP-0198: the <a/> for the server's <r/> rides along with our next output; with none
-    it still goes out on its own (after Client.ack_delay), so no request stays unanswered."""
+    """XEP-0198: the <a/> for the server's <r/> goes out on its own after Client.ack_delay,
+    so no request stays unanswered."""
     import logging
 
     alice, bob = connect(), connect()
