@@ -14,7 +14,7 @@ ROWS = {
     "receive": ["bytes -> Message in queue", "share of XMLPullParser alone",
                 "consumer takes each as it arrives", "share of XMLPullParser ("],
     "pace": ["receiver CPU/msg, messages()", 'receiver CPU/msg, "message" callback',
-             "raw reader counting bytes"],
+             "nobody taking them (I/O thread alone)", "raw reader counting bytes"],
     "e2e": ["first send -> last receive", "share of server ceiling", "share of matched ceiling",
             "client CPU/msg"],
     "ping": ["p50 of", "p99", "p50 / floor p50", "p99 / floor p99"],
