@@ -551,7 +551,7 @@ class Connection:
         try:
             wire = self.wire
             sending = self._sending
-            if not self._direct or wire is None or sending or wire.blocked:
+            if not self._direct or self.closing or wire is None or sending or wire.blocked:
                 left = True  # not ready, or the I/O thread waits for the socket to drain
             else:
                 core = self.core
@@ -565,18 +565,26 @@ class Connection:
                         sending += self.outbuf
                         self.outbuf.clear()
                         self.changed.notify_all()
-                while sending:
-                    sent = wire.send(sending)
-                    if not sent:
-                        break
-                    if wire_log.isEnabledFor(logging.DEBUG):
-                        self._log_wire("SEND", bytes(sending[:sent]))
-                    del sending[:sent]
+                try:
+                    while sending:
+                        sent = wire.send(sending)
+                        if not sent:
+                            break
+                        if wire_log.isEnabledFor(logging.DEBUG):
+                            self._log_wire("SEND", bytes(sending[:sent]))
+                        del sending[:sent]
+                except OSError as exc:  # ssl.SSLError too
+                    # The connection failed under us: what is left stays queued, and the I/O
+                    # thread meets the same failure on its next write and handles it (a
+                    # reconnect, XEP-0198 resending what was not acknowledged); the caller
+                    # never sees a socket's error.
+                    log.debug("writing from %s failed (%s); the I/O thread takes over",
+                              threading.current_thread().name, exc)
                 now = time.monotonic()
                 core.data_sent(now)
-                # Left over (the socket is full), or a timer now due before the I/O thread
-                # would look (the first unacknowledged stanza starts XEP-0198's clock): the
-                # I/O thread must take over.
+                # Left over (the socket is full, or failed), or a timer now due before the
+                # I/O thread would look (the first unacknowledged stanza starts XEP-0198's
+                # clock): the I/O thread must take over.
                 with self.lock:
                     left = bool(sending) or core.next_deadline(now) < self._wait_until
         finally:

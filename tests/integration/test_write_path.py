@@ -55,9 +55,10 @@ def test_a_request_is_written_by_the_callers_thread_while_the_io_thread_waits(
         alice.ping()
     pings = [(thread, text) for thread, text in seen.sends if "urn:xmpp:ping" in text]
     assert len(pings) >= 20
-    # The I/O thread may still be finishing the turn that delivered the last answer (then the
-    # request waits for it as before): most requests, not necessarily all, go out directly.
-    assert sum(thread == me for thread, _ in pings) >= 10, pings
+    # The I/O thread may still be finishing the turn that delivered the last answer (then
+    # the request goes out through it, as before), the more often the busier the machine:
+    # some requests, not all, go out directly (5-20 of 20 seen; none before the change).
+    assert any(thread == me for thread, _ in pings), pings
 
 
 def test_messages_are_still_written_by_the_io_thread(connect, wire_threads) -> None:
@@ -110,3 +111,26 @@ def test_requests_from_many_threads_while_a_flood_arrives(connect) -> None:
     assert errors == []
     assert len(answered) == threads_n * pings_each
     assert got == [f"f{i}" for i in range(count)]
+
+
+def test_a_write_failing_on_the_callers_thread_is_left_to_the_io_thread(connect,
+                                                                         monkeypatch) -> None:
+    """A socket error met while writing a request from the caller's thread never reaches
+    the caller: the bytes stay queued and the I/O thread writes them (or handles the
+    failure, as it always did)."""
+    alice = connect()
+    conn = alice._conn
+    wire = conn.wire
+    original = type(wire).send
+    failed: list[str] = []
+
+    def send(self, buffer):  # type: ignore[no-untyped-def]
+        if self is wire and threading.current_thread() is not conn.io_thread and not failed:
+            failed.append(threading.current_thread().name)
+            raise ConnectionResetError("the write failed (injected)")
+        return original(self, buffer)
+
+    monkeypatch.setattr(type(wire), "send", send)
+    for _ in range(20):
+        assert alice.ping(timeout=10) >= 0
+    assert failed == [threading.current_thread().name]
