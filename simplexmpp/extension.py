@@ -169,12 +169,13 @@ class Extension:
         extensions use [Client.add_stanza_handler][simplexmpp.client.Client.add_stanza_handler]."""
         return self.client._router.add_interceptor(kind, interceptor, tags=tags, types=types)
 
-    def _order_messages(self, gate: Callable[[Any, Any], bool]) -> Callable[..., None]:
+    def _order_messages(self, gate: Callable[[Any, Any], bool] | None) -> Callable[..., None]:
         """Package-private, for OMEMO's ordering: `gate(element, msg)` runs for each message
         about to reach the inbox and the "message" callbacks, after the interceptors, the
         error and the repeat checks (on the I/O thread, or the thread of a `deliver()`), and
         returns True to hold it back; the function returned hands such a message out later
-        (`hand_out(element, msg)`, no checks again). One gate per client."""
+        (`hand_out(element, msg)`, no checks again). One gate per client; None removes it
+        (no cost on the receive path)."""
         router = self.client._router  # noqa: SLF001 - the client's side of this class
         router.gate = gate
         return router.hand_out

@@ -53,8 +53,13 @@ class Sequencer:
     module's description). `reserve` and `hold` run on the thread that reads the stanzas;
     `fill` on any thread."""
 
-    def __init__(self, limit: int = HELD_LIMIT) -> None:
+    def __init__(self, limit: int = HELD_LIMIT,
+                 on_busy: Callable[[bool], object] | None = None) -> None:
         self.limit = limit
+        # Called (under the lock) with True when a first message starts waiting and with False
+        # when none waits any more: the client's gate is installed only meanwhile, so that
+        # the receive path costs nothing while no decryption is pending.
+        self._on_busy = on_busy
         self.unordered = 0
         """Messages handed out out of order because `limit` were held already."""
         self._lock = threading.RLock()
@@ -75,6 +80,8 @@ class Sequencer:
             if not self._room():
                 return None
             slot = Slot(conversation)
+            if not self._queues and self._on_busy is not None:
+                self._on_busy(True)
             self._queues.setdefault(conversation, deque()).append(slot)
             self._held += 1
             return slot
@@ -121,6 +128,8 @@ class Sequencer:
                     del self._queues[slot.conversation]
                 if not self._queues:
                     self._warned = False
+                    if self._on_busy is not None:
+                        self._on_busy(False)
             finally:
                 self._releasing = False
 

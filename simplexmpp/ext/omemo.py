@@ -244,12 +244,12 @@ class OMEMO(Extension):
         # so that everything reaches the user in arrival order (see _omemo_order).
         from ..dispatcher import Dispatcher
         from ._omemo_order import Sequencer
-        self.order = Sequencer()
+        self.order = Sequencer(on_busy=self._gate)
         """The per-conversation arrival order (`order.held`: messages waiting now,
         `order.unordered`: handed out unordered because too many waited)."""
         self._worker = Dispatcher(f"simplexmpp-omemo-decrypt-{client.account.bare}", (),
                                   idle=lambda: 5.0)
-        self._hand_out = self._order_messages(self._hold_back)
+        self._hand_out = self._order_messages(None)
         self._intercept_stanzas("message", self._claim_encrypted, tags=tuple(_ENCRYPTED))
         if given is not None or os.path.exists(self.store_path):
             self._activate()
@@ -607,14 +607,16 @@ class OMEMO(Extension):
         from ._omemo_order import conversation_of
         return self.order.hold(conversation_of(conversation), action, *args)
 
+    def _gate(self, busy: bool) -> None:
+        """(Under the order's lock.) The client's gate is on only while a message waits."""
+        self._order_messages(self._hold_back if busy else None)
+
     def _hold_back(self, element: ET.Element, msg: Message | None) -> bool:
         """The client's gate (I/O thread): a message about to reach messages() and the
         callbacks waits while its conversation has an OMEMO message before it."""
-        order = self.order
-        if not order.held:
-            return False
         from ._omemo_order import conversation_of
-        return order.hold(conversation_of(element.get("from")), self._hand_out, element, msg)
+        return self.order.hold(conversation_of(element.get("from")), self._hand_out, element,
+                               msg)
 
     def _claim_encrypted(self, msg: Message) -> bool:
         """I/O thread: an incoming OMEMO message is taken from the normal path and

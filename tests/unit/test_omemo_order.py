@@ -262,3 +262,35 @@ def test_conversations_are_bare_jids() -> None:
     assert conversation_of("Bob@Example.org/Phone") == "bob@example.org"
     assert conversation_of("room@muc.example.org") == "room@muc.example.org"
     assert conversation_of(None) == ""
+
+
+def test_the_clients_gate_is_on_only_while_a_message_waits(
+        xmpp_server: FakeServer, release: threading.Event) -> None:
+    """Nothing on the receive path while no decryption is pending (issue 18's budget)."""
+    alice = xmpp_server.client("alice")
+    alice.connect()
+    try:
+        router = alice._router
+        assert router.gate is None
+        me = str(alice.jid)
+        xmpp_server.inject(encrypted("bob@localhost/a", me, "e1"))
+        read_by_the_client(xmpp_server, alice)
+        assert router.gate is not None and alice.omemo.order.held == 1
+        release.set()
+        assert alice.next_message(timeout=10).body == "secret e1"
+        with alice.omemo.order._lock:  # the hand-out that delivered it has ended
+            assert router.gate is None and alice.omemo.order.held == 0
+    finally:
+        alice.disconnect()
+
+
+def test_sequencer_tells_when_it_is_busy() -> None:
+    changes: list[bool] = []
+    order = Sequencer(on_busy=changes.append)
+    first = order.reserve("bob@x")
+    second = order.reserve("carol@x")
+    assert first is not None and second is not None and changes == [True]
+    order.fill(first, None)
+    assert changes == [True]
+    order.fill(second, None)
+    assert changes == [True, False]
