@@ -285,7 +285,7 @@ def test_steady_traffic_ending_inside_a_stanza_is_not_a_slow_stanza() -> None:
 
 
 @pytest.mark.parametrize("module", ["session", "stream", "stanza", "xml", "jid", "sasl", "sasl2",
-                                    "errors"])
+                                    "errors", "serverstream"])
 def test_the_sans_io_layers_import_no_socket_ssl_or_threads(module: str) -> None:
     import ast
     import importlib
