@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,9 +31,14 @@ def weather_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type
     included), puts it on sys.path for this module's tests, and takes it away after."""
     target = tmp_path_factory.mktemp("weather-site")
     build = tmp_path_factory.mktemp("weather-build")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, which
+    # would leave them in samples/ (and in the sdist, which grafts samples/).
+    source = build / "weather_extension"
+    shutil.copytree(SAMPLE, source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(SAMPLE)],
+         "--no-index", "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300, cwd=build)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(target.glob("simplexmpp_weather_sample-*.dist-info/entry_points.txt"))
