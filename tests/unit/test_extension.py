@@ -89,6 +89,41 @@ def test_no_builtin_extension_touches_a_private_attribute_of_the_client() -> Non
     assert found == []
 
 
+def client_private_names() -> set[str]:
+    """The private names a Client has: its private methods and the ``self._x`` it sets."""
+    source = (Path(simplexmpp.__file__).parent / "client.py").read_text(encoding="utf-8")
+    cls = next(node for node in ast.parse(source).body
+               if isinstance(node, ast.ClassDef) and node.name == "Client")
+    names = {node.name for node in cls.body
+             if isinstance(node, ast.FunctionDef) and _private(node.name)}
+    names.update(node.attr for node in ast.walk(cls)
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                 and node.value.id == "self" and _private(node.attr))
+    return names
+
+
+def uses_of_client_private_names(source: str, filename: str, names: set[str]) -> list[str]:
+    """Every ``<anything but self/cls>._name`` where ``_name`` is private to the Client:
+    catches a client reached under another name (``c = self.client; c._conn``), which
+    private_client_accesses cannot see."""
+    return [f"{filename}:{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(ast.parse(source, filename))
+            if isinstance(node, ast.Attribute) and node.attr in names
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+
+
+def test_no_builtin_extension_uses_a_client_private_name_under_any_alias() -> None:
+    names = client_private_names()
+    assert {"_conn", "_core", "_router", "_inbox", "_password"} <= names
+    # the check itself can fail
+    assert uses_of_client_private_names("c = self.client\nc._conn.send_text('x')\n",
+                                        "x.py", names) == ["x.py:2: c._conn"]
+    found = [hit for path in sorted(EXT.glob("*.py"))
+             for hit in uses_of_client_private_names(path.read_text(encoding="utf-8"),
+                                                     f"simplexmpp/ext/{path.name}", names)]
+    assert found == []
+
+
 def test_every_builtin_is_an_extension_attached_under_its_name(
         xmpp_client: ClientFactory) -> None:
     alice = xmpp_client("alice")
