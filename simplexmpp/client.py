@@ -737,7 +737,7 @@ class Client:
         dispatch = self._events.dispatch
 
         def claim(stanza: Stanza) -> bool:  # I/O thread: no user code, only a hand-over
-            dispatch(handler, stanza)
+            dispatch(handler, stanza, bounded=True)  # a flood may trigger it: bounded
             return True
 
         return self._router.add_interceptor(kind, claim, tags=tags, types=types)
@@ -804,6 +804,18 @@ class Client:
     """How many received messages were given up because the inbox was full (see
     [max_inbox][simplexmpp.Client.max_inbox]). The server had them (and acknowledged
     them, XEP-0198); an archive (XEP-0313) may still hold them. Read-only."""
+
+    max_pending_callbacks: int | None = _forward("_events.max_pending", writable=True)
+    """The most callback calls of stanza events ("message", "presence", extensions'
+    events, stanza handlers) kept waiting for the dispatcher thread (10,000; None: no
+    bound). When callbacks fall that far behind, new calls are given up and counted in
+    [callbacks_dropped][simplexmpp.Client.callbacks_dropped]; the session's events and IQ
+    handlers are never given up. May be changed at any time."""
+
+    callbacks_dropped: int = _forward("_events.dropped")
+    """How many callback calls were given up because
+    [max_pending_callbacks][simplexmpp.Client.max_pending_callbacks] were waiting (see
+    docs/reliability.md, "A callback that falls behind"). Read-only."""
 
     last_stanza_id: str | None = _forward("_core.last_stanza_id")
     """The stanza-id our own archive gave the last message received (XEP-0359). Read-only."""

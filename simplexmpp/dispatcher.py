@@ -17,7 +17,15 @@ follow sessions when one starts, resumes or is lost.
 * the dispatcher thread (`simplexmpp-dispatch-<jid>`), started when there is work and ended
   after `idle` seconds without any, which runs event callbacks, IQ request handlers, stanza
   handlers and `Future` done-callbacks one at a time: never on the I/O thread, so a callback
-  may call any blocking client method.
+  may call any blocking client method;
+* the bound on callback calls waiting for that thread: a callback slower than the stanzas
+  that trigger it (a peer flooding us, or a callback that blocks) must not grow memory
+  without limit, so an event that would make more than `max_pending` calls wait is refused
+  for the callbacks it cannot queue (counted in `dropped`, logged once per burst). Only
+  events stanzas produce are bounded: the protocol's own work (IQ request handlers and the
+  "iq" event they answer through, extension hooks, `Future` done-callbacks, the session's
+  events in `UNBOUNDED_EVENTS`, the stop marker) is always queued. The I/O thread never
+  waits for room: a callback may be waiting on it (`client.iq()`).
 
 The inbox that `messages()` reads is an [Inbox][simplexmpp.inbox.Inbox] (one closable queue
 for every reader: the client's, a pool's, a room's).
@@ -28,6 +36,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -41,11 +50,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import Client, IqFuture
     from .extension import Extension, Session
 
-__all__ = ["Dispatcher", "Router"]
+__all__ = ["DEFAULT_MAX_PENDING", "Dispatcher", "Router", "UNBOUNDED_EVENTS"]
 
 log = logging.getLogger(__name__)
 
 _Callbacks = tuple[tuple[int, Callable[..., object]], ...]
+# A queued task: the function, its arguments, and whether it counts toward the bound.
+_Task = tuple[Callable[..., object], tuple[object, ...], bool]
+
+DEFAULT_MAX_PENDING = 10_000
+"""The default bound on callback calls waiting for the dispatcher thread (see
+[Dispatcher.max_pending][simplexmpp.dispatcher.Dispatcher.max_pending])."""
+
+UNBOUNDED_EVENTS = frozenset({
+    "iq",                 # an IQ request nobody else claimed: its callback owes the reply
+    "roster_push",        # from our own server only (RFC 6121 §2.1.6), one per change
+    "connected", "resumed", "resumption_failed", "reconnecting", "disconnected",
+})
+"""Events never refused when callbacks fall behind: the session's life, and the work the
+protocol owes an answer for. Every other event (stanza events: "message", "presence",
+extensions' events) counts toward the bound."""
 
 _IQ = "{%s}iq" % CLIENT_NS
 _MESSAGE = "{%s}message" % CLIENT_NS
@@ -101,9 +125,17 @@ class Dispatcher:
         """Handles for `on()`, and for whatever else the client hands out (stanza handlers)."""
         self._handlers_lock = threading.Lock()
         self._lock = threading.Lock()  # the thread's start and end, and the task queue
-        self._tasks: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]] | None]
-        self._tasks = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
+        # Bounded tasks queued (written under _lock) and taken (by the dispatcher thread
+        # alone): their difference is how many wait, with no lock on the thread's side.
+        self._queued = 0
+        self._taken = 0
+        self._bound = DEFAULT_MAX_PENDING  # sys.maxsize: no bound (one compare either way)
+        self._warned = False
+        self.dropped = 0
+        """How many callback calls of bounded events were refused because `max_pending`
+        were waiting."""
 
     # ------------------------------------------------------------------------------------
     # Events
@@ -128,17 +160,64 @@ class Dispatcher:
         self.event_names.add(name)
 
     def emit(self, event: str, *args: object) -> None:
-        """Queue every callback of `event` (any thread; no check of the name)."""
-        for _, callback in self.handlers.get(event, ()):
-            self.dispatch(callback, *args)
+        """Queue every callback of `event` (any thread; no check of the name). Unless the
+        event is in `UNBOUNDED_EVENTS`, each call counts toward `max_pending`."""
+        callbacks = self.handlers.get(event)
+        if not callbacks:
+            return
+        bounded = event not in UNBOUNDED_EVENTS
+        for _, callback in callbacks:
+            self.dispatch(callback, *args, bounded=bounded)
+
+    # ------------------------------------------------------------------------------------
+    # The bound
+
+    @property
+    def max_pending(self) -> int | None:
+        """The most callback calls of bounded events waiting for the dispatcher thread
+        (None: no bound); may be changed at any time."""
+        return None if self._bound == sys.maxsize else self._bound
+
+    @max_pending.setter
+    def max_pending(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"max_pending must be None or a number >= 1, not {value!r}")
+        self._bound = sys.maxsize if value is None else value
+
+    @property
+    def pending(self) -> int:
+        """How many callback calls of bounded events wait for the dispatcher thread."""
+        return self._queued - self._taken
+
+    def _refuse(self, fn: Callable[..., object]) -> None:
+        """Under `_lock`: the bound is reached; `fn`'s call is given up, counted, and
+        logged once per burst (again only after the callbacks have caught up)."""
+        self.dropped += 1
+        if not self._warned:
+            self._warned = True
+            log.warning("%s: %d callback calls wait, the callbacks are slower than the "
+                        "stanzas arrive: giving up new calls (first: %r). Make callbacks "
+                        "return sooner or raise client.max_pending_callbacks. This is "
+                        "logged once until they catch up; the count is in "
+                        "client.callbacks_dropped", self.name, self._bound, fn)
 
     # ------------------------------------------------------------------------------------
     # The thread
 
-    def dispatch(self, fn: Callable[..., object], *args: object) -> None:
-        """Run `fn(*args)` on the dispatcher thread (started when there is work)."""
+    def dispatch(self, fn: Callable[..., object], *args: object,
+                 bounded: bool = False) -> None:
+        """Run `fn(*args)` on the dispatcher thread (started when there is work). With
+        `bounded`, the call is given up (and counted in `dropped`) when `max_pending`
+        bounded calls are waiting already; never blocks."""
         with self._lock:
-            self._tasks.put((fn, args))
+            if bounded:
+                # The one compare of the hot path (no bound: sys.maxsize).
+                if self._queued - self._taken >= self._bound:
+                    self._refuse(fn)
+                    return
+                self._queued += 1
+            self._tasks.put((fn, args, bounded))
             if self.thread is None:
                 thread = threading.Thread(target=self._main, name=self.name, daemon=True)
                 try:
@@ -170,7 +249,11 @@ class Dispatcher:
                         return
                     self._tasks.put(None)  # work arrived after the stop: run it first
                 continue
-            fn, args = task
+            fn, args, bounded = task
+            if bounded:
+                self._taken += 1  # this thread alone writes it
+                if self._warned and self._taken == self._queued:
+                    self._warned = False  # caught up: the next burst is logged again
             try:
                 fn(*args)
             except Exception:
