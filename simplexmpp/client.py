@@ -734,10 +734,10 @@ class Client:
         if tags is None and types is None:
             raise ValueError("add_stanza_handler() needs tags= or types= (use client.on() "
                              "for every message or presence)")
-        dispatch = self._events.dispatch
+        queue_bounded = self._events.queue_bounded  # a flood may trigger it: bounded
 
         def claim(stanza: Stanza) -> bool:  # I/O thread: no user code, only a hand-over
-            dispatch(handler, stanza, bounded=True)  # a flood may trigger it: bounded
+            queue_bounded(handler, (stanza,))
             return True
 
         return self._router.add_interceptor(kind, claim, tags=tags, types=types)

@@ -165,9 +165,13 @@ class Dispatcher:
         callbacks = self.handlers.get(event)
         if not callbacks:
             return
-        bounded = event not in UNBOUNDED_EVENTS
+        if event in UNBOUNDED_EVENTS:
+            for _, callback in callbacks:
+                self.dispatch(callback, *args)
+            return
+        queue_bounded = self.queue_bounded
         for _, callback in callbacks:
-            self.dispatch(callback, *args, bounded=bounded)
+            queue_bounded(callback, args)
 
     # ------------------------------------------------------------------------------------
     # The bound
@@ -205,29 +209,38 @@ class Dispatcher:
     # ------------------------------------------------------------------------------------
     # The thread
 
-    def dispatch(self, fn: Callable[..., object], *args: object,
-                 bounded: bool = False) -> None:
-        """Run `fn(*args)` on the dispatcher thread (started when there is work). With
-        `bounded`, the call is given up (and counted in `dropped`) when `max_pending`
-        bounded calls are waiting already; never blocks."""
+    def dispatch(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn(*args)` on the dispatcher thread (started when there is work); never
+        refused (the protocol's work: see `queue_bounded` for what a flood produces)."""
         with self._lock:
-            if bounded:
-                # The one compare of the hot path (no bound: sys.maxsize).
-                if self._queued - self._taken >= self._bound:
-                    self._refuse(fn)
-                    return
-                self._queued += 1
-            self._tasks.put((fn, args, bounded))
+            self._tasks.put((fn, args, False))
             if self.thread is None:
-                thread = threading.Thread(target=self._main, name=self.name, daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError as exc:
-                    # Python 3.12+ at interpreter exit: "can't create new thread at
-                    # interpreter shutdown" (a client closed at exit).
-                    log.debug("callback %r not run: %s", fn, exc)
-                    return
-                self.thread = thread
+                self._start(fn)
+
+    def queue_bounded(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        """Run `fn(*args)` on the dispatcher thread unless `max_pending` such calls are
+        waiting already: then it is given up, counted in `dropped` (never blocks)."""
+        with self._lock:
+            # The one compare of the hot path (no bound: sys.maxsize).
+            if self._queued - self._taken >= self._bound:
+                self._refuse(fn)
+                return
+            self._queued += 1
+            self._tasks.put((fn, args, True))
+            if self.thread is None:
+                self._start(fn)
+
+    def _start(self, fn: Callable[..., object]) -> None:
+        """Under `_lock`: start the thread for the work just queued (`fn`)."""
+        thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            # Python 3.12+ at interpreter exit: "can't create new thread at
+            # interpreter shutdown" (a client closed at exit).
+            log.debug("callback %r not run: %s", fn, exc)
+            return
+        self.thread = thread
 
     def _main(self) -> None:
         current = threading.current_thread()

@@ -190,7 +190,7 @@ def test_interceptors_by_type_and_by_child_tag() -> None:
 def test_message_callbacks_get_messages_and_errors_stay_out_of_the_inbox() -> None:
     client, stream = ready_client()
     got: list[Any] = []
-    client._events.dispatch = lambda fn, *args, **_: got.append(  # type: ignore
+    client._events.queue_bounded = lambda fn, args: got.append(  # type: ignore
         (fn.__name__, args))
     client.on("message", lambda msg: None)
     client.on("message_error", lambda msg: None)
