@@ -556,23 +556,14 @@ class Connection:
             else:
                 core = self.core
                 with self.lock:
-                    stream = self.stream
-                    sm = stream.sm if stream is not None else None
-                    if sm is not None and not core.r_outstanding and \
-                            len(sm.unacked) >= core.ack_every:
+                    if core.ack_wanted(None):
                         self._request_ack()  # as the I/O thread's timer would (handle_timer)
                     if self.outbuf:
                         sending += self.outbuf
                         self.outbuf.clear()
                         self.changed.notify_all()
                 try:
-                    while sending:
-                        sent = wire.send(sending)
-                        if not sent:
-                            break
-                        if wire_log.isEnabledFor(logging.DEBUG):
-                            self._log_wire("SEND", bytes(sending[:sent]))
-                        del sending[:sent]
+                    self._send(wire, sending)
                 except OSError as exc:  # ssl.SSLError too
                     # The connection failed under us: what is left stays queued, and the I/O
                     # thread meets the same failure on its next write and handles it (a
@@ -1031,13 +1022,7 @@ class Connection:
                 self._negotiation_deadline = None
                 wire.quickack = False
         self._collect_output(sending, idle=False)  # what came while waiting or reading
-        while sending:
-            sent = wire.send(sending)
-            if not sent:
-                break
-            if wire_log.isEnabledFor(logging.DEBUG):
-                self._log_wire("SEND", bytes(sending[:sent]))
-            del sending[:sent]
+        if self._send(wire, sending):
             self.core.data_sent(time.monotonic())
         if self.closing and stream.state == "closed" and not sending:
             return None
@@ -1194,6 +1179,21 @@ class Connection:
                 self.outbuf.clear()
                 self.changed.notify_all()
             self._io_idle = idle
+
+    def _send(self, wire: Wire, sending: bytearray) -> bool:
+        """Write what the socket takes of `sending` now, and cut it from `sending`
+        (the I/O thread, or a caller holding the turn lock); whether anything was written.
+        Raises OSError (ssl.SSLError too) when the connection fails."""
+        wrote = False
+        while sending:
+            sent = wire.send(sending)
+            if not sent:
+                break
+            if wire_log.isEnabledFor(logging.DEBUG):
+                self._log_wire("SEND", bytes(sending[:sent]))
+            del sending[:sent]
+            wrote = True
+        return wrote
 
     def _log_wire(self, direction: str, data: bytes) -> None:
         text = self.role.redact(data.decode("utf-8", "replace"))

@@ -522,15 +522,12 @@ class Router:
         gate = self.gate
         if gate is not None and gate(element, msg):
             return  # held back: the gate hands it out later (hand_out)
-        handlers = self.handlers.get("message")
-        if not handlers or self.inbox_used:
-            self.inbox.put(element)
-        if handlers:
-            self.events.emit("message", msg or wrap_message(element))
+        self.hand_out(element, msg)
 
     def hand_out(self, element: ET.Element, msg: Message | None = None) -> None:
         """Give a message that passed every check of `message()` to the inbox and the
-        "message" callbacks (what the gate held back; any thread)."""
+        "message" callbacks (called by `message()`, and later for what the gate held back;
+        any thread)."""
         handlers = self.handlers.get("message")
         if not handlers or self.inbox_used:
             self.inbox.put(element)

@@ -441,6 +441,16 @@ class SessionCore(Generic[W]):
             due = min(due, (self._ack_pending_since or now) + self.ack_delay)
         return now + min(max(due - now, 0.005), 60.0)
 
+    def ack_wanted(self, now: float | None) -> bool:
+        """Whether to ask for an XEP-0198 acknowledgement: none is outstanding, and
+        `ack_every` stanzas are unacknowledged or (with `now`) some are and nothing was sent
+        for a second."""
+        stream = self.stream
+        sm = stream.sm if stream is not None else None
+        return sm is not None and not self.r_outstanding and (
+            len(sm.unacked) >= self.ack_every
+            or (now is not None and bool(sm.unacked) and now - self.last_send > 1.0))
+
     def handle_timer(self, now: float, guard: AbstractContextManager[object] = _NO_GUARD
                      ) -> bool:
         """Run what is due at `now`: send a bundled `<a/>` that waited long enough, ask for
@@ -481,10 +491,7 @@ class SessionCore(Generic[W]):
                 stream.send_ack()
             self._ack_pending_since = None
             queued = True
-        sm = stream.sm
-        if sm is not None and not self.r_outstanding and (
-                len(sm.unacked) >= self.ack_every
-                or (sm.unacked and now - self.last_send > 1.0)):
+        if self.ack_wanted(now):
             with guard:
                 queued = self.request_ack() or queued
         idle = now - self.last_recv
